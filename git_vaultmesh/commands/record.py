@@ -1,0 +1,197 @@
+"""`record`: sign a receipt for a tag (release) or any revision (deploy) and append it."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+from typing import Any
+
+from .. import history, ledger, merkle
+from ..config import signing_key
+from ..entry import Entry, canonical, make_entry, now_rfc3339
+from ..errors import VaultMeshError
+from ..git import Repo
+from ..policy import Policy
+from ..signing import SigningKey, sign
+from ..ui import print_json, warn
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def hash_file(path: str) -> tuple[str, int]:
+    """SHA-256 and size of a file, streamed."""
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise VaultMeshError("VM-ARTIFACT-UNREADABLE", f"cannot read artifact {path}: {exc.strerror or exc}",
+                             "check the path and its permissions") from None
+    return h.hexdigest(), size
+
+
+def artifacts_from_args(paths: list[str], digests: list[str]) -> list[dict[str, Any]]:
+    arts: list[dict[str, Any]] = []
+    for p in paths:
+        if os.path.isdir(p):
+            raise VaultMeshError("VM-ARTIFACT-UNREADABLE", f"{p} is a directory", "name the artifact files")
+        digest, size = hash_file(p)
+        arts.append({"name": os.path.basename(p), "sha256": digest, "size": size})
+    for d in digests:
+        name, _, hexd = d.rpartition("=")
+        hexd = hexd.lower()
+        if not _HEX64.match(hexd):
+            raise VaultMeshError("VM-BAD-DIGEST", f"--sha256 {d!r}: not 64 hex characters",
+                                 "pass --sha256 NAME=<64 hex> (e.g. the output of sha256sum)")
+        arts.append({"name": name or hexd, "sha256": hexd})
+    names = [a["name"] for a in arts]
+    if len(set(names)) != len(names):
+        raise VaultMeshError("VM-USAGE", "two artifacts share a name", "give each artifact a distinct file name")
+    return arts
+
+
+def current_policy(repo: Repo, head: ledger.Head) -> Policy:
+    """The newest policy entry in the log (verify judges whether it was validly adopted)."""
+    found = ledger.find_entries(repo, head, {"type": "policy"})
+    if not found:
+        raise VaultMeshError("VM-LOG-GENESIS", "the log holds no policy entry", "the ledger is damaged")
+    seq, entry = found[-1]
+    return Policy.from_body(entry.body, f"policy entry #{seq}")
+
+
+def require_signer(policy: Policy, key: SigningKey, entry_type: str) -> None:
+    signer = policy.signer(key.fingerprint)
+    if signer is None:
+        raise VaultMeshError(
+            "VM-SIGNER-NOT-IN-POLICY",
+            f"your signing key {key.fingerprint} is not a signer in the ledger's policy",
+            "ask a policy signer to run `git vaultmesh policy add-signer`, or set vaultmesh.signingKey "
+            "to a key that is in `git vaultmesh policy show`",
+        )
+    if not signer.may_sign(entry_type):
+        raise VaultMeshError("VM-SIGNER-NOT-IN-POLICY",
+                             f"signer {signer.name} may sign {', '.join(signer.types)}, not {entry_type}",
+                             "ask the policy signers to extend your types")
+
+
+def find_base(repo: Repo, head: ledger.Head, commit: str) -> history.Base | None:
+    """The newest recorded release whose commit is an ancestor of `commit` (DESIGN §3)."""
+    for _seq, e in reversed(ledger.find_entries(repo, head, {"type": "release"})):
+        base_commit = e.subject_commit
+        if e.type != "release" or base_commit is None:
+            continue
+        if repo.has_object(base_commit) and repo.is_ancestor(base_commit, commit):
+            return base_from_entry(e)
+    return None
+
+
+def base_from_entry(e: Entry) -> history.Base:
+    h = e.body["history"]
+    frontier = merkle.CompactRange.from_frontier(int(h["size"]), [bytes.fromhex(x) for x in h["frontier"]])
+    return history.Base(e.id, str(e.subject_commit), int(h["size"]), bytes.fromhex(h["root"]), frontier)
+
+
+def releases_of_ref(repo: Repo, head: ledger.Head, ref: str) -> list[tuple[int, Entry]]:
+    return [(s, e) for s, e in ledger.find_entries(repo, head, {"ref": ref}) if e.type == "release"]
+
+
+def repo_name(repo: Repo) -> str:
+    if repo.work_tree is not None:
+        return repo.work_tree.name
+    name = repo.git_dir.name
+    return name[:-4] if name.endswith(".git") and len(name) > 4 else name
+
+
+def run(args: argparse.Namespace) -> int:
+    repo = Repo.discover()
+    rev: str = args.rev
+    commit = repo.rev_parse(rev, "commit")
+    if commit is None:
+        raise VaultMeshError("VM-BAD-REV", f"{rev!r} does not name a commit in this repository",
+                             "check `git tag -l` / `git log`; did you push or fetch the tag?")
+    full = repo.full_ref(rev)
+    is_tag = full is not None and full.startswith("refs/tags/")
+    typ = args.type or ("release" if is_tag else "deploy")
+    if typ == "release" and not is_tag:
+        raise VaultMeshError("VM-USAGE", f"a release names a tag; {rev!r} is not a tag",
+                             f"tag it first (git tag -s v1.0 {rev}) or record it with --type deploy")
+    if args.environment and typ != "deploy":
+        raise VaultMeshError("VM-USAGE", "--environment is for deploy receipts", None)
+    head = ledger.read_head(repo)
+    if head.commit is None:
+        raise VaultMeshError("VM-NOT-INITIALIZED", f"{ledger.REF_LOG} does not exist",
+                             "run `git vaultmesh init` first")
+    assert head.log_id is not None
+    if typ == "release" and full is not None:
+        existing = releases_of_ref(repo, head, full)
+        if existing:
+            if args.if_missing:
+                print(f"{rev} is already recorded as entry #{existing[0][0]} ({existing[0][1].id[:12]})")
+                return 0
+            raise VaultMeshError("VM-ALREADY-RECORDED",
+                                 f"{full} is already recorded as entry #{existing[0][0]} ({existing[0][1].id[:12]})",
+                                 "one release per tag: tag a new version, or pass --if-missing in scripts")
+    key = signing_key(repo)
+    require_signer(current_policy(repo, head), key, typ)
+    artifacts = artifacts_from_args(args.artifact, args.sha256)
+
+    subject: dict[str, str] = {}
+    if full is not None:
+        subject["ref"] = full
+        ref_target = repo.ref_oid(full)
+        if ref_target and ref_target != commit and repo.read_object(ref_target)[0] == "tag":
+            subject["tag"] = ref_target
+    subject["commit"] = commit
+    tree = repo.rev_parse(commit, "tree")
+    assert tree is not None
+    subject["tree"] = tree
+    body: dict[str, Any] = {"type": typ, "log": head.log_id, "recorded_at": now_rfc3339(), "subject": subject,
+                            "component": args.component or repo_name(repo)}
+    short = full[len("refs/tags/"):] if is_tag and full else None
+    if args.version_ or short:
+        body["version"] = args.version_ or short
+    if artifacts:
+        body["artifacts"] = artifacts
+    if args.evidence:
+        body["evidence"] = list(args.evidence)
+    if args.message:
+        body["message"] = args.message
+    if args.environment:
+        body["environment"] = args.environment
+    if typ == "release":
+        from ..evtag import tree_digest
+
+        base = find_base(repo, head, commit)
+        hist = history.compute(repo, commit, base)
+        body["history"] = hist.as_json()
+        td = tree_digest(repo, commit, require_submodules=args.require_submodules)
+        body["tree_digest"] = td.digest
+        if td.submodules:
+            body["submodules"] = td.submodules
+            warn(f"submodule repositories absent ({', '.join(td.missing_submodules)}): tree digest records "
+                 "submodules as not-included")
+    entry = make_entry(body, [{"format": key.format, "signer": key.fingerprint, "sig": sign(key, canonical(body))}])
+
+    def still_new(repo_: Repo, now: ledger.Head) -> list[Entry]:
+        if typ == "release" and full is not None and now.commit != head.commit and releases_of_ref(repo_, now, full):
+            raise VaultMeshError("VM-ALREADY-RECORDED", f"{full} was recorded by another process meanwhile",
+                                 "one release per tag: nothing to do")
+        return [entry]
+
+    keep = [commit] if not is_tag else []
+    result = ledger.append(repo, key, still_new, keep=keep)
+    if args.json:
+        print_json({"ok": True, "entry": entry.id, "seq": result.first_seq, "type": typ, "commit": result.commit,
+                    "body": body})
+    else:
+        print(f"recorded {typ} {body.get('component')} {body.get('version', '')} as entry #{result.first_seq} "
+              f"({entry.id[:12]})".replace("  ", " "))
+        if typ == "release":
+            print(f"  history root {body['history']['root']} over {body['history']['size']} commits")
+    return 0
+

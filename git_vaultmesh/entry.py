@@ -1,0 +1,230 @@
+"""Entries: RFC 8785 (JCS) lines, their ids and body digests, and strict parsing.
+
+An entry line is the only thing a verifier trusts byte for byte, so parsing refuses anything a second
+implementation might read differently: duplicate keys, non-canonical encodings, unknown fields, unknown types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import rfc8785
+
+from .errors import VaultMeshError
+
+ENTRY_VERSION = 1
+TYPES = ("policy", "release", "deploy", "adr", "decision", "cosign", "timestamp", "witness", "merge", "import")
+# Types judged by a signing threshold of their own; these never need timestamp tokens (DESIGN §2).
+NO_TOKEN_TYPES = frozenset({"timestamp", "cosign", "witness"})
+
+_COMMON = {"type", "log", "recorded_at", "component", "version", "subject", "artifacts", "evidence", "message"}
+ALLOWED_FIELDS: dict[str, frozenset[str]] = {
+    "policy": frozenset(_COMMON | {"signers", "thresholds", "tsas", "tokens_required"}),
+    "release": frozenset(_COMMON | {"history", "tree_digest", "submodules"}),
+    "deploy": frozenset(_COMMON | {"environment"}),
+    "adr": frozenset(_COMMON | {"title", "status", "document"}),
+    "decision": frozenset(_COMMON | {"title", "status"}),
+    "cosign": frozenset({"type", "log", "recorded_at", "entry", "message"}),
+    "timestamp": frozenset({"type", "log", "recorded_at", "entry", "checkpoint", "tokens", "message"}),
+    "witness": frozenset(_COMMON | {"peer", "checkpoint", "checkpoint_sig"}),
+    "merge": frozenset(_COMMON | {"peer", "entries"}),
+    "import": frozenset(_COMMON | {"source", "original", "verified", "unverified"}),
+}
+MAX_LINE = 1 << 20  # 1 MiB: an entry is a statement, not a payload
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_LOG_ID = re.compile(r"^[0-9a-f]{32}$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9._+@-][A-Za-z0-9._+@ -]{0,254}$")
+
+
+def canonical(obj: Any) -> bytes:
+    """RFC 8785 bytes of a JSON value."""
+    return bytes(rfc8785.dumps(obj))
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def now_rfc3339() -> str:
+    """UTC seconds; SOURCE_DATE_EPOCH wins so records can be reproduced bit for bit."""
+    sde = os.environ.get("SOURCE_DATE_EPOCH")
+    ts = int(sde) if sde and sde.isdigit() else int(time.time())
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def new_log_id() -> str:
+    return os.urandom(16).hex()
+
+
+@dataclass(frozen=True)
+class Entry:
+    line: bytes  # canonical JSON, no newline: the Merkle leaf data
+    body: dict[str, Any]
+    sigs: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return sha256_hex(self.line)
+
+    @property
+    def body_bytes(self) -> bytes:
+        """What signatures cover: JCS(body)."""
+        return canonical(self.body)
+
+    @property
+    def body_digest(self) -> str:
+        return sha256_hex(self.body_bytes)
+
+    @property
+    def type(self) -> str:
+        return str(self.body.get("type"))
+
+    @property
+    def subject_commit(self) -> str | None:
+        subj = self.body.get("subject")
+        if isinstance(subj, dict) and isinstance(subj.get("commit"), str):
+            return str(subj["commit"])
+        return None
+
+    @property
+    def subject_ref(self) -> str | None:
+        subj = self.body.get("subject")
+        if isinstance(subj, dict) and isinstance(subj.get("ref"), str):
+            return str(subj["ref"])
+        return None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"v": ENTRY_VERSION, "body": self.body, "sigs": self.sigs}
+
+
+def make_entry(body: dict[str, Any], sigs: list[dict[str, str]]) -> Entry:
+    obj = {"v": ENTRY_VERSION, "body": body, "sigs": sigs}
+    return Entry(canonical(obj), body, sigs)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in seen:
+            raise ValueError(f"duplicate key {k!r}")
+        seen[k] = v
+    return seen
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-JSON number {name}")
+
+
+def parse_line(line: bytes, where: str = "entry") -> Entry:
+    """Strictly parse one entry line (without its newline)."""
+
+    def bad(cause: str) -> VaultMeshError:
+        return VaultMeshError("VM-ENTRY-MALFORMED", f"{where}: {cause}",
+                              "the ledger was written by something other than git-vaultmesh; run `verify --all`")
+
+    if len(line) > MAX_LINE:
+        raise bad(f"entry is {len(line)} bytes, over the {MAX_LINE}-byte limit")
+    try:
+        obj = json.loads(line.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise bad(f"not valid JSON ({exc})") from None
+    if not isinstance(obj, dict) or set(obj) != {"v", "body", "sigs"}:
+        raise bad("top level must be exactly {v, body, sigs}")
+    try:
+        recanon = canonical(obj)
+    except Exception as exc:  # rfc8785 rejects floats it cannot represent, huge ints, lone surrogates
+        raise bad(f"cannot be canonicalised ({exc})") from None
+    if recanon != line:
+        raise bad("not in RFC 8785 canonical form (key order, spacing or number/string encoding differs)")
+    if obj["v"] != ENTRY_VERSION or isinstance(obj["v"], bool):
+        raise bad(f"version {obj['v']!r}, expected {ENTRY_VERSION}")
+    body, sigs = obj["body"], obj["sigs"]
+    if not isinstance(body, dict):
+        raise bad("body is not an object")
+    if not isinstance(sigs, list):
+        raise bad("sigs is not a list")
+    for s in sigs:
+        if not isinstance(s, dict) or set(s) != {"format", "signer", "sig"} or not all(
+            isinstance(v, str) for v in s.values()
+        ):
+            raise bad("each signature must be exactly {format, signer, sig} strings")
+    check_body(body, where)
+    return Entry(line, body, sigs)
+
+
+def check_body(body: dict[str, Any], where: str = "entry") -> None:
+    """Shape rules every body must meet, whatever its signatures say."""
+
+    def bad(cause: str) -> VaultMeshError:
+        return VaultMeshError("VM-ENTRY-MALFORMED", f"{where}: {cause}",
+                              "the ledger was written by something other than git-vaultmesh; run `verify --all`")
+
+    typ = body.get("type")
+    if not isinstance(typ, str):
+        raise bad("body.type is missing")
+    if typ not in ALLOWED_FIELDS:
+        raise VaultMeshError("VM-ENTRY-UNKNOWN-TYPE", f"{where}: body.type {typ!r} is not one of {', '.join(TYPES)}",
+                             "upgrade git-vaultmesh if a newer version wrote this entry; otherwise the log is forged")
+    extra = set(body) - ALLOWED_FIELDS[typ]
+    if extra:
+        raise bad(f"unknown field(s) {sorted(extra)} in a {typ} body")
+    if not isinstance(body.get("log"), str) or not _LOG_ID.match(body["log"]):
+        raise bad("body.log must be a 32-hex log id")
+    ra = body.get("recorded_at")
+    if not isinstance(ra, str) or not _RFC3339.match(ra):
+        raise bad("body.recorded_at must be RFC 3339 UTC seconds (YYYY-MM-DDTHH:MM:SSZ)")
+    for key in ("component", "version", "message"):
+        if key in body and not isinstance(body[key], str):
+            raise bad(f"body.{key} must be a string")
+    if "evidence" in body and not (isinstance(body["evidence"], list)
+                                   and all(isinstance(e, str) for e in body["evidence"])):
+        raise bad("body.evidence must be a list of strings")
+    if "artifacts" in body:
+        arts = body["artifacts"]
+        if not isinstance(arts, list):
+            raise bad("body.artifacts must be a list")
+        for a in arts:
+            if not isinstance(a, dict) or not {"name", "sha256"} <= set(a) <= {"name", "sha256", "size"}:
+                raise bad("each artifact must be {name, sha256[, size]}")
+            if not isinstance(a["name"], str) or not _ARTIFACT_NAME.match(a["name"]) or a["name"] in (".", ".."):
+                raise bad(f"artifact name {a['name']!r} is not a plain file name")
+            if not isinstance(a["sha256"], str) or not _HEX64.match(a["sha256"]):
+                raise bad(f"artifact {a['name']!r}: sha256 must be 64 lowercase hex")
+            if "size" in a and (not isinstance(a["size"], int) or isinstance(a["size"], bool) or a["size"] < 0):
+                raise bad(f"artifact {a['name']!r}: size must be a non-negative integer")
+    if "subject" in body:
+        subj = body["subject"]
+        if not isinstance(subj, dict) or not set(subj) <= {"ref", "tag", "commit", "tree"}:
+            raise bad("body.subject must be an object of ref/tag/commit/tree")
+        for k, v in subj.items():
+            if not isinstance(v, str):
+                raise bad(f"body.subject.{k} must be a string")
+            if k != "ref" and not re.match(r"^[0-9a-f]{40}([0-9a-f]{24})?$", v):
+                raise bad(f"body.subject.{k} must be a full object id")
+    if typ in ("cosign",) and not (isinstance(body.get("entry"), str) and _HEX64.match(body["entry"])):
+        raise bad("a cosign body names the body digest it co-signs in body.entry")
+    if typ == "release" and ("subject" not in body or "history" not in body):
+        raise bad("a release body needs subject and history")
+
+
+def entry_path(seq: int) -> str:
+    """entries/<a>/<b>/<seq>.json: fan-out so no tree grows past 1000 entries; path order is log order."""
+    return f"entries/{seq // 1_000_000:03d}/{(seq // 1000) % 1000:03d}/{seq:012d}.json"
+
+
+_PATH_RE = re.compile(r"^entries/(\d{3})/(\d{3})/(\d{12})\.json$")
+
+
+def seq_of_path(path: str) -> int | None:
+    m = _PATH_RE.match(path)
+    if not m:
+        return None
+    seq = int(m.group(3))
+    return seq if entry_path(seq) == path else None

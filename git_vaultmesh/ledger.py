@@ -1,0 +1,341 @@
+"""The ledger: append entries to refs/vaultmesh/log and refs/notes/vaultmesh in one CAS transaction.
+
+An append never rewrites: it adds entry blobs, a new checkpoint and its signature on top of the old tree,
+then moves both refs with their old values checked. On a lost race it re-reads, re-numbers and retries;
+entry bodies carry no position, so nothing is re-signed but the checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import merkle
+from .entry import Entry, entry_path, parse_line, seq_of_path
+from .errors import VaultMeshError
+from .git import RefUpdate, Repo, grep_tree
+from .signing import SigningKey, sign
+
+REF_LOG = "refs/vaultmesh/log"
+REF_NOTES = "refs/notes/vaultmesh"
+KEEP_PREFIX = "refs/vaultmesh/keep/"
+REMOTES_PREFIX = "refs/vaultmesh/remotes/"
+CHECKPOINT = "checkpoint"
+CHECKPOINT_SIG = "checkpoint.sig"
+FRONTIER_TRAILER = "Vaultmesh-Frontier:"
+MAX_ATTEMPTS = 64
+
+
+def checkpoint_text(log_id: str, size: int, root: bytes) -> bytes:
+    """C2SP tlog-checkpoint body: origin line, tree size, base64 root hash."""
+    return f"vaultmesh/{log_id}\n{size}\n{base64.b64encode(root).decode()}\n".encode()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    log_id: str
+    size: int
+    root: bytes
+
+
+def parse_checkpoint(data: bytes, where: str = "checkpoint") -> Checkpoint:
+    def bad(cause: str) -> VaultMeshError:
+        return VaultMeshError("VM-CHECKPOINT-MALFORMED", f"{where}: {cause}",
+                              "the log commit was not written by git-vaultmesh; run `verify --all`")
+
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise bad("not ASCII") from None
+    lines = text.split("\n")
+    if len(lines) < 4 or lines[3] != "" or not lines[0].startswith("vaultmesh/"):
+        raise bad("expected 'vaultmesh/<log_id>\\n<size>\\n<base64 root>\\n'")
+    if not lines[1].isdigit() or (lines[1] != "0" and lines[1].startswith("0")):
+        raise bad(f"size {lines[1]!r} is not a decimal integer")
+    try:
+        root = base64.b64decode(lines[2], validate=True)
+    except ValueError:
+        raise bad("root is not base64") from None
+    if len(root) != 32 or base64.b64encode(root).decode() != lines[2]:
+        raise bad("root is not a base64 SHA-256 hash")
+    log_id = lines[0][len("vaultmesh/"):]
+    if checkpoint_text(log_id, int(lines[1]), root) != data:
+        raise bad("extra lines or non-canonical encoding")
+    return Checkpoint(log_id, int(lines[1]), root)
+
+
+def note_paths(oid: str) -> tuple[str, str]:
+    """The two shapes a notes tree may use for `oid`: flat, and our 2/rest fan-out."""
+    return oid, f"{oid[:2]}/{oid[2:]}"
+
+
+@dataclass
+class Head:
+    """What an append needs of the current log, read without reading every entry."""
+
+    commit: str | None
+    tree: str | None
+    notes: str | None
+    log_id: str | None
+    frontier: merkle.CompactRange
+
+    @property
+    def size(self) -> int:
+        return self.frontier.size
+
+
+def read_head(repo: Repo) -> Head:
+    commit = repo.ref_oid(REF_LOG)
+    notes = repo.ref_oid(REF_NOTES)
+    if commit is None:
+        return Head(None, None, notes, None, merkle.CompactRange.from_leaf_hashes([]))
+    try:
+        ctype, cbody = repo.read_object(commit)
+    except KeyError:
+        raise VaultMeshError("VM-LOG-CORRUPT", f"log commit {commit} is missing",
+                             "fetch the ledger again (`git vaultmesh pull`) or restore from a replica") from None
+    if ctype != "commit":
+        raise VaultMeshError("VM-LOG-CORRUPT", f"{REF_LOG} points at a {ctype}, not a commit",
+                             "restore refs/vaultmesh/log from a replica")
+    header, _, message = cbody.partition(b"\n\n")
+    tree = header.split(b"\n", 1)[0].split()[1].decode()
+    cp_oid = repo.path_oid(commit, CHECKPOINT)
+    if cp_oid is None:
+        raise VaultMeshError("VM-CHECKPOINT-MISSING", f"log commit {commit} has no checkpoint",
+                             "run `git vaultmesh verify --all` to see what was damaged")
+    cp = parse_checkpoint(repo.read_object(cp_oid)[1], f"checkpoint of {commit}")
+    frontier = _frontier_from_message(message.decode(errors="replace"), cp)
+    if frontier is None:  # message lost or forged: recompute from the entries themselves
+        entries = read_entries(repo, commit)
+        frontier = merkle.CompactRange.from_leaf_hashes([merkle.leaf_hash(e.line) for e in entries])
+        if frontier.size != cp.size or frontier.root() != cp.root:
+            raise VaultMeshError("VM-CHECKPOINT-MISMATCH",
+                                 f"checkpoint of {commit} says size {cp.size}, the tree holds {frontier.size} "
+                                 "entries with another root",
+                                 "run `git vaultmesh verify --all`; do not append to a damaged log")
+    return Head(commit, tree, notes, cp.log_id, frontier)
+
+
+def _frontier_from_message(message: str, cp: Checkpoint) -> merkle.CompactRange | None:
+    """The compact range the appender left in the commit message, trusted only if it reproduces the root."""
+    for line in message.splitlines():
+        if line.startswith(FRONTIER_TRAILER):
+            parts = line[len(FRONTIER_TRAILER):].split()
+            try:
+                size = int(parts[0])
+                rng = merkle.CompactRange.from_frontier(size, [bytes.fromhex(h) for h in parts[1:]])
+            except (ValueError, IndexError):
+                return None
+            if rng.size == cp.size and rng.root() == cp.root:
+                return rng
+    return None
+
+
+def entry_items(repo: Repo, commit: str) -> list[tuple[int, str, str]]:
+    """(seq, path, blob oid) of every entry in a log commit, in log order; layout problems raise."""
+    items = []
+    for it in repo.ls_tree(commit, "entries"):
+        seq = seq_of_path(it.path)
+        if seq is None or it.type != "blob":
+            raise VaultMeshError("VM-LOG-CORRUPT", f"unexpected path {it.path!r} in log commit {commit}",
+                                 "the log tree holds only entries/<a>/<b>/<seq>.json files")
+        items.append((seq, it.path, it.oid))
+    items.sort()
+    for expected, (seq, path, _) in enumerate(items):
+        if seq != expected:
+            raise VaultMeshError("VM-LOG-GAP", f"entry #{expected} is missing (next present: {path})",
+                                 "an entry was removed from the log; restore it from a replica")
+    return items
+
+
+def split_blob(data: bytes, where: str) -> bytes:
+    """An entry blob is exactly one canonical line plus its newline."""
+    if not data.endswith(b"\n") or b"\n" in data[:-1] or b"\r" in data:
+        raise VaultMeshError("VM-ENTRY-MALFORMED", f"{where}: an entry file must be one line ending in \\n",
+                             "the ledger was written by something other than git-vaultmesh")
+    return data[:-1]
+
+
+def read_entries(repo: Repo, commit: str) -> list[Entry]:
+    """All entries of a log commit, strictly parsed (first problem raises)."""
+    items = entry_items(repo, commit)
+    try:
+        blobs = repo.read_blobs([oid for _, _, oid in items])
+    except KeyError as exc:
+        raise VaultMeshError("VM-LOG-CORRUPT", f"entry blob {exc} is missing", "restore the ledger from a replica") \
+            from None
+    return [parse_line(split_blob(b, f"entry #{seq}"), f"entry #{seq}") for (seq, _, _), b in zip(items, blobs)]
+
+
+def load(repo: Repo) -> tuple[Head, list[Entry]]:
+    head = read_head(repo)
+    if head.commit is None:
+        raise VaultMeshError("VM-NOT-INITIALIZED", f"{REF_LOG} does not exist",
+                             "run `git vaultmesh init` (or `git vaultmesh pull` to fetch a colleague's ledger)")
+    return head, read_entries(repo, head.commit)
+
+
+def find_entries(repo: Repo, head: Head, needle: dict[str, Any]) -> list[tuple[int, Entry]]:
+    """Entries whose canonical line contains `needle`'s JCS text (key order of JCS makes this exact)."""
+    if head.commit is None:
+        return []
+    from .entry import canonical
+
+    text = canonical(needle).decode()[1:-1]  # '"k":v' without braces
+    paths = grep_tree(repo, head.commit, text, "entries")
+    found = []
+    for path in sorted(paths):
+        seq = seq_of_path(path)
+        if seq is None:
+            continue
+        oid = repo.path_oid(head.commit, path)
+        if oid is None:
+            continue
+        e = parse_line(split_blob(repo.read_object(oid)[1], f"entry #{seq}"), f"entry #{seq}")
+        found.append((seq, e))
+    return found
+
+
+def read_note(repo: Repo, notes_commit: str | None, oid: str) -> bytes:
+    if notes_commit is None:
+        return b""
+    for path in note_paths(oid):
+        blob = repo.path_oid(notes_commit, path)
+        if blob is not None:
+            return repo.read_object(blob)[1]
+    return b""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    commit: str
+    first_seq: int
+    entries: list[Entry]
+    attempts: int
+
+
+Precheck = Callable[[Repo, Head], Sequence[Entry]]
+
+
+def append(
+    repo: Repo, key: SigningKey, entries: Sequence[Entry] | Precheck, *,
+    keep: Sequence[str] = (), max_attempts: int = MAX_ATTEMPTS,
+) -> AppendResult:
+    """Append entries as one log commit; `entries` may be a callable re-evaluated on every attempt
+    (it sees the current head and may refuse, e.g. a tag that was recorded meanwhile)."""
+    for attempt in range(1, max_attempts + 1):
+        head = read_head(repo)
+        todo = list(entries(repo, head) if callable(entries) else entries)
+        if not todo:
+            raise VaultMeshError("VM-USAGE", "nothing to append", None)
+        result = _try_append(repo, key, head, todo, keep)
+        if result is not None:
+            return AppendResult(result, head.size, todo, attempt)
+        time.sleep(random.uniform(0, 0.005 * min(attempt, 20)))  # jittered back-off
+    raise VaultMeshError("VM-RACE-LOST", f"the ledger moved under us {max_attempts} times",
+                         "another process is appending heavily; run the command again")
+
+
+def _try_append(repo: Repo, key: SigningKey, head: Head, todo: list[Entry], keep: Sequence[str]) -> str | None:
+    log_id = head.log_id or str(todo[0].body.get("log"))
+    for e in todo:
+        if e.body.get("log") != log_id:
+            raise VaultMeshError("VM-ENTRY-WRONG-LOG", f"entry names log {e.body.get('log')}, this log is {log_id}",
+                                 "entries cannot move between ledgers")
+    frontier = head.frontier.copy()
+    blobs: list[bytes] = []
+    paths: list[str] = []
+    for i, e in enumerate(todo):
+        frontier.append(merkle.leaf_hash(e.line))
+        blobs.append(e.line + b"\n")
+        paths.append(entry_path(head.size + i))
+    cp = checkpoint_text(log_id, frontier.size, frontier.root())
+    cp_sig = sign(key, cp, armor=True).encode()
+    # notes: the note on a subject commit is the lines of every entry about it, in log order
+    by_subject: dict[str, list[bytes]] = {}
+    for e in todo:
+        if e.subject_commit:
+            by_subject.setdefault(e.subject_commit, []).append(e.line + b"\n")
+    note_blobs = [read_note(repo, head.notes, oid) + b"".join(lines) for oid, lines in by_subject.items()]
+    oids = repo.write_blobs(blobs + [cp, cp_sig] + note_blobs)
+    add = dict(zip(paths, oids[: len(paths)]))
+    add[CHECKPOINT] = oids[len(paths)]
+    add[CHECKPOINT_SIG] = oids[len(paths) + 1]
+    tree = repo.build_tree(head.tree, add)
+    message = (
+        f"vaultmesh: append {len(todo)} entr{'y' if len(todo) == 1 else 'ies'} (size {frontier.size})\n\n"
+        f"{FRONTIER_TRAILER} {frontier.size} {' '.join(h.hex() for h in frontier.hashes)}\n"
+    )
+    commit = repo.commit_tree(tree, [head.commit] if head.commit else [], message)
+    updates = [RefUpdate(REF_LOG, commit, head.commit)]
+    if by_subject:
+        note_oids = oids[len(paths) + 2:]
+        notes_tree_base = None
+        if head.notes:
+            notes_tree_base = repo.rev_parse(head.notes, "tree")
+        flat_and_fanned = [p for oid in by_subject for p in note_paths(oid)]
+        notes_tree = repo.build_tree(
+            notes_tree_base,
+            {note_paths(oid)[1]: blob for oid, blob in zip(by_subject, note_oids)},
+            remove=flat_and_fanned,
+        )
+        notes_commit = repo.commit_tree(
+            notes_tree, [head.notes] if head.notes else [],
+            f"vaultmesh notes derived from log {commit}\n",
+        )
+        updates.append(RefUpdate(REF_NOTES, notes_commit, head.notes))
+    elif head.notes is not None:
+        updates.append(RefUpdate(REF_NOTES, head.notes, head.notes))  # still checked: notes must not move alone
+    for oid in keep:
+        ref = KEEP_PREFIX + oid
+        if repo.ref_oid(ref) is None:
+            updates.append(RefUpdate(ref, oid, None))
+    return commit if repo.update_refs(updates) else None
+
+
+def notes_for(entries: Sequence[Entry]) -> dict[str, bytes]:
+    """The notes the log implies: subject commit -> the lines of the entries about it."""
+    notes: dict[str, bytes] = {}
+    for e in entries:
+        if e.subject_commit:
+            notes[e.subject_commit] = notes.get(e.subject_commit, b"") + e.line + b"\n"
+    return notes
+
+
+def rebuild_notes(repo: Repo, head: Head, entries: Sequence[Entry]) -> str:
+    """Write a fresh notes commit derived from the log (doctor --repair, pull); returns it (refs untouched)."""
+    notes = notes_for(entries)
+    oids = repo.write_blobs(list(notes.values()))
+    tree = repo.build_tree(None, {note_paths(s)[1]: o for s, o in zip(notes, oids)})
+    return repo.commit_tree(tree, [head.notes] if head.notes else [],
+                            f"vaultmesh notes derived from log {head.commit}\n")
+
+
+def state_path(repo: Repo) -> str:
+    return str(repo.git_dir / "vaultmesh" / "verified-checkpoint.json")
+
+
+def load_verified(repo: Repo) -> dict[str, Any] | None:
+    try:
+        with open(state_path(repo), encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def save_verified(repo: Repo, log_id: str, size: int, root: bytes) -> None:
+    """Remember the checkpoint this clone verified last (atomic rename, so a crash keeps the old one)."""
+    import os
+
+    path = state_path(repo)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"log": log_id, "size": size, "root": root.hex()}, fh)
+    os.replace(tmp, path)
