@@ -20,6 +20,9 @@ from typing import IO
 from .errors import VaultMeshError
 
 ZERO_OID_SHA1 = "0" * 40
+# Variables that redirect git to another repository; cleared when probing a path of our own choosing.
+_REPO_ENV = frozenset({"GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+                       "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_PREFIX"})
 
 
 @dataclass(frozen=True)
@@ -68,14 +71,21 @@ class Repo:
 
     # --- discovery ----------------------------------------------------------------------------
     @classmethod
-    def discover(cls, path: str | os.PathLike[str] | None = None) -> Repo:
+    def discover(cls, path: str | os.PathLike[str] | None = None, *, ignore_env: bool = False) -> Repo:
+        """Find the repository containing `path` (bare or not), as `git rev-parse` would.
+
+        `ignore_env` drops GIT_DIR & co. so probing a submodule's path is not redirected to the
+        superproject (they are set inside hooks and by `git --git-dir=… vaultmesh`)."""
         cwd = Path(path) if path is not None else Path.cwd()
+        env = None
+        if ignore_env:
+            env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
         try:
             res = subprocess.run(
-                [_git_exe(), "rev-parse", "--absolute-git-dir", "--is-bare-repository", "--show-toplevel"],
-                cwd=cwd, capture_output=True,
+                [_git_exe(), "rev-parse", "--absolute-git-dir", "--is-bare-repository"],
+                cwd=cwd, capture_output=True, env=env,
             )
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, NotADirectoryError) as exc:
             raise VaultMeshError("VM-NOT-A-REPO", f"{cwd} does not exist", "cd into a git repository") from exc
         lines = res.stdout.decode(errors="replace").splitlines()
         if res.returncode != 0 or len(lines) < 2:
@@ -84,8 +94,11 @@ class Repo:
                 "cd into a git repository, or run `git init` first",
             )
         git_dir = Path(lines[0])
-        bare = lines[1] == "true"
-        work_tree = Path(lines[2]) if not bare and len(lines) > 2 and lines[2] else None
+        work_tree = None
+        if lines[1] != "true":
+            top = subprocess.run([_git_exe(), "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, env=env)
+            if top.returncode == 0 and top.stdout.strip():
+                work_tree = Path(top.stdout.decode().strip())
         return cls(git_dir, work_tree)
 
     def close(self) -> None:
@@ -103,7 +116,8 @@ class Repo:
 
     # --- running git ----------------------------------------------------------------------------
     def _cmd(self, args: Sequence[str]) -> list[str]:
-        return [self._exe, f"--git-dir={self.git_dir}", *args]
+        # --no-replace-objects: refs/replace/* (which a fetch can bring) must never change what we hash
+        return [self._exe, "--no-replace-objects", f"--git-dir={self.git_dir}", *args]
 
     def run(
         self, *args: str, input: bytes | None = None, check: bool = True,
@@ -405,7 +419,7 @@ def submodule_repo(repo: Repo, path: str) -> Repo | None:
     for cand in candidates:
         if cand.exists():
             try:
-                sub = Repo.discover(cand)
+                sub = Repo.discover(cand, ignore_env=True)
             except VaultMeshError:
                 continue
             if sub.git_dir != repo.git_dir:

@@ -104,3 +104,27 @@ def repo(tmp_path: Path) -> Path:
         git(path, "commit", "-q", "-m", f"commit {i}")
     git(path, "tag", "-a", "v1.0", "-m", "v1.0")
     return path
+
+
+def vm(cwd: str | Path, *args: str, env: dict[str, str] | None = None,
+       input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI as a separate process (as `git vaultmesh` would), never raising on failure."""
+    import sys
+
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "git_vaultmesh", *args], cwd=cwd, capture_output=True,
+                          text=True, env=full_env, input=input.decode() if input else None)
+
+
+def vm_ok(cwd: str | Path, *args: str, env: dict[str, str] | None = None) -> str:
+    res = vm(cwd, *args, env=env)
+    assert res.returncode == 0, f"vaultmesh {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
+    return res.stdout
+
+
+@pytest.fixture
+def ledger_repo(repo: Path, gpg_key: GpgKey) -> Path:
+    """`repo` with vaultmesh.signingKey set to Alice's key and `git vaultmesh init` run."""
+    git(repo, "config", "vaultmesh.signingKey", gpg_key.fingerprint)
+    vm_ok(repo, "init")
+    return repo
