@@ -115,3 +115,24 @@ class VaultMeshError(Exception):
 
     def as_dict(self) -> dict[str, str | None]:
         return {"code": self.code, "cause": self.cause, "hint": self.hint}
+
+
+def errors_markdown() -> str:
+    """docs/errors.md, generated from CODES (a test keeps the committed file identical)."""
+    lines = [
+        "# Error codes",
+        "",
+        "Every failure of `git vaultmesh` carries one of these stable codes, with a cause (what was found against",
+        "what was required) and a hint (what to do next). `verify --json` puts the code in each failed check's",
+        "`code` field; other commands print `error: CODE: cause` and `hint: …` on stderr and exit 1.",
+        "This file is generated from `git_vaultmesh/errors.py`: `python -m git_vaultmesh.errors > docs/errors.md`.",
+        "",
+        "| code | meaning |",
+        "|---|---|",
+    ]
+    lines += [f"| `{code}` | {meaning} |" for code, meaning in CODES.items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(errors_markdown(), end="")

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -198,7 +198,8 @@ class Repo:
 
     def refs(self, prefix: str) -> dict[str, str]:
         out = self.run("for-each-ref", "--format=%(refname) %(objectname)", prefix).decode()
-        return dict(line.split(" ", 1) for line in out.splitlines() if line)  # type: ignore[misc]
+        pairs = (line.split(" ", 1) for line in out.splitlines() if line)
+        return {name: oid for name, oid in pairs}
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         code, _, _ = self.try_run("merge-base", "--is-ancestor", ancestor, descendant)

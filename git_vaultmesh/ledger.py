@@ -89,8 +89,8 @@ class Head:
         return self.frontier.size
 
 
-def read_head(repo: Repo) -> Head:
-    commit = repo.ref_oid(REF_LOG)
+def read_head(repo: Repo, ref: str = REF_LOG) -> Head:
+    commit = repo.ref_oid(ref)
     notes = repo.ref_oid(REF_NOTES)
     if commit is None:
         return Head(None, None, notes, None, merkle.CompactRange.from_leaf_hashes([]))
@@ -241,7 +241,14 @@ def append(
                          "another process is appending heavily; run the command again")
 
 
-def _try_append(repo: Repo, key: SigningKey, head: Head, todo: list[Entry], keep: Sequence[str]) -> str | None:
+def _try_append(
+    repo: Repo, key: SigningKey, head: Head, todo: list[Entry], keep: Sequence[str],
+    *, expected_log: str | None | bool = False, all_entries: Sequence[Entry] | None = None,
+    notes_parents: Sequence[str] = (),
+) -> str | None:
+    """Build the commit on `head` and CAS the refs. `expected_log` (when not False) is the value REF_LOG
+    must still have — differs from head.commit only for pull, which appends onto the remote's log; then
+    `all_entries` (the whole resulting log) is used to rebuild the notes from scratch."""
     log_id = head.log_id or str(todo[0].body.get("log"))
     for e in todo:
         if e.body.get("log") != log_id:
@@ -272,8 +279,12 @@ def _try_append(repo: Repo, key: SigningKey, head: Head, todo: list[Entry], keep
         f"{FRONTIER_TRAILER} {frontier.size} {' '.join(h.hex() for h in frontier.hashes)}\n"
     )
     commit = repo.commit_tree(tree, [head.commit] if head.commit else [], message)
-    updates = [RefUpdate(REF_LOG, commit, head.commit)]
-    if by_subject:
+    log_old = head.commit if expected_log is False else expected_log
+    updates = [RefUpdate(REF_LOG, commit, log_old if isinstance(log_old, str) else None)]
+    if all_entries is not None:
+        rebuilt = rebuild_notes(repo, commit, all_entries, notes_parents)
+        updates.append(RefUpdate(REF_NOTES, rebuilt, head.notes))
+    elif by_subject:
         note_oids = oids[len(paths) + 2:]
         notes_tree_base = None
         if head.notes:
@@ -307,13 +318,16 @@ def notes_for(entries: Sequence[Entry]) -> dict[str, bytes]:
     return notes
 
 
-def rebuild_notes(repo: Repo, head: Head, entries: Sequence[Entry]) -> str:
-    """Write a fresh notes commit derived from the log (doctor --repair, pull); returns it (refs untouched)."""
+def rebuild_notes(repo: Repo, log_commit: str | None, entries: Sequence[Entry], parents: Sequence[str]) -> str:
+    """Write a fresh notes commit derived from the log (doctor --repair, pull); returns it (refs untouched).
+
+    `parents` are the notes commits it supersedes (ours, and the remote's on pull) so pushing it is a
+    fast-forward everywhere."""
     notes = notes_for(entries)
     oids = repo.write_blobs(list(notes.values()))
     tree = repo.build_tree(None, {note_paths(s)[1]: o for s, o in zip(notes, oids)})
-    return repo.commit_tree(tree, [head.notes] if head.notes else [],
-                            f"vaultmesh notes derived from log {head.commit}\n")
+    uniq = list(dict.fromkeys(p for p in parents if p))
+    return repo.commit_tree(tree, uniq, f"vaultmesh notes derived from log {log_commit}\n")
 
 
 def state_path(repo: Repo) -> str:

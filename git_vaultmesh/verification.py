@@ -93,6 +93,8 @@ class Options:
     trust_root: str | None = None
     allow: frozenset[str] = frozenset()
     remember: bool = True  # store the verified checkpoint for rollback detection
+    log_ref: str = ledger.REF_LOG  # pull verifies a fetched copy before adopting it
+    subjects: bool = True  # tags, history, tree digests, artifacts (pull checks the log alone)
 
 
 @dataclass
@@ -125,9 +127,9 @@ class Verification:
     # --- entry point -------------------------------------------------------------------------------
     def run(self) -> Report:
         r = self.report
-        head = self.repo.ref_oid(ledger.REF_LOG)
+        head = self.repo.ref_oid(self.opts.log_ref)
         if head is None:
-            r.failed("log.present", "VM-NOT-INITIALIZED", f"{ledger.REF_LOG} is absent",
+            r.failed("log.present", "VM-NOT-INITIALIZED", f"{self.opts.log_ref} is absent",
                      "run `git vaultmesh init`, or fetch the ledger refs from a peer")
             return r
         try:
@@ -139,10 +141,11 @@ class Verification:
             self._check_chain(loaded)
             self._check_entries(loaded)
             targets = self._targets(loaded)
-            if targets is not None:
+            if targets is not None and self.opts.subjects:
                 self._check_subjects(loaded, targets)
                 self._check_notes(loaded, targets)
-            self._check_rollback(loaded)
+            if self.opts.remember:
+                self._check_rollback(loaded)
         finally:
             if self._verifier is not None:
                 self._verifier.close()
@@ -169,7 +172,8 @@ class Verification:
         except KeyError as exc:
             raise VaultMeshError("VM-LOG-CORRUPT", f"entry blob {exc} is missing from the object store",
                                  "restore the ledger objects from a replica; run `git fsck`") from None
-        lines, entries = [], []
+        lines: list[bytes] = []
+        entries: list[Entry | None] = []
         for (seq, _, _), blob in zip(items, blobs):
             where = f"entry #{seq}"
             try:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import history, ledger, merkle
 from ..config import signing_key
-from ..entry import Entry, canonical, make_entry, now_rfc3339
+from ..entry import Entry, canonical, check_body, make_entry, now_rfc3339, parse_line
 from ..errors import VaultMeshError
 from ..git import Repo
 from ..policy import Policy
@@ -18,6 +18,15 @@ from ..signing import SigningKey, sign
 from ..ui import print_json, warn
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _AlreadyThere(Exception):
+    """Raised inside the append's precheck: the log already holds this very statement."""
+
+    def __init__(self, seq: int, entry: Entry) -> None:
+        super().__init__(seq)
+        self.seq = seq
+        self.entry = entry
 
 
 def hash_file(path: str) -> tuple[str, int]:
@@ -175,16 +184,41 @@ def run(args: argparse.Namespace) -> int:
             body["submodules"] = td.submodules
             warn(f"submodule repositories absent ({', '.join(td.missing_submodules)}): tree digest records "
                  "submodules as not-included")
+    # The log is append-only: never append what every reader (log, show, verify) would refuse to parse.
+    hint = ("artifact names must be plain file names (ASCII letters, digits, space and ._+@-): rename the "
+            "file, or hash it elsewhere and pass --sha256 NAME=HEX")
+    try:
+        check_body(body, "the new receipt")
+    except VaultMeshError as exc:
+        raise VaultMeshError("VM-USAGE", exc.cause, hint) from None
     entry = make_entry(body, [{"format": key.format, "signer": key.fingerprint, "sig": sign(key, canonical(body))}])
+    try:
+        parse_line(entry.line, "the new receipt")
+    except VaultMeshError as exc:
+        raise VaultMeshError("VM-USAGE", exc.cause, "shorten --message/--evidence") from None
 
     def still_new(repo_: Repo, now: ledger.Head) -> list[Entry]:
         if typ == "release" and full is not None and now.commit != head.commit and releases_of_ref(repo_, now, full):
             raise VaultMeshError("VM-ALREADY-RECORDED", f"{full} was recorded by another process meanwhile",
                                  "one release per tag: nothing to do")
+        # Same body digest = same statement (DESIGN §2): verify fails a log that holds it twice, so an
+        # identical receipt (e.g. a retried deploy in the same second / same SOURCE_DATE_EPOCH) is not appended.
+        for seq, e in ledger.find_entries(repo_, now, {"recorded_at": body["recorded_at"]}):
+            if e.body_digest == entry.body_digest:
+                raise _AlreadyThere(seq, e)
         return [entry]
 
     keep = [commit] if not is_tag else []
-    result = ledger.append(repo, key, still_new, keep=keep)
+    try:
+        result = ledger.append(repo, key, still_new, keep=keep)
+    except _AlreadyThere as same:
+        msg = f"an identical receipt (same body digest) is already entry #{same.seq} ({same.entry.id[:12]})"
+        if args.json:
+            print_json({"ok": True, "entry": same.entry.id, "seq": same.seq, "type": typ, "appended": False,
+                        "body": body})
+        else:
+            print(f"{msg}; nothing appended")
+        return 0
     if args.json:
         print_json({"ok": True, "entry": entry.id, "seq": result.first_seq, "type": typ, "commit": result.commit,
                     "body": body})

@@ -1,0 +1,120 @@
+"""`pull [REMOTE]`: take a colleague's ledger, re-append ours on top, so the next push fast-forwards.
+
+Steps, each checked: fetch the remote's log into refs/vaultmesh/remotes/<remote>/log only if it extends
+what we saw there last; verify it (same genesis, every signature, every checkpoint); then either
+fast-forward, keep ours (we are ahead), or re-append our entries it lacks onto it — bodies carry no position,
+so nothing is re-signed but the checkpoint. Every entry we had is in the result, or nothing changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import ledger, merkle
+from ..config import signing_key
+from ..entry import Entry
+from ..errors import VaultMeshError
+from ..git import RefUpdate, Repo
+from ..ui import print_json
+from ..verification import Options, verify
+
+
+def _remote_ref(remote: str) -> str:
+    return f"{ledger.REMOTES_PREFIX}{remote}/log"
+
+
+def _remote_notes(remote: str) -> str:
+    return f"{ledger.REMOTES_PREFIX}{remote}/notes"
+
+
+def fetch_remote_log(repo: Repo, remote: str) -> str:
+    """Fetch into a scratch ref, accept only an extension of what we last saw; returns the new remote head."""
+    tracking = _remote_ref(remote)
+    scratch = f"{ledger.REMOTES_PREFIX}{remote}/incoming"
+    last_seen = repo.ref_oid(tracking)
+    repo.fetch(remote, [f"+{ledger.REF_LOG}:{scratch}"])
+    # the remote's notes (absent while its log has no subject entries) become a parent of ours
+    repo.try_run("fetch", "--no-tags", "--quiet", remote, f"+{ledger.REF_NOTES}:{_remote_notes(remote)}")
+    fetched = repo.ref_oid(scratch)
+    if fetched is None:
+        raise VaultMeshError("VM-REMOTE-FAILED", f"{remote} has no {ledger.REF_LOG}",
+                             f"push a ledger there first: git push {remote} 'refs/vaultmesh/*' refs/notes/vaultmesh")
+    try:
+        if last_seen is not None and last_seen != fetched and not repo.is_ancestor(last_seen, fetched):
+            raise VaultMeshError(
+                "VM-REMOTE-DIVERGED",
+                f"{remote}'s log {fetched[:12]} does not extend {last_seen[:12]}, which we fetched from it before",
+                "the remote ledger was rewritten; compare with other replicas before trusting it",
+            )
+        if not repo.update_refs([RefUpdate(tracking, fetched, last_seen)]):
+            raise VaultMeshError("VM-RACE-LOST", f"{tracking} moved during pull", "run pull again")
+    finally:
+        repo.run("update-ref", "-d", scratch)
+    # keep-refs hold the subjects the remote's receipts name; never overwrite ours
+    repo.try_run("fetch", "--no-tags", "--quiet", remote, "refs/vaultmesh/keep/*:refs/vaultmesh/keep/*")
+    return fetched
+
+
+def run(args: argparse.Namespace) -> int:
+    repo = Repo.discover()
+    remote: str = args.remote
+    theirs_head = fetch_remote_log(repo, remote)
+    report = verify(repo, Options(all=True, log_ref=_remote_ref(remote), remember=False, subjects=False))
+    if not report.ok:
+        first = next(c for c in report.checks if not c.ok)
+        raise VaultMeshError(first.code or "VM-REMOTE-FAILED",
+                             f"{remote}'s ledger does not verify: {first.detail}",
+                             "nothing was changed locally; compare with other replicas")
+    ours = ledger.read_head(repo)
+    theirs = ledger.read_head(repo, _remote_ref(remote))
+    if ours.commit is not None and ours.log_id != theirs.log_id:
+        raise VaultMeshError("VM-LOG-FORKED", f"{remote}'s ledger is log {theirs.log_id}, ours is {ours.log_id}",
+                             "these are different ledgers; use `federate` for peers, not pull")
+    action: str
+    added = 0
+    notes_parents = [p for p in (repo.ref_oid(_remote_notes(remote)), ours.notes) if p]
+    theirs_entries = ledger.read_entries(repo, theirs_head)
+    if ours.commit is None or repo.is_ancestor(ours.commit, theirs_head):
+        action = "up to date" if ours.commit == theirs_head else "fast-forward"
+        if ours.commit != theirs_head:
+            notes = ledger.rebuild_notes(repo, theirs_head, theirs_entries, notes_parents)
+            if not repo.update_refs([RefUpdate(ledger.REF_LOG, theirs_head, ours.commit),
+                                     RefUpdate(ledger.REF_NOTES, notes, ours.notes)]):
+                raise VaultMeshError("VM-RACE-LOST", "the local ledger moved during pull", "run pull again")
+        final_entries = theirs_entries
+    elif repo.is_ancestor(theirs_head, ours.commit):
+        action = "ahead"
+        final_entries = ledger.read_entries(repo, ours.commit)
+    else:
+        ours_entries = ledger.read_entries(repo, ours.commit)
+        have = {e.body_digest for e in theirs_entries}
+        their_releases = {e.subject_ref for e in theirs_entries if e.type == "release"}
+        missing: list[Entry] = [e for e in ours_entries if e.body_digest not in have]
+        for e in missing:
+            if e.type == "release" and e.subject_ref in their_releases:
+                raise VaultMeshError("VM-ALREADY-RECORDED",
+                                     f"both ledgers record a release of {e.subject_ref} (ours: {e.id[:12]})",
+                                     "one release per tag: settle which receipt stands, then pull again")
+        key = signing_key(repo)
+        final_entries = theirs_entries + missing
+        commit = ledger._try_append(repo, key, theirs, missing, (), expected_log=ours.commit,
+                                    all_entries=final_entries, notes_parents=notes_parents)
+        if commit is None:
+            raise VaultMeshError("VM-RACE-LOST", "the local ledger moved during pull", "run pull again")
+        action = "re-appended"
+        added = len(missing)
+    # pull is the one sanctioned replacement of the local log: remember the merged checkpoint
+    head = ledger.read_head(repo)
+    if head.log_id:
+        ledger.save_verified(repo, head.log_id, head.size,
+                             merkle.root_from_leaf_hashes([merkle.leaf_hash(e.line) for e in final_entries]))
+    result = {"ok": True, "remote": remote, "action": action, "remote_head": theirs_head,
+              "head": head.commit, "size": head.size, "reappended": added}
+    if args.json:
+        print_json(result)
+    else:
+        print(f"pull {remote}: {action}" + (f" ({added} of our entries re-appended)" if added else "")
+              + f"; log size {head.size}")
+        if action in ("re-appended", "ahead"):
+            print(f"next: git push {remote} refs/vaultmesh/log "refs/vaultmesh/keep/*" refs/notes/vaultmesh")
+    return 0
