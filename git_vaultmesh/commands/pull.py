@@ -116,5 +116,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"pull {remote}: {action}" + (f" ({added} of our entries re-appended)" if added else "")
               + f"; log size {head.size}")
         if action in ("re-appended", "ahead"):
-            print(f"next: git push {remote} refs/vaultmesh/log "refs/vaultmesh/keep/*" refs/notes/vaultmesh")
+            print(f"next: git push {remote} refs/vaultmesh/log 'refs/vaultmesh/keep/*' refs/notes/vaultmesh")
     return 0
