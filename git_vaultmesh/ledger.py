@@ -318,14 +318,19 @@ def notes_for(entries: Sequence[Entry]) -> dict[str, bytes]:
     return notes
 
 
+def notes_tree(repo: Repo, entries: Sequence[Entry]) -> str:
+    """The notes tree the log implies (our 2/rest fan-out), written to the object store."""
+    notes = notes_for(entries)
+    oids = repo.write_blobs(list(notes.values()))
+    return repo.build_tree(None, {note_paths(s)[1]: o for s, o in zip(notes, oids)})
+
+
 def rebuild_notes(repo: Repo, log_commit: str | None, entries: Sequence[Entry], parents: Sequence[str]) -> str:
     """Write a fresh notes commit derived from the log (doctor --repair, pull); returns it (refs untouched).
 
     `parents` are the notes commits it supersedes (ours, and the remote's on pull) so pushing it is a
     fast-forward everywhere."""
-    notes = notes_for(entries)
-    oids = repo.write_blobs(list(notes.values()))
-    tree = repo.build_tree(None, {note_paths(s)[1]: o for s, o in zip(notes, oids)})
+    tree = notes_tree(repo, entries)
     uniq = list(dict.fromkeys(p for p in parents if p))
     return repo.commit_tree(tree, uniq, f"vaultmesh notes derived from log {log_commit}\n")
 

@@ -54,10 +54,18 @@ def _tool(args: list[str], cwd: Path | None = None) -> str:
     return res.stdout.strip()
 
 
-def _cli(*argv: str) -> int:
+def _cli(*argv: str, quiet: bool = False) -> int:
+    """Run one of our own verbs in-process; `quiet` keeps its output out of demo's --json."""
+    import contextlib
+    import io
+
     from ..cli import main
 
-    return main(list(argv))
+    if not quiet:
+        return main(list(argv))
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        return main(list(argv))
 
 
 def _tamper_one_byte(repo: Repo, seq: int) -> str:
@@ -112,12 +120,12 @@ def run(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"demo repository: {repo_dir}\nephemeral OpenPGP key: {fpr}\n")
             os.chdir(repo_dir)
-            step("git vaultmesh init", _cli("init"), 0)
+            step("git vaultmesh init", _cli("init", quiet=args.json), 0)
             if server is not None:
                 step("git vaultmesh tsa add demo-tsa (built-in loopback TSA)",
-                     _cli("tsa", "add", "demo-tsa", "--url", server.url, "--ca-cert", str(workdir / "tsa-ca.pem")), 0)
-            step("git vaultmesh record v1.0 --artifact shop-1.0.tar.gz", _cli("record", "v1.0", "--artifact", str(artifact)), 0)
-            step("git vaultmesh verify v1.0 --artifact shop-1.0.tar.gz", _cli("verify", "v1.0", "--artifact", str(artifact)), 0)
+                     _cli("tsa", "add", "demo-tsa", "--url", server.url, "--ca-cert", str(workdir / "tsa-ca.pem"), quiet=args.json), 0)
+            step("git vaultmesh record v1.0 --artifact shop-1.0.tar.gz", _cli("record", "v1.0", "--artifact", str(artifact), quiet=args.json), 0)
+            step("git vaultmesh verify v1.0 --artifact shop-1.0.tar.gz", _cli("verify", "v1.0", "--artifact", str(artifact), quiet=args.json), 0)
             with Repo.discover(repo_dir) as repo:
                 seq = ledger.read_head(repo).size - 1
                 while seq > 0:
@@ -128,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
                 path = _tamper_one_byte(repo, seq)
             if not args.json:
                 print(f"*** tampering: flipped one byte of {path} in refs/vaultmesh/log ***\n")
-            step("git vaultmesh verify v1.0 (tampered ledger)", _cli("verify", "v1.0"), 1)
+            step("git vaultmesh verify v1.0 (tampered ledger)", _cli("verify", "v1.0", quiet=args.json), 1)
     finally:
         if server is not None:
             server.stop()

@@ -74,10 +74,20 @@ def run(args: argparse.Namespace) -> int:
     added = 0
     notes_parents = [p for p in (repo.ref_oid(_remote_notes(remote)), ours.notes) if p]
     theirs_entries = ledger.read_entries(repo, theirs_head)
+    # the tags their releases name, when we lack them (never overwriting a tag we have: verify judges that)
+    wanted = sorted({e.subject_ref for e in theirs_entries
+                     if e.type == "release" and e.subject_ref and repo.ref_oid(e.subject_ref) is None})
+    if wanted:
+        repo.try_run("fetch", "--no-tags", "--quiet", remote, *[f"{r}:{r}" for r in wanted])
     if ours.commit is None or repo.is_ancestor(ours.commit, theirs_head):
         action = "up to date" if ours.commit == theirs_head else "fast-forward"
         if ours.commit != theirs_head:
-            notes = ledger.rebuild_notes(repo, theirs_head, theirs_entries, notes_parents)
+            remote_notes = repo.ref_oid(_remote_notes(remote))
+            if (remote_notes is not None and (ours.notes is None or repo.is_ancestor(ours.notes, remote_notes))
+                    and repo.rev_parse(remote_notes, "tree") == ledger.notes_tree(repo, theirs_entries)):
+                notes = remote_notes  # theirs is exactly what the log implies: adopt it, stay identical
+            else:
+                notes = ledger.rebuild_notes(repo, theirs_head, theirs_entries, notes_parents)
             if not repo.update_refs([RefUpdate(ledger.REF_LOG, theirs_head, ours.commit),
                                      RefUpdate(ledger.REF_NOTES, notes, ours.notes)]):
                 raise VaultMeshError("VM-RACE-LOST", "the local ledger moved during pull", "run pull again")

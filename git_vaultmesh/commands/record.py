@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         raise VaultMeshError("VM-USAGE", f"a release names a tag; {rev!r} is not a tag",
                              f"tag it first (git tag -s v1.0 {rev}) or record it with --type deploy")
     if args.environment and typ != "deploy":
-        raise VaultMeshError("VM-USAGE", "--environment is for deploy receipts", None)
+        raise VaultMeshError("VM-USAGE", "--environment is for deploy receipts",
+                             f"drop --environment, or record a deploy: git vaultmesh record {rev} --type deploy")
     head = ledger.read_head(repo)
     if head.commit is None:
         raise VaultMeshError("VM-NOT-INITIALIZED", f"{ledger.REF_LOG} does not exist",
