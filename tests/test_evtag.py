@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
-from conftest import git
 
 from git_vaultmesh.errors import VaultMeshError
 from git_vaultmesh.evtag import NOT_INCLUDED, parse_tree, tree_digest
 from git_vaultmesh.git import Repo
+
+from conftest import git
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "evtag.json").read_text())
 # The value git-evtag's tests/test-basic.sh asserts for "coolproject" (also in DESIGN §2): never edit it.
