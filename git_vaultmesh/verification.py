@@ -240,14 +240,16 @@ class Verification:
         if self._verifier is None:
             from .signing import PinnedKey, Verifier
 
-            keys: dict[str, PinnedKey] = {}
+            # every copy of every key any policy carried: a later copy may add a revocation or new expiry,
+            # and the Verifier merges them (which policy pins a key at a position is decided separately)
+            keys: list[PinnedKey] = []
             for e in loaded.entries:
                 if e is not None and e.type == "policy":
                     for s in e.body.get("signers", []) or []:
                         if isinstance(s, dict) and all(isinstance(s.get(k), str)
                                                        for k in ("format", "fingerprint", "public_key")):
-                            keys.setdefault(s["fingerprint"], PinnedKey(s["format"], s["fingerprint"], s["public_key"]))
-            self._verifier = Verifier(list(keys.values()))
+                            keys.append(PinnedKey(s["format"], s["fingerprint"], s["public_key"]))
+            self._verifier = Verifier(keys)
         return self._verifier
 
     def _sig_signers(self, loaded: Loaded, seq: int, e: Entry, policy: Policy, check: str,
