@@ -83,6 +83,110 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", help="only entries of this type")
     _json(p)
 
+    p = add("policy", "show or change the trust policy: signers, thresholds, co-signing, rotation",
+            "Trust lives only in `policy` entries of the log. A change appends a full snapshot of the new\n"
+            "policy, valid only if signed by the \"policy\" threshold of the policy in force before it; every\n"
+            "entry is judged by the policy in force at its position (a key removed later does not invalidate\n"
+            "what it signed while trusted; a key added later cannot sign the past).\n\n"
+            "When one signature is enough (policy threshold 1) a change is appended at once. Otherwise stage it:\n"
+            "  alice$ git vaultmesh policy add-signer dave --key FPR --propose change.json   # signed by alice\n"
+            "  bob$   git vaultmesh policy sign change.json     # shows the real diff, adds bob's signature\n"
+            "  any$   git vaultmesh policy apply change.json    # appends once the threshold is met\n"
+            "apply refuses (VM-POLICY-UNAUTHORIZED) before appending if signatures are missing, and a proposal\n"
+            "made against an older policy is refused (VM-POLICY-STALE). See docs/policy.md.")
+    psub = p.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
+
+    def padd(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        return psub.add_parser(name, help=help, description=description or help,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    q = padd("show", "print the policy in force: signers, thresholds per entry type, TSAs, tokens required",
+             "Print the policy in force (the last policy entry its predecessor validly signed) and any policy\n"
+             "entry that was not adopted. --json prints the stable object documented in docs/policy.md\n"
+             "(schema \"vaultmesh-policy/1\").")
+    _json(q)
+
+    def propose(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--propose", metavar="FILE",
+                       help="write the change signed by you to FILE instead of appending it (staging flow)")
+        _json(q)
+
+    q = padd("add-signer", "pin a new signer's OpenPGP or SSH key",
+             "Pin NAME's key: --key takes an OpenPGP fingerprint or key id in your keyring (a subkey maps to its\n"
+             "primary) or an exported .asc file; --ssh-key takes an SSH .pub file or public key line.")
+    q.add_argument("name", help="signer name (letters, digits, ._-)")
+    q.add_argument("--key", metavar="FPR|FILE", help="OpenPGP key to pin")
+    q.add_argument("--ssh-key", metavar="FILE.pub", help="SSH public key to pin")
+    q.add_argument("--types", metavar="T1,T2", help="entry types the signer may sign (default: all, '*')")
+    propose(q)
+    q = padd("remove-signer", "unpin a signer (rotation); what they signed while trusted stays valid")
+    q.add_argument("name", help="signer name")
+    propose(q)
+    q = padd("set-threshold", "require K distinct signers for entries of TYPE from now on",
+             "Require K distinct pinned signers (own signature plus cosigns) for entries of TYPE appended\n"
+             "after this change; TYPE '*' sets the default. Entries below it are pending (VM-SIG-PENDING).")
+    q.add_argument("type", metavar="TYPE", help="entry type (release, deploy, policy, adr, …) or '*'")
+    q.add_argument("k", metavar="K", type=int, help="number of distinct signers")
+    propose(q)
+    q = padd("sign", "add your signature to a staged policy proposal FILE")
+    q.add_argument("file", metavar="FILE")
+    _json(q)
+    q = padd("apply", "append a staged policy proposal FILE once it carries enough signatures")
+    q.add_argument("file", metavar="FILE")
+    _json(q)
+
+    p = add("cosign", "add your signature to an entry already in the log (k-of-n thresholds)",
+            "Append a `cosign` entry naming the body digest of the entry for REV (a tag's release, a revision's\n"
+            "receipt) or ENTRY-ID, signed by your key. Refused if you already signed or co-signed it, if your\n"
+            "key is not pinned for its type both when it was made and now, or if it is not in the log.")
+    p.add_argument("target", metavar="REV|ENTRY-ID", help="tag, revision, entry id (8+ hex) or #seq")
+    p.add_argument("--message", "-m", help="a note to sign along (e.g. what you checked)")
+    _json(p)
+
+    p = add("tsa", "RFC 3161 TSAs: add one to the trust policy, list them, or run the built-in loopback TSA",
+            "tsa add NAME --url URL --ca-cert CA.pem appends a signed policy entry: from then on entries need\n"
+            "--require N tokens (default: at least 1) from distinct policy TSAs. The URL goes to git config\n"
+            "(vaultmesh.tsa.NAME.url, operational); the CA and optional SPKI pin are trust, in the policy.\n"
+            "tsa serve runs the built-in RFC 3161 server on 127.0.0.1 only, for demos, tests and air-gapped sites.")
+    tsub = p.add_subparsers(dest="tsa_command", metavar="SUBCOMMAND")
+    q = tsub.add_parser("add", help="add a TSA to the policy (a signed policy entry)",
+                        description="Add a TSA to the trust policy. The TSA is asked for a probe token first, which\n"
+                        "must verify against --ca-cert (and --pin-spki), unless --offline.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("name", help="TSA name in the policy (letters, digits, ._-)")
+    q.add_argument("--url", required=True, help="the TSA's RFC 3161 URL (saved as git config vaultmesh.tsa.NAME.url)")
+    q.add_argument("--ca-cert", required=True, metavar="PEM", help="the CA certificate the TSA signer chains to")
+    q.add_argument("--pin-spki", metavar="BASE64", help="also pin the signer key: base64(SHA-256(DER SPKI))")
+    q.add_argument("--require", type=int, metavar="N",
+                   help="tokens from distinct policy TSAs every entry needs from now on (default: max(current, 1))")
+    q.add_argument("--offline", action="store_true", help="do not ask the TSA for a probe token first")
+    q.add_argument("--propose", metavar="FILE",
+                   help="write the change signed by you to FILE (for `policy sign`/`policy apply`) instead")
+    _json(q)
+    q = tsub.add_parser("list", help="the TSAs of the policy in force, their URLs and CA validity")
+    _json(q)
+    q = tsub.add_parser("serve", help="run the built-in RFC 3161 server on loopback",
+                        description="Serve RFC 3161 on http://127.0.0.1:PORT/tsr (loopback only) until --max-lifetime\n"
+                        "seconds pass, SIGTERM or Ctrl-C. --identity DIR keeps its CA and keys (ca.pem, ca.key,\n"
+                        "tsa.pem, tsa.key; created there if absent); keys are unencrypted: not a production TSA.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--port", type=int, default=3161, help="TCP port (default 3161; 0 picks a free one)")
+    q.add_argument("--host", default="127.0.0.1", help="loopback address to bind (127.0.0.1 or ::1)")
+    q.add_argument("--identity", metavar="DIR", help="directory holding (or receiving) the CA and signer keys")
+    q.add_argument("--key-type", choices=["ec", "rsa"], default="ec", help="key type of a new identity")
+    q.add_argument("--max-lifetime", type=float, default=3600.0, metavar="SECONDS",
+                   help="stop after this many seconds (default 3600; 0: until stopped)")
+
+    p = add("timestamp", "fetch pending RFC 3161 tokens, or renew all tokens with an archive timestamp",
+            "--pending: give every entry still short of the tokens its policy requires a token from each\n"
+            "policy TSA it lacks (batched, in parallel, one append). --archive: one token over the current\n"
+            "checkpoint, which keeps every earlier token valid after its TSA certificate expires.")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--pending", action="store_true", help="fetch the missing tokens of pending entries")
+    g.add_argument("--archive", action="store_true", help="timestamp the current checkpoint (renewal)")
+    p.add_argument("--list", action="store_true", help="with --pending: only list the pending entries")
+    _json(p)
+
     p = add("prove", "write a self-contained proof bundle (JSON) that a commit is in a release",
             "Prints a bundle with the commit-in-release inclusion proof, the entry-in-log inclusion proof,\n"
             "the signed checkpoint and the policy keys, verifiable offline with `check-proof`.")
@@ -98,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json(p)
 
     p = add("pull", "fetch a remote's ledger, re-append our entries it lacks, so the next push fast-forwards")
-    p.add_argument("remote", nargs="?", default="origin")
+    p.add_argument("remote", nargs="?", default="origin", help="the remote to fetch refs/vaultmesh/log from")
     _json(p)
 
     p = add("demo", "run the whole story in a throwaway repo: record, verify, tamper, verify fails")
@@ -114,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, str] = {
     "init": "init", "record": "record", "verify": "verify", "show": "show", "log": "log",
     "prove": "prove", "check-proof": "check_proof", "pull": "pull", "demo": "demo", "doctor": "doctor",
+    "policy": "policy", "cosign": "cosign",
+    "tsa": "tsa", "timestamp": "timestamp",
 }
 
 
@@ -128,16 +234,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    from .errors import VaultMeshError
+
     if args.directory:
         import os
 
-        os.chdir(args.directory)
-    from .errors import VaultMeshError
+        try:
+            os.chdir(args.directory)
+        except OSError as exc:
+            print(VaultMeshError("VM-NOT-A-REPO", f"cannot change to {args.directory}: {exc.strerror}",
+                                 "pass an existing directory to -C").render(), file=sys.stderr)
+            return 1
 
     module = importlib.import_module(f".commands.{COMMANDS[args.command]}", __package__)
     run: Callable[[argparse.Namespace], int] = module.run
     try:
-        return run(args)
+        try:
+            return run(args)
+        except OSError as exc:  # a full disk, a read-only file system: the environment failed, not the code
+            if isinstance(exc, BrokenPipeError):
+                raise
+            where = f": {exc.filename}" if exc.filename else ""
+            raise VaultMeshError(
+                "VM-IO-FAILED", f"{exc.strerror or exc}{where}",
+                "free disk space or fix the permissions of that path (TMPDIR chooses where temporary files go), "
+                "then run the command again",
+            ) from exc
     except VaultMeshError as exc:
         if getattr(args, "json", False):
             import json
