@@ -64,8 +64,13 @@ class _Frame:
     entries: Iterator[tuple[int, str, str]]
 
 
-def tree_digest(repo: Repo, commit_oid: str, *, require_submodules: bool = False) -> TreeDigest:
+def tree_digest(
+    repo: Repo, commit_oid: str, *, require_submodules: bool = False, include_submodules: bool = True,
+) -> TreeDigest:
     """Git-EVTag-v0-SHA512 of `commit_oid` (a full commit id) in `repo`.
+
+    `include_submodules=False` skips every gitlink: a receipt made where some submodule was absent records
+    "not-included", and the only digest every verifier can reproduce from that is the one with none of them.
 
     Raises VM-SUBJECT-MISSING when an object the commit reaches is absent, VM-SUBMODULES-MISSING when
     `require_submodules` and a submodule's repository or commit is absent, VM-BAD-REV when `commit_oid` is
@@ -100,6 +105,8 @@ def tree_digest(repo: Repo, commit_oid: str, *, require_submodules: bool = False
             if kind == _S_IFDIR:
                 entries = _hash_tree(frame.repo, oid, path, csum)
                 stack.append(_Frame(frame.repo, frame.root, path + "/", iter(entries)))
+            elif kind == _S_IFGITLINK and not include_submodules:
+                missing.append(path)
             elif kind == _S_IFGITLINK:
                 found = _hash_submodule_commit(frame.repo, path[len(frame.root):], oid, path, csum, opened)
                 if found is None:
