@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -69,6 +70,7 @@ class SigningKey:
     key: str  # openpgp: what the user configured (id/fingerprint/uid); ssh: key path or "key::<public key>"
     fingerprint: str  # openpgp: primary fingerprint, 40 hex upper; ssh: "SHA256:..."
     public_key: str  # openpgp: armoured minimal export; ssh: "ssh-ed25519 AAAA... comment"
+    timeout: float = 30.0  # seconds `sign` waits for gpg/gpg-agent or ssh-keygen (vaultmesh.gpgTimeout)
 
 
 @dataclass(frozen=True)
@@ -405,9 +407,9 @@ def _parse_colons(text: str) -> list[list[_ColonKey]]:
 def resolve_signing_key(fmt: Format, key: str, timeout: float = 30.0) -> SigningKey:
     """Turn the configured key into a SigningKey; fail before anything is signed if it is unusable."""
     if fmt == "openpgp":
-        return _resolve_openpgp(key, timeout)
+        return dataclasses.replace(_resolve_openpgp(key, timeout), timeout=timeout)
     if fmt == "ssh":
-        return _resolve_ssh(key, timeout)
+        return dataclasses.replace(_resolve_ssh(key, timeout), timeout=timeout)
     raise VaultMeshError("VM-CONFIG-INVALID", f"unknown signing format {fmt!r}", "use 'openpgp' or 'ssh'")
 
 
@@ -466,6 +468,49 @@ def _resolve_openpgp(key: str, timeout: float) -> SigningKey:
     return SigningKey("openpgp", spec, fpr, public)
 
 
+def openpgp_public_key(spec: str, timeout: float = 30.0) -> tuple[str, str]:
+    """(primary fingerprint, armoured minimal export) of a key to pin: a key id/fingerprint in the user's
+    keyring (a subkey's fingerprint maps to its primary) or a file holding one armoured public key.
+
+    Only the pinned export is trusted afterwards; the keyring is merely where the user keeps bob's key."""
+    hint = "import the key first (gpg --import bob.asc), or pass the exported key file"
+    listing_args = ["--with-colons", "--fixed-list-mode", "--with-fingerprint", "--with-subkey-fingerprint"]
+    if os.path.isfile(spec):
+        try:
+            with open(spec, encoding="ascii") as fh:
+                material = fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise VaultMeshError("VM-FILE-UNREADABLE", f"cannot read OpenPGP key file {spec}: {exc}",
+                                 "export it with `gpg --armor --export FPR > key.asc`") from exc
+        res = _run([*_gpg_base(), *listing_args, "--show-keys", spec], timeout=timeout)
+        blocks = [b for b in _parse_colons(res.stdout.decode("utf-8", "replace")) if b[0].kind == "pub"]
+        if res.returncode != 0 or len(blocks) != 1 or "BEGIN PGP PUBLIC KEY BLOCK" not in material:
+            raise VaultMeshError("VM-FILE-UNREADABLE",
+                                 f"{spec} must hold exactly one armoured OpenPGP public key, found {len(blocks)}",
+                                 "export it with `gpg --armor --export --export-options export-minimal FPR`")
+        public = material.strip() + "\n"
+    else:
+        res = _run([*_gpg_base(), *listing_args, "--list-keys", "--", spec], timeout=timeout)
+        blocks = _parse_colons(res.stdout.decode("utf-8", "replace")) if res.returncode == 0 else []
+        if len(blocks) != 1:
+            found = "no key" if not blocks else f"{len(blocks)} keys"
+            raise VaultMeshError("VM-USAGE", f"{spec!r} matches {found} in your OpenPGP keyring",
+                                 hint if not blocks else "pass the full 40-hex fingerprint")
+        public = ""
+    primary = blocks[0][0]
+    if primary.validity in _UNUSABLE_VALIDITY:
+        raise VaultMeshError("VM-USAGE", f"OpenPGP key {primary.fingerprint} is revoked, expired or invalid "
+                             f"(validity {primary.validity!r})", "pin a key that can sign today")
+    if not public:
+        exported = _run([*_gpg_base(), "--armor", "--export", "--export-options", "export-minimal", "--",
+                         primary.fingerprint], timeout=timeout)
+        public = exported.stdout.decode("ascii", "replace")
+        if exported.returncode != 0 or "BEGIN PGP PUBLIC KEY BLOCK" not in public:
+            raise VaultMeshError("VM-USAGE", f"cannot export {primary.fingerprint}: {_summarise(exported.stderr)}",
+                                 hint)
+    return primary.fingerprint, public
+
+
 def _ssh_literal(spec: str) -> str | None:
     """The public key of a "key::<public key>" setting (or git's deprecated bare "ssh-..."), else None."""
     if spec.startswith("key::"):
@@ -516,8 +561,10 @@ def _resolve_ssh(key: str, timeout: float) -> SigningKey:
     return SigningKey("ssh", spec, fpr, line.splitlines()[0].strip())
 
 
-def sign(key: SigningKey, data: bytes, *, armor: bool = False, timeout: float = 30.0) -> str:
-    """Detached signature over `data`: base64 for an entry's `sig`, armour (armor=True) for checkpoint.sig."""
+def sign(key: SigningKey, data: bytes, *, armor: bool = False, timeout: float | None = None) -> str:
+    """Detached signature over `data`: base64 for an entry's `sig`, armour (armor=True) for checkpoint.sig.
+    `timeout` defaults to the key's (the vaultmesh.gpgTimeout it was resolved with)."""
+    timeout = key.timeout if timeout is None else timeout
     if key.format == "openpgp":
         raw = _sign_openpgp(key, data, armor, timeout)
         return raw.decode("ascii") if armor else base64.b64encode(raw).decode("ascii")
@@ -549,7 +596,9 @@ def _sign_openpgp(key: SigningKey, data: bytes, armor: bool, timeout: float) -> 
             "passphrase (GPG_TTY set, or a graphical pinentry)",
         )
     if armor and not res.stdout.lstrip().startswith(b"-----BEGIN PGP SIGNATURE-----"):
-        raise VaultMeshError("VM-SIGN-FAILED", "gpg did not return an armoured signature")
+        raise VaultMeshError("VM-SIGN-FAILED", "gpg did not return an armoured signature",
+                             "check that `echo x | gpg --armor --detach-sign` prints one (options in gpg.conf "
+                             "may interfere)")
     return res.stdout
 
 
@@ -587,7 +636,8 @@ def _sign_ssh(key: SigningKey, data: bytes, timeout: float) -> str:
     try:
         made = _parse_sshsig(text)
     except _Malformed as exc:
-        raise VaultMeshError("VM-SIGN-FAILED", f"ssh-keygen returned an unreadable signature: {exc}") from exc
+        raise VaultMeshError("VM-SIGN-FAILED", f"ssh-keygen returned an unreadable signature: {exc}",
+                             "use OpenSSH 8.1 or later (`ssh -V`); `ssh-keygen -Y sign` must write an SSHSIG") from exc
     made_fpr = _ssh_blob_fingerprint(made.public_key)
     if made_fpr != key.fingerprint:
         raise VaultMeshError(
