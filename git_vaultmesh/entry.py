@@ -122,6 +122,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-JSON number {name}")
 
 
+def _reject_float(text: str) -> Any:
+    # Entries hold integers only; a fraction or exponent is where JCS number serialisation (ECMAScript
+    # Number.toString) and a second implementation's float printing can disagree, so none is accepted.
+    raise ValueError(f"non-integer number {text}")
+
+
 def parse_line(line: bytes, where: str = "entry") -> Entry:
     """Strictly parse one entry line (without its newline)."""
 
@@ -132,7 +138,8 @@ def parse_line(line: bytes, where: str = "entry") -> Entry:
     if len(line) > MAX_LINE:
         raise bad(f"entry is {len(line)} bytes, over the {MAX_LINE}-byte limit")
     try:
-        obj = json.loads(line.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        obj = json.loads(line.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
+                         parse_float=_reject_float)
     except (UnicodeDecodeError, ValueError) as exc:
         raise bad(f"not valid JSON ({exc})") from None
     if not isinstance(obj, dict) or set(obj) != {"v", "body", "sigs"}:
@@ -210,8 +217,34 @@ def check_body(body: dict[str, Any], where: str = "entry") -> None:
                 raise bad(f"body.subject.{k} must be a full object id")
     if typ in ("cosign",) and not (isinstance(body.get("entry"), str) and _HEX64.match(body["entry"])):
         raise bad("a cosign body names the body digest it co-signs in body.entry")
+    if typ == "timestamp":
+        _check_timestamp(body, bad)
     if typ == "release" and ("subject" not in body or "history" not in body):
         raise bad("a release body needs subject and history")
+
+
+_TSA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_SIZE = re.compile(r"^[1-9][0-9]{0,15}$")
+
+
+def _check_timestamp(body: dict[str, Any], bad: Any) -> None:
+    """{"entry": <entry id>} or {"checkpoint": "<size>"} (an archive timestamp), and 1-64 tokens
+    {"tsa": <policy TSA name>, "tsr": <base64 DER TimeStampResp>}; the tokens themselves are judged by verify."""
+    has_entry, has_cp = "entry" in body, "checkpoint" in body
+    if has_entry == has_cp:
+        raise bad("a timestamp body names exactly one of entry (an entry id) and checkpoint (a log size)")
+    if has_entry and not (isinstance(body["entry"], str) and _HEX64.match(body["entry"])):
+        raise bad("timestamp body.entry must be the 64-hex id of the timestamped entry")
+    if has_cp and not (isinstance(body["checkpoint"], str) and _SIZE.match(body["checkpoint"])):
+        raise bad("timestamp body.checkpoint must be a log size as a decimal string (archive timestamp)")
+    tokens = body.get("tokens")
+    if not isinstance(tokens, list) or not 1 <= len(tokens) <= 64:
+        raise bad("timestamp body.tokens must be a list of 1 to 64 tokens")
+    for t in tokens:
+        if not isinstance(t, dict) or set(t) != {"tsa", "tsr"} or not all(isinstance(v, str) for v in t.values()):
+            raise bad("each timestamp token must be exactly {tsa, tsr} strings")
+        if not _TSA_NAME.match(t["tsa"]):
+            raise bad(f"timestamp token TSA name {t['tsa']!r} is invalid")
 
 
 def entry_path(seq: int) -> str:

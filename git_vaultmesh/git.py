@@ -130,10 +130,11 @@ class Repo:
             cwd=self.work_tree or self.git_dir,
         )
         if check and res.returncode != 0:
-            msg = res.stderr.decode(errors="replace").strip().splitlines()
+            text = res.stderr.decode(errors="replace")
+            msg = text.strip().splitlines()
             raise VaultMeshError(
                 "VM-GIT-FAILED", f"git {args[0]} failed: {msg[-1] if msg else 'exit ' + str(res.returncode)}",
-                "check the repository with `git fsck`; run with GIT_TRACE=1 for details",
+                _failure_hint(text, "check the repository with `git fsck`; run with GIT_TRACE=1 for details"),
             )
         return res.stdout
 
@@ -239,13 +240,18 @@ class Repo:
         )
         out, pos, bodies = res.stdout, 0, []
         for oid in oids:
-            nl = out.index(b"\n", pos)
-            header = out[pos:nl].split()
-            if len(header) < 3:
+            # a corrupt object makes cat-file die mid-stream: whatever is not fully there is "missing"
+            nl = out.find(b"\n", pos)
+            header = out[pos:nl].split() if nl >= 0 else []
+            if len(header) < 3 or not header[2].isdigit():
                 raise KeyError(oid)
             size = int(header[2])
+            if nl + 1 + size > len(out):
+                raise KeyError(oid)
             bodies.append(out[nl + 1: nl + 1 + size])
             pos = nl + 1 + size + 1
+        if res.returncode != 0:
+            raise KeyError(oids[-1])
         return bodies
 
     def stream_commits(self, tip: str, exclude: Sequence[str] = ()) -> bytes:
@@ -257,8 +263,10 @@ class Repo:
             self._cmd(["rev-list", tip, *[f"^{e}" for e in exclude]]), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, cwd=self.work_tree or self.git_dir,
         )
+        # --buffer: same bytes, but cat-file no longer flushes after every object; unflushed it is one write
+        # per ~4 KiB instead of one per commit, ~15% less CPU for a long history (benchmarks/bench_foundation.py)
         cat = subprocess.Popen(
-            self._cmd(["cat-file", "--batch"]), stdin=rev_list.stdout, stdout=subprocess.PIPE,
+            self._cmd(["cat-file", "--batch", "--buffer"]), stdin=rev_list.stdout, stdout=subprocess.PIPE,
             cwd=self.work_tree or self.git_dir,
         )
         assert rev_list.stdout is not None
@@ -280,7 +288,13 @@ class Repo:
             paths = []
             for i, data in enumerate(blobs):
                 p = Path(tmp) / str(i)
-                p.write_bytes(data)
+                try:
+                    p.write_bytes(data)
+                except OSError as exc:  # ENOSPC, EFBIG (ulimit -f), EDQUOT: nothing was written to the repository
+                    raise VaultMeshError(
+                        "VM-IO-FAILED", f"cannot stage a {len(data)}-byte object in {tmp}: {exc.strerror or exc}",
+                        "free disk space (or raise `ulimit -f`) where TMPDIR points, then run the command again",
+                    ) from None
                 paths.append(str(p))
             out = self.run("hash-object", "-w", "--no-filters", "--stdin-paths", input="\n".join(paths).encode() + b"\n")
         return out.decode().split()
@@ -371,10 +385,14 @@ class Repo:
         if code == 0:
             return True
         text = err.decode(errors="replace")
-        if "cannot lock ref" in text or "is at" in text or "reference already exists" in text or "but expected" in text:
+        # A lost race: a ref moved ("is at X but expected Y", "reference already exists", it vanished), or another
+        # process holds its lock right now ("Unable to create '….lock': File exists"). Anything else (no
+        # permission, a read-only or full disk) does not go away by retrying: report it at once.
+        if any(s in text for s in _RACE_MESSAGES):
             return False
-        raise VaultMeshError("VM-GIT-FAILED", f"git update-ref failed: {text.strip()}",
-                             "check that the repository is writable")
+        first = next((line for line in text.splitlines() if line.strip()), f"exit {code}")
+        raise VaultMeshError("VM-GIT-FAILED", f"git update-ref failed: {first.strip()}",
+                             _failure_hint(text, "check that the repository is writable"))
 
     def fetch(self, remote: str, refspecs: Sequence[str]) -> None:
         code, _, err = self.try_run("fetch", "--no-tags", "--quiet", remote, *refspecs)
@@ -383,6 +401,23 @@ class Repo:
                 "VM-REMOTE-FAILED", f"git fetch {remote} failed: {err.decode(errors='replace').strip()}",
                 f"check `git remote -v` and that {remote} has a ledger (refs/vaultmesh/log)",
             )
+
+
+_RACE_MESSAGES = ("is at ", "but expected", "reference already exists", "unable to resolve reference", "File exists")
+_FAILURE_HINTS = (
+    (("No space left on device", "Disk quota exceeded", "File too large"),
+     "the disk (or your quota) is full: free some space and run the command again"),
+    (("Permission denied", "insufficient permission", "Read-only file system", "Operation not permitted"),
+     "this user cannot write to the repository: run the command as its owner, or fix the permissions of .git"),
+)
+
+
+def _failure_hint(stderr: str, default: str) -> str:
+    """The fix for a git failure whose cause is the environment rather than the repository."""
+    for needles, hint in _FAILURE_HINTS:
+        if any(n in stderr for n in needles):
+            return hint
+    return default
 
 
 def _read_batch_record(stream: IO[bytes], oid: str) -> tuple[str, bytes]:

@@ -141,8 +141,8 @@ def entry_items(repo: Repo, commit: str) -> list[tuple[int, str, str]]:
     items = []
     for it in repo.ls_tree(commit, "entries"):
         seq = seq_of_path(it.path)
-        if seq is None or it.type != "blob":
-            raise VaultMeshError("VM-LOG-CORRUPT", f"unexpected path {it.path!r} in log commit {commit}",
+        if seq is None or it.type != "blob" or it.mode != "100644":  # no symlink/executable/gitlink entries
+            raise VaultMeshError("VM-LOG-CORRUPT", f"unexpected {it.mode} {it.path!r} in log commit {commit}",
                                  "the log tree holds only entries/<a>/<b>/<seq>.json files")
         items.append((seq, it.path, it.oid))
     items.sort()
@@ -166,9 +166,9 @@ def read_entries(repo: Repo, commit: str) -> list[Entry]:
     items = entry_items(repo, commit)
     try:
         blobs = repo.read_blobs([oid for _, _, oid in items])
-    except KeyError as exc:
-        raise VaultMeshError("VM-LOG-CORRUPT", f"entry blob {exc} is missing", "restore the ledger from a replica") \
-            from None
+    except (KeyError, ValueError) as exc:  # ValueError: cat-file died mid-stream on a corrupt object
+        raise VaultMeshError("VM-LOG-CORRUPT", f"entry blob {exc} is missing or corrupt",
+                             "restore the ledger from a replica") from None
     return [parse_line(split_blob(b, f"entry #{seq}"), f"entry #{seq}") for (seq, _, _), b in zip(items, blobs)]
 
 
@@ -232,13 +232,47 @@ def append(
         head = read_head(repo)
         todo = list(entries(repo, head) if callable(entries) else entries)
         if not todo:
-            raise VaultMeshError("VM-USAGE", "nothing to append", None)
+            raise VaultMeshError("VM-USAGE", "nothing to append",
+                                 "the calling command passed no entry: please report this as a bug")
         result = _try_append(repo, key, head, todo, keep)
         if result is not None:
             return AppendResult(result, head.size, todo, attempt)
+        stale = ref_locks(repo, older_than=STALE_LOCK_SECONDS)
+        if stale:  # a live git holds a ref lock for milliseconds: this one's holder crashed (or hangs)
+            raise locked_error(stale)
         time.sleep(random.uniform(0, 0.005 * min(attempt, 20)))  # jittered back-off
+    locks = ref_locks(repo)
+    if locks:
+        raise locked_error(locks)
     raise VaultMeshError("VM-RACE-LOST", f"the ledger moved under us {max_attempts} times",
                          "another process is appending heavily; run the command again")
+
+
+STALE_LOCK_SECONDS = 10.0
+
+
+def ref_locks(repo: Repo, older_than: float = 0.0) -> list[str]:
+    """Lock files on the ledger's refs (and packed-refs) at least `older_than` seconds old. git removes its
+    lock when it exits, unless it was killed (SIGKILL, power loss): then the lock stays until removed by hand."""
+    base = repo.git_dir
+    if (base / "commondir").is_file():  # a linked worktree: refs live in the common dir
+        base = (base / (base / "commondir").read_text().strip()).resolve()
+    now = time.time()
+    found = []
+    for path in [*base.glob("refs/vaultmesh/**/*.lock"), *base.glob("refs/notes/*.lock"), base / "packed-refs.lock"]:
+        try:
+            if now - path.stat().st_mtime >= older_than:
+                found.append(str(path))
+        except OSError:  # gone meanwhile, or never there
+            continue
+    return sorted(found)
+
+
+def locked_error(locks: Sequence[str]) -> VaultMeshError:
+    return VaultMeshError(
+        "VM-REF-LOCKED", f"{locks[0]} exists: another git process holds a ledger ref, or one crashed holding it",
+        f"if no git process is running in this repository, remove {' '.join(locks)} and run the command again",
+    )
 
 
 def _try_append(
@@ -351,10 +385,12 @@ def load_verified(repo: Repo) -> dict[str, Any] | None:
 def save_verified(repo: Repo, log_id: str, size: int, root: bytes) -> None:
     """Remember the checkpoint this clone verified last (atomic rename, so a crash keeps the old one)."""
     import os
+    import tempfile
 
     path = state_path(repo)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    # a temporary file of our own: two verify processes sharing one name could rename each other's half-written file
+    fd, tmp = tempfile.mkstemp(prefix="verified-checkpoint.", suffix=".tmp", dir=os.path.dirname(path))
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump({"log": log_id, "size": size, "root": root.hex()}, fh)
     os.replace(tmp, path)

@@ -123,6 +123,8 @@ class Verification:
         self._by_id: dict[str, int] = {}
         self._signers_of: dict[int, set[str]] = {}
         self._chain_checkpoints: list[tuple[str, int, str | None, str | None]] = []
+        self._direct: set[int] = set()  # entries naming the target itself (not its base chain or cosigns)
+        self._replaced: dict[str, str] | None = None
 
     # --- entry point -------------------------------------------------------------------------------
     def run(self) -> Report:
@@ -131,6 +133,15 @@ class Verification:
         if head is None:
             r.failed("log.present", "VM-NOT-INITIALIZED", f"{self.opts.log_ref} is absent",
                      "run `git vaultmesh init`, or fetch the ledger refs from a peer")
+            return r
+        try:
+            kind = self.repo.read_object(head)[0]
+        except KeyError:
+            kind = "missing object"
+        if kind != "commit":
+            r.failed("log.read", "VM-LOG-CORRUPT",
+                     f"{self.opts.log_ref} points at a {kind} ({head}), not a commit",
+                     "restore refs/vaultmesh/log from a replica (refs/vaultmesh/remotes/*) or a peer")
             return r
         try:
             loaded = self._load(head)
@@ -146,6 +157,8 @@ class Verification:
                 self._check_notes(loaded, targets)
             if self.opts.remember:
                 self._check_rollback(loaded)
+        except VaultMeshError as exc:  # e.g. git log fails on a missing log commit: still a coded check
+            r.error("log.read", exc)
         finally:
             if self._verifier is not None:
                 self._verifier.close()
@@ -169,8 +182,9 @@ class Verification:
             items.sort()
         try:
             blobs = self.repo.read_blobs([oid for _, _, oid in items])
-        except KeyError as exc:
-            raise VaultMeshError("VM-LOG-CORRUPT", f"entry blob {exc} is missing from the object store",
+        except (KeyError, ValueError) as exc:  # ValueError: cat-file died mid-stream on a corrupt object
+            what = f"entry blob {exc} is missing" if isinstance(exc, KeyError) else "an entry blob is corrupt"
+            raise VaultMeshError("VM-LOG-CORRUPT", f"{what} in the object store",
                                  "restore the ledger objects from a replica; run `git fsck`") from None
         lines: list[bytes] = []
         entries: list[Entry | None] = []
@@ -195,7 +209,11 @@ class Verification:
     # --- the chain of log commits --------------------------------------------------------------------
     def _check_chain(self, loaded: Loaded) -> None:
         r = self.report
-        chain = log_chain(self.repo, loaded.head)
+        try:
+            chain = log_chain(self.repo, loaded.head)
+        except VaultMeshError as exc:  # git log stops at a missing or corrupt log commit
+            raise VaultMeshError("VM-LOG-CORRUPT", f"the chain of log commits cannot be read: {exc.cause}",
+                                 "restore refs/vaultmesh/log from a replica; run `git fsck`") from None
         size = 0
         ok = True
         checkpoints: list[tuple[str, int, str | None, str | None]] = []
@@ -253,9 +271,13 @@ class Verification:
         return self._verifier
 
     def _sig_signers(self, loaded: Loaded, seq: int, e: Entry, policy: Policy, check: str,
-                     in_scope: bool) -> set[str] | None:
-        """Distinct pinned fingerprints with valid signatures on e; None (with failures reported) if any is bad."""
+                     in_scope: bool, auth_type: str | None = None) -> set[str] | None:
+        """Distinct pinned fingerprints with valid signatures on e; None (with failures reported) if any is bad.
+
+        `auth_type` is the type the signers must be allowed to sign: a cosign is judged by its target's type
+        (a signer pinned for releases may co-sign a release without being allowed "cosign" by name)."""
         r = self.report
+        typ = auth_type or e.type
         if not e.sigs:
             if in_scope:
                 r.failed(check, "VM-SIG-MISSING", f"{_where(seq, e)}: no signature (absent)")
@@ -289,10 +311,10 @@ class Verification:
                              f"{', '.join(x.name for x in policy.signers)})")
                 bad = True
                 continue
-            if not signer.may_sign(e.type):
+            if not signer.may_sign(typ):
                 if in_scope:
                     r.failed(check, "VM-SIG-NOT-AUTHORIZED", f"{_where(seq, e)}: {signer.name} may sign "
-                             f"{', '.join(signer.types)}, not {e.type}",
+                             f"{', '.join(signer.types)}, not {typ}",
                              "ask the policy signers to extend the signer's types")
                 bad = True
                 continue
@@ -373,9 +395,20 @@ class Verification:
                     continue
                 releases[e.subject_ref] = seq
             in_scope = scope_all or e.type == "policy" or seq in self._scoped_positions(loaded)
-            good = self._sig_signers(loaded, seq, e, policy, "entry.signatures", in_scope)
+            auth_type = None
+            if e.type == "cosign":
+                tpos = by_digest_pos.get(str(e.body.get("entry")))
+                tgt = entries[tpos] if tpos is not None else None
+                auth_type = tgt.type if tgt is not None else None
+            good = self._sig_signers(loaded, seq, e, policy, "entry.signatures", in_scope, auth_type)
             if good is None:
                 sig_fail = sig_fail or in_scope
+                if e.type == "policy":
+                    r.failed("policy.authorized", "VM-POLICY-UNAUTHORIZED",
+                             f"{where}: policy change not adopted: a signature on it is not a valid "
+                             "signature by a signer of the policy in force. Later entries are judged by the "
+                             "previous policy",
+                             "have the current policy's signers sign the change before it is appended")
                 continue
             signers_of[seq] = good
             if e.type == "policy":
@@ -408,6 +441,7 @@ class Verification:
         if not sig_fail and not any(c.check == "entry.signatures" and not c.ok for c in r.checks):
             r.passed("entry.signatures", "every signature in scope is valid and pinned by the policy in force")
         self._check_thresholds(loaded)
+        self._check_tokens(loaded)
         self._check_checkpoints(loaded)
 
     def _scoped_positions(self, loaded: Loaded) -> set[int]:
@@ -420,6 +454,8 @@ class Verification:
                 for i, e in enumerate(loaded.entries):
                     if e is not None and (e.subject_ref == ref or (commit and e.subject_commit == commit)):
                         positions.add(i)
+                self._direct = set(positions)
+                self._target_ref = ref
                 ids = {loaded.entries[i].id for i in positions if loaded.entries[i] is not None}  # type: ignore[union-attr]
                 digests = {loaded.entries[i].body_digest for i in positions if loaded.entries[i] is not None}  # type: ignore[union-attr]
                 for i, e in enumerate(loaded.entries):
@@ -466,6 +502,59 @@ class Verification:
         if failures == 0:
             r.passed("entry.threshold", "every entry in scope meets its signing threshold")
 
+    def _check_tokens(self, loaded: Loaded) -> None:
+        """RFC 3161 tokens (timestamping.py has the rules): every token of a timestamp entry in scope must verify
+        (its own code otherwise, even when enough others do), and every entry in scope needs as many distinct
+        policy TSAs with a valid token as its policy requires (VM-TSA-PENDING, or --allow-pending)."""
+        r = self.report
+        entries = loaded.entries
+        requires = any(p is not None and p.tokens_required for p in self.policies)
+        if not requires and not any(e is not None and e.type == "timestamp" for e in entries):
+            return
+        from .timestamping import TokenBook, verification_now
+
+        now = verification_now()
+        if os.environ.get("VAULTMESH_NOW"):
+            r.passed("tokens.time", f"tokens judged as of {now:%Y-%m-%dT%H:%M:%SZ} (VAULTMESH_NOW), not the clock")
+        book = TokenBook(loaded.lines, entries, self.policies, str(r.log_id), now=now,
+                         usable=lambda s: s in self._signers_of)
+
+        def in_scope(seq: int) -> bool:
+            e = entries[seq]
+            return self._scope_all or (e is not None and e.type == "policy") or seq in self._scoped_positions(loaded)
+
+        bad = pending = counted = 0
+        for seq in sorted(book.stamps):
+            if not in_scope(seq):
+                continue
+            if seq in book.problems:
+                code, detail = book.problems[seq]
+                r.failed("entry.tokens", code, detail)
+                bad += 1
+            for v in book.verdicts(seq):
+                counted += 1
+                if not v.ok:
+                    assert v.code is not None
+                    r.failed("entry.tokens", v.code, v.detail, v.hint)
+                    bad += 1
+        for seq, e in enumerate(entries):
+            if e is None or not in_scope(seq):
+                continue
+            p = book.pending(seq)
+            if p is None:
+                continue
+            pending += 1
+            detail = (f"{_where(seq, e)}: pending timestamp: {len(p.have)} of required {p.need} token(s) from "
+                      f"distinct policy TSAs; valid: {', '.join(p.have) or 'none'}; "
+                      f"missing: {', '.join(p.missing) or 'none'}")
+            if "pending" in self.opts.allow:
+                r.passed("entry.tokens", f"{detail} — accepted by --allow-pending")
+            else:
+                r.failed("entry.tokens", "VM-TSA-PENDING", detail)
+        if bad == 0 and pending == 0:
+            r.passed("entry.tokens", f"{counted} timestamp token(s) in scope verify; every entry in scope has the "
+                     "tokens its policy requires")
+
     def _check_checkpoints(self, loaded: Loaded) -> None:
         """Each log commit's checkpoint commits to exactly the entries up to its size, signed by a signer."""
         r = self.report
@@ -476,8 +565,8 @@ class Verification:
         oids = [c for _, _, c, _ in cps if c] + [s for _, _, _, s in cps if s]
         try:
             blobs = dict(zip(oids, self.repo.read_blobs(oids)))
-        except KeyError as exc:
-            r.failed("log.checkpoint", "VM-LOG-CORRUPT", f"checkpoint blob {exc} is missing")
+        except (KeyError, ValueError) as exc:  # ValueError: cat-file died mid-stream on a corrupt object
+            r.failed("log.checkpoint", "VM-LOG-CORRUPT", f"checkpoint blob {exc} is missing or corrupt")
             return
         rng = merkle.CompactRange.from_leaf_hashes([])
         leaves = loaded.leaves
@@ -506,16 +595,18 @@ class Verification:
                 bad += 1
                 continue
             if idx == last or self._scope_all:
-                policy = self.policies[size] if size < len(self.policies) else self.final_policy
-                if policy is None:
-                    policy = self.final_policy
-                if not self._checkpoint_sig_ok(loaded, commit, blobs[cp_oid], blobs[sig_oid], policy):
+                # the appender signs: pinned by the policy in force before its entries or after them (an
+                # applied policy change may add the appender, or remove them while they still sign this append)
+                prev = min(cps[idx - 1][1], len(leaves)) if idx else 0
+                policies = [self.policies[n] if n < len(self.policies) else self.final_policy for n in (prev, size)]
+                if not self._checkpoint_sig_ok(loaded, commit, blobs[cp_oid], blobs[sig_oid], policies):
                     bad += 1
         if bad == 0:
             r.passed("log.checkpoint", f"{len(cps)} checkpoint(s) match the entries; head checkpoint signed; "
                      f"size {len(leaves)} root {merkle.root_from_leaf_hashes(leaves).hex()}")
 
-    def _checkpoint_sig_ok(self, loaded: Loaded, commit: str, cp: bytes, sig: bytes, policy: Policy | None) -> bool:
+    def _checkpoint_sig_ok(self, loaded: Loaded, commit: str, cp: bytes, sig: bytes,
+                           policies: Sequence[Policy | None]) -> bool:
         r = self.report
         sig_text = sig.decode(errors="replace")
         fmt = "ssh" if "BEGIN SSH SIGNATURE" in sig_text else "openpgp"
@@ -524,7 +615,7 @@ class Verification:
             r.failed("log.checkpoint", "VM-CHECKPOINT-SIG", f"log commit {commit[:12]}: checkpoint signature "
                      f"{'absent' if not sig.strip() else res.status}: {res.detail}")
             return False
-        if policy is None or policy.signer(res.fingerprint) is None:
+        if not any(p is not None and p.signer(res.fingerprint) is not None for p in policies):
             r.failed("log.checkpoint", "VM-CHECKPOINT-SIG",
                      f"log commit {commit[:12]}: checkpoint signed by {res.fingerprint}, not a policy signer")
             return False
@@ -547,6 +638,16 @@ class Verification:
                 r.failed("subject.recorded", "VM-NOT-RECORDED", f"no receipt in the ledger names {self.opts.target}",
                          f"record it: git vaultmesh record {self.opts.target}")
             return None
+        ref = getattr(self, "_target_ref", None)
+        if ref and ref.startswith("refs/tags/") and not any(
+                loaded.entries[i].type == "release" and loaded.entries[i].subject_ref == ref  # type: ignore[union-attr]
+                for i in direct):
+            # a tag is a release claim: receipts that merely name its commit (a deploy) do not vouch for it
+            r.failed("subject.recorded", "VM-NOT-RECORDED",
+                     f"no release receipt names {ref} (receipts naming its commit: "
+                     f"{', '.join('#' + str(i) for i in direct)})",
+                     f"record the release: git vaultmesh record {self.opts.target}")
+            return None
         r.passed("subject.recorded", f"{self.opts.target}: {len(direct)} receipt(s) "
                  f"({', '.join('#' + str(i) for i in direct)})")
         return positions
@@ -556,12 +657,12 @@ class Verification:
         from .evtag import tree_digest
 
         artifacts = list(self.opts.artifacts)
-        art_digests: dict[str, tuple[str, str]] = {}
+        art_digests: dict[str, list[tuple[str, str]]] = {}  # name -> each (sha256, path) given with that name
         for path in artifacts:
             from .commands.record import hash_file
 
             try:
-                art_digests[os.path.basename(path)] = (hash_file(path)[0], path)
+                art_digests.setdefault(os.path.basename(path), []).append((hash_file(path)[0], path))
             except VaultMeshError as exc:
                 r.error("artifact", exc)
         matched: set[str] = set()
@@ -595,7 +696,9 @@ class Verification:
             if e.type == "release":
                 self._check_history(loaded, seq, e, id_pos)
                 try:
-                    td = tree_digest(self.repo, commit, require_submodules=False)
+                    partial = e.body.get("submodules") == "not-included"
+                    td = tree_digest(self.repo, commit, require_submodules=not partial,
+                                     include_submodules=not partial)
                     if td.digest != e.body.get("tree_digest"):
                         r.failed("release.tree-digest", "VM-TREE-DIGEST-MISMATCH",
                                  f"{where}: Git-EVTag-v0-SHA512 is {td.digest[:16]}…, recorded "
@@ -604,21 +707,49 @@ class Verification:
                         r.passed("release.tree-digest", f"{where}: Git-EVTag-v0-SHA512 matches")
                 except VaultMeshError as exc:
                     r.error("release.tree-digest", exc)
+            self._check_replaced(where, e, commit)
+            if not (self._scope_all or seq in self._direct):
+                continue  # a base release is in scope for its history, not for the artifacts given for REV
             for art in e.body.get("artifacts", []) or []:
                 name = art["name"]
-                if name in art_digests:
+                for got, path in art_digests.get(name, []):
                     matched.add(name)
-                    got, path = art_digests[name]
                     if got != art["sha256"]:
                         r.failed("artifact", "VM-ARTIFACT-MISMATCH",
                                  f"{where}: {path} has sha256 {got}, recorded {art['sha256']}")
                     else:
                         r.passed("artifact", f"{where}: {path} matches its recorded sha256")
-        for name, (_, path) in art_digests.items():
-            if name not in matched:
+        for name, given in art_digests.items():
+            if name in matched:
+                continue
+            for _, path in given:
                 r.failed("artifact", "VM-ARTIFACT-NOT-RECORDED",
                          f"{path}: no receipt in scope names an artifact {name!r}",
                          "pass the artifact that was recorded, or record this one")
+
+    def _check_replaced(self, where: str, e: Entry, commit: str) -> None:
+        """git.py hashes the real objects (--no-replace-objects), but checkout, log and archive honour
+        refs/replace/*: a replacement reachable from a recorded subject means git shows other content than
+        was recorded, so it fails (fail-closed) instead of verifying objects nobody sees."""
+        r = self.report
+        if self._replaced is None:
+            base = os.environ.get("GIT_REPLACE_REF_BASE") or "refs/replace/"
+            base = base if base.endswith("/") else base + "/"
+            self._replaced = {name[len(base):]: oid for name, oid in self.repo.refs(base).items()}
+        if not self._replaced:
+            return
+        reachable = set(self.repo.run("rev-list", "--objects", "--no-object-names", commit).decode().split())
+        tag = (e.body.get("subject") or {}).get("tag")
+        if tag:
+            reachable.add(tag)  # a replaced tag object makes `git checkout TAG` peel to another commit
+        for oid in sorted(self._replaced.keys() & reachable):
+            kind = self.repo.read_object(oid)[0]
+            code = {"commit": "VM-HISTORY-MISMATCH", "tag": "VM-TAG-MOVED"}.get(kind, "VM-TREE-DIGEST-MISMATCH")
+            r.failed("subject.replaced", code,
+                     f"{where}: a replace ref substitutes {self._replaced[oid][:12]} for {kind} {oid[:12]} "
+                     f"of the recorded {e.type}: git checkout, log and archive show other content than was "
+                     "recorded",
+                     f"remove it (git replace -d {oid}) unless you made it; verify hashes the real objects")
 
     def _check_history(self, loaded: Loaded, seq: int, e: Entry, id_pos: dict[str, int]) -> None:
         r = self.report
@@ -683,12 +814,24 @@ class Verification:
         entries = [e for e in loaded.entries if e is not None]
         expected = ledger.notes_for(entries)
         notes_head = self.repo.ref_oid(ledger.REF_NOTES)
+        newer = self._log_of_newer_notes(loaded.head, notes_head)
+        if newer is not None:  # an append landed while we verified: judge the notes by the log they derive from
+            expected = ledger.notes_for(newer)
         subjects = {loaded.entries[i].subject_commit for i in positions  # type: ignore[union-attr]
                     if loaded.entries[i] is not None and loaded.entries[i].subject_commit}  # type: ignore[union-attr]
         actual: dict[str, str] = {}
+        doubled: set[str] = set()  # notes at two paths (flat and fanned out): git shows both, concatenated
         if notes_head is not None:
-            for it in self.repo.ls_tree(notes_head):
-                actual[it.path.replace("/", "")] = it.oid
+            try:
+                for it in self.repo.ls_tree(notes_head):
+                    key = it.path.replace("/", "")
+                    if key in actual:
+                        doubled.add(key)
+                    actual[key] = it.oid
+            except VaultMeshError as exc:
+                r.failed("notes", "VM-NOTES-MISMATCH",
+                         f"{ledger.REF_NOTES} ({notes_head[:12]}) is unreadable: {exc.cause}")
+                return
         if self._scope_all:
             subjects |= set(actual) | set(expected)
         wrong = []
@@ -697,13 +840,37 @@ class Verification:
         for s in sorted(x for x in subjects if x):
             want = expected.get(s, b"")
             have = blobs.get(s, b"")
-            if want != have:
+            if s in doubled:
+                wrong.append(f"{s[:12]} (two notes, at the flat and the fan-out path)")
+            elif want != have:
                 wrong.append(f"{s[:12]} ({'absent' if s not in actual else 'differs'})")
         if wrong:
             r.failed("notes", "VM-NOTES-MISMATCH",
                      f"refs/notes/vaultmesh disagrees with the log for {len(wrong)} commit(s): {', '.join(wrong[:5])}")
         else:
             r.passed("notes", f"notes agree with the log for {len(subjects)} commit(s)")
+
+    def _log_of_newer_notes(self, head: str, notes_head: str | None) -> list[Entry] | None:
+        """The entries of the log `notes_head` says it was derived from, when that log is not the one verified
+        but extends it and is still on the log ref (another process appended meanwhile: both refs moved in one
+        transaction after we read the log). None otherwise: the notes are then judged against the verified log."""
+        if notes_head is None or self.opts.log_ref != ledger.REF_LOG:
+            return None
+        try:
+            kind, body = self.repo.read_object(notes_head)
+        except KeyError:
+            return None
+        prefix = b"vaultmesh notes derived from log "
+        named = [line[len(prefix):].decode(errors="replace") for line in body.split(b"\n") if line.startswith(prefix)]
+        if kind != "commit" or len(named) != 1 or named[0] == head or len(named[0]) not in (40, 64):
+            return None
+        now = self.repo.ref_oid(ledger.REF_LOG)
+        if now is None or not self.repo.is_ancestor(head, named[0]) or not self.repo.is_ancestor(named[0], now):
+            return None
+        try:
+            return ledger.read_entries(self.repo, named[0])
+        except VaultMeshError:
+            return None
 
     # --- rollback / replacement --------------------------------------------------------------------
     def _check_rollback(self, loaded: Loaded) -> None:
