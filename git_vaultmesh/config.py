@@ -24,6 +24,7 @@ SCHEMA: dict[str, tuple[type, str]] = {
     "signingformat": (str, "openpgp or ssh (defaults from gpg.format)"),
     "trustroot": (str, "fingerprint of the genesis signer this clone pins"),
     "tsatimeout": (float, "seconds to wait for a TSA before the entry is left pending"),
+    "tsajobs": (int, "TSA requests in flight at once when timestamping many entries (default 16)"),
     "gpgtimeout": (float, "seconds to wait for gpg/gpg-agent or ssh-keygen"),
 }
 
@@ -32,6 +33,17 @@ class Settings:
     def __init__(self, repo: Repo) -> None:
         self.repo = repo
         self._toml: dict[str, Any] | None = None
+        self._git: dict[str, str] | None = None
+
+    def git_keys(self) -> dict[str, str]:
+        """Every vaultmesh.* git config value, read with ONE `git config --get-regexp` per Settings (not one git
+        process per key); keys as git canonicalises them (section and name lower-case, subsection as written)."""
+        if self._git is None:
+            self._git = self.repo.config_get_all(r"^vaultmesh\.")
+        return self._git
+
+    def _git_value(self, key: str) -> str | None:
+        return self.git_keys().get(key)
 
     def _file(self) -> dict[str, Any]:
         if self._toml is None:
@@ -45,12 +57,15 @@ class Settings:
                         raise VaultMeshError("VM-CONFIG-INVALID", f".vaultmesh.toml: {exc}",
                                              "fix the TOML syntax or remove the file") from None
                     section = data.get("vaultmesh", data)
+                    if not isinstance(section, dict):  # `vaultmesh = 1` or `[[vaultmesh]]`
+                        raise VaultMeshError("VM-CONFIG-INVALID", ".vaultmesh.toml: `vaultmesh` is not a table",
+                                             "put the settings under one [vaultmesh] table") from None
                     self._toml = {str(k).lower(): v for k, v in section.items() if not isinstance(v, dict)}
         return self._toml
 
     def get(self, key: str) -> Any:
         key = key.lower()
-        raw: Any = self.repo.config_get(f"vaultmesh.{key}")
+        raw: Any = self._git_value(f"vaultmesh.{key}")
         if raw is None:
             raw = self._file().get(key)
         if raw is None:
@@ -58,7 +73,7 @@ class Settings:
         typ = SCHEMA.get(key, (str, ""))[0]
         try:
             return typ(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400), int(inf)
             raise VaultMeshError("VM-CONFIG-INVALID", f"vaultmesh.{key} = {raw!r} is not a {typ.__name__}",
                                  f"git config vaultmesh.{key} <{typ.__name__}>") from None
 
@@ -79,6 +94,23 @@ class Settings:
             return "ssh"
         raise VaultMeshError("VM-CONFIG-INVALID", f"signing format {fmt!r} is not supported",
                              "set vaultmesh.signingFormat to openpgp or ssh")
+
+    def tsa_url(self, name: str) -> str | None:
+        """URL of policy TSA `name`: git config vaultmesh.tsa.<name>.url (the subsection keeps its case), else
+        `url` in the table [vaultmesh.tsa.<name>] of .vaultmesh.toml. Operational only: trust is the policy's."""
+        url = self._git_value(f"vaultmesh.tsa.{name}.url")
+        if url is None and self.repo.work_tree is not None:
+            path = Path(self.repo.work_tree) / ".vaultmesh.toml"
+            if path.exists():
+                self._file()  # validates the syntax
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+                tsas = data.get("vaultmesh", data).get("tsa", {})
+                table = tsas.get(name, {}) if isinstance(tsas, dict) else {}
+                url = table.get("url") if isinstance(table, dict) else None
+        if url is not None and not isinstance(url, str):
+            raise VaultMeshError("VM-CONFIG-INVALID", f"the URL of TSA {name} is not a string",
+                                 f"git config vaultmesh.tsa.{name}.url https://…")
+        return url or None
 
     def signing_key_name(self) -> str | None:
         return self.get("signingkey") or self.repo.config_get("user.signingkey")

@@ -50,7 +50,9 @@ def _tool(args: list[str], cwd: Path | None = None) -> str:
         raise VaultMeshError("VM-TOOL-MISSING", f"{args[0]} is not installed", f"install {args[0]}") from None
     if res.returncode != 0:
         raise VaultMeshError("VM-GIT-FAILED" if args[0] == "git" else "VM-SIGN-FAILED",
-                             f"{' '.join(args[:3])} failed: {res.stderr.strip()[-300:]}", None)
+                             f"{' '.join(args[:3])} failed: {res.stderr.strip()[-300:]}",
+                             "the demo runs git and gpg in a throwaway directory: check that both work "
+                             "(`git --version`, `gpg --version`) and run it again")
     return res.stdout.strip()
 
 
@@ -83,7 +85,7 @@ def _tamper_one_byte(repo: Repo, seq: int) -> str:
     tree = repo.build_tree(head.tree, {path: blob})
     commit = repo.commit_tree(tree, [head.commit], "innocent-looking update\n")
     if not repo.update_refs([RefUpdate(ledger.REF_LOG, commit, head.commit)]):
-        raise VaultMeshError("VM-RACE-LOST", "demo ledger moved", None)
+        raise VaultMeshError("VM-RACE-LOST", "demo ledger moved", "run the demo again")
     return path
 
 

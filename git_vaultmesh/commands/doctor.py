@@ -36,6 +36,9 @@ def findings(repo: Repo) -> tuple[list[str], ledger.Head, list[Any]]:
         c = e.subject_commit
         if c and not repo.has_object(c):
             problems.append(f"entry {e.id[:12]}: subject commit {c[:12]} is missing (VM-SUBJECT-MISSING)")
+    for lock in ledger.ref_locks(repo, older_than=ledger.STALE_LOCK_SECONDS):
+        problems.append(f"stale lock {lock} (VM-REF-LOCKED): a git process died holding it; remove it if no git "
+                        "process is running in this repository")
     return problems, head, entries
 
 
@@ -49,9 +52,14 @@ def run(args: argparse.Namespace) -> int:
                                      RefUpdate(ledger.REF_LOG, head.commit or "", head.commit)])
         if repaired:
             problems, head, entries = findings(repo)
+    from ..timestamping import doctor_warnings
+
+    warnings = doctor_warnings(head.log_id, entries)  # TSA certificates about to expire: advice, not a failure
     if args.json:
-        print_json({"ok": not problems, "problems": problems, "repaired": repaired})
+        print_json({"ok": not problems, "problems": problems, "repaired": repaired, "warnings": warnings})
     else:
+        for w in warnings:
+            print(f"warning: {w}")
         for p in problems:
             print(f"problem: {p}")
         if repaired:

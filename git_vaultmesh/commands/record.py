@@ -13,7 +13,7 @@ from ..config import signing_key
 from ..entry import Entry, canonical, check_body, make_entry, now_rfc3339, parse_line
 from ..errors import VaultMeshError
 from ..git import Repo
-from ..policy import Policy
+from ..policy import Policy, SigStatus, signing_rule
 from ..signing import SigningKey, sign
 from ..ui import print_json, warn
 
@@ -118,6 +118,9 @@ def repo_name(repo: Repo) -> str:
 
 def run(args: argparse.Namespace) -> int:
     repo = Repo.discover()
+    from ..timestamping import warm_up
+
+    warm_up(repo)  # if a TSA URL is configured, load the RFC 3161 client in the background while git/gpg work
     rev: str = args.rev
     commit = repo.rev_parse(rev, "commit")
     if commit is None:
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                              f"tag it first (git tag -s v1.0 {rev}) or record it with --type deploy")
     if args.environment and typ != "deploy":
         raise VaultMeshError("VM-USAGE", "--environment is for deploy receipts",
-                             f"drop --environment, or record a deploy: git vaultmesh record {rev} --type deploy")
+                             f"drop it, or record a deploy: git vaultmesh record {rev} --type deploy")
     head = ledger.read_head(repo)
     if head.commit is None:
         raise VaultMeshError("VM-NOT-INITIALIZED", f"{ledger.REF_LOG} does not exist",
@@ -146,8 +149,9 @@ def run(args: argparse.Namespace) -> int:
             raise VaultMeshError("VM-ALREADY-RECORDED",
                                  f"{full} is already recorded as entry #{existing[0][0]} ({existing[0][1].id[:12]})",
                                  "one release per tag: tag a new version, or pass --if-missing in scripts")
+    policy = current_policy(repo, head)
     key = signing_key(repo)
-    require_signer(current_policy(repo, head), key, typ)
+    require_signer(policy, key, typ)
     artifacts = artifacts_from_args(args.artifact, args.sha256)
 
     subject: dict[str, str] = {}
@@ -180,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
         hist = history.compute(repo, commit, base)
         body["history"] = hist.as_json()
         td = tree_digest(repo, commit, require_submodules=args.require_submodules)
+        if td.submodules:  # some absent: record the digest with no submodule, which anyone can reproduce
+            td = tree_digest(repo, commit, include_submodules=False)
         body["tree_digest"] = td.digest
         if td.submodules:
             body["submodules"] = td.submodules
@@ -197,6 +203,11 @@ def run(args: argparse.Namespace) -> int:
         parse_line(entry.line, "the new receipt")
     except VaultMeshError as exc:
         raise VaultMeshError("VM-USAGE", exc.cause, "shorten --message/--evidence") from None
+    stamps = None
+    if policy.tsas:  # RFC 3161 tokens over the entry line, appended with it; a TSA failure leaves it pending
+        from ..timestamping import keep_known, stamp_entries
+
+        stamps = stamp_entries(repo, key, policy, [entry])
 
     def still_new(repo_: Repo, now: ledger.Head) -> list[Entry]:
         if typ == "release" and full is not None and now.commit != head.commit and releases_of_ref(repo_, now, full):
@@ -207,7 +218,10 @@ def run(args: argparse.Namespace) -> int:
         for seq, e in ledger.find_entries(repo_, now, {"recorded_at": body["recorded_at"]}):
             if e.body_digest == entry.body_digest:
                 raise _AlreadyThere(seq, e)
-        return [entry]
+        extra = stamps.entries if stamps is not None else []
+        if extra and now.commit != head.commit:  # the policy may have changed meanwhile: keep tokens it trusts
+            extra = keep_known(extra, current_policy(repo_, now))
+        return [entry, *extra]
 
     keep = [commit] if not is_tag else []
     try:
@@ -220,13 +234,23 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"{msg}; nothing appended")
         return 0
+    rule = signing_rule(policy, typ).evaluate(frozenset({key.fingerprint}))
+    sigs = SigStatus(rule.present, rule.missing, policy.threshold(typ))  # k-of-n: cosigns may be needed
     if args.json:
         print_json({"ok": True, "entry": entry.id, "seq": result.first_seq, "type": typ, "commit": result.commit,
-                    "body": body})
+                    "attempts": result.attempts, "body": body, "signatures": sigs.as_json(),
+                    "timestamps": stamps.as_json(entry.id) if stamps is not None else None})
     else:
         print(f"recorded {typ} {body.get('component')} {body.get('version', '')} as entry #{result.first_seq} "
               f"({entry.id[:12]})".replace("  ", " "))
         if typ == "release":
             print(f"  history root {body['history']['root']} over {body['history']['size']} commits")
+        if sigs.pending:
+            print(f"  pending signatures: {sigs.have} of {sigs.need}; {' or '.join(sigs.missing)} can add theirs "
+                  f"with `git vaultmesh cosign {entry.id[:12]}`")
+        if stamps is not None and stamps.tsas.get(entry.id):
+            print(f"  timestamped by {', '.join(stamps.tsas[entry.id])} (entry #{result.first_seq + 1})")
+    if stamps is not None:
+        stamps.warn(entry.id)
     return 0
 

@@ -1,0 +1,77 @@
+"""Fetching RFC 3161 tokens in bounded parallel batches.
+
+`fetch` asks each (data, TSA) for a token and checks it with verify_token against the policy's trust (nonce
+included) before returning it: an appended token is never withdrawn, so a bad one must not get in. This module
+imports nothing heavy at import time (tsa.py is loaded when a fetch starts), so commands can describe
+endpoints without paying for the RFC 3161 client.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import VaultMeshError
+
+if TYPE_CHECKING:
+    from .tsa import TokenInfo
+
+GIVE_UP_AFTER = 3  # failures in a row after which a TSA is taken as down for the rest of a batch
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A policy TSA (name, CA PEM, optional SPKI pin: the trust) and where to reach it (operational)."""
+
+    name: str
+    url: str
+    ca_cert: str
+    spki_pin: str | None = None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    tsa: str
+    tsr: bytes | None
+    error: VaultMeshError | None
+    info: TokenInfo | None = None
+
+
+def fetch(jobs: Sequence[tuple[bytes, Endpoint]], *, timeout: float, workers: int) -> list[Fetched]:
+    """A verified token (or the reason for none) for each (data, TSA), at most `workers` requests in flight.
+
+    A TSA that failed GIVE_UP_AFTER times in a row is not asked again within the batch: a dead TSA costs a
+    timeout per worker, not one per entry."""
+    from .tsa import TsaTrust, request_token, verify_token
+
+    lock = threading.Lock()
+    streak: dict[str, int] = {}
+    down: dict[str, VaultMeshError] = {}
+
+    def one(job: tuple[bytes, Endpoint]) -> Fetched:
+        data, ep = job
+        with lock:
+            gave_up = down.get(ep.name)
+        if gave_up is not None:
+            return Fetched(ep.name, None, gave_up)
+        try:
+            tsr, nonce = request_token(ep.url, data, timeout)
+            info = verify_token(tsr, data, TsaTrust(ep.name, ep.ca_cert, ep.spki_pin), nonce)
+        except VaultMeshError as exc:
+            with lock:
+                streak[ep.name] = streak.get(ep.name, 0) + 1
+                if streak[ep.name] >= GIVE_UP_AFTER:
+                    down.setdefault(ep.name, exc)
+            return Fetched(ep.name, None, exc)
+        with lock:
+            streak[ep.name] = 0
+        return Fetched(ep.name, tsr, None, info)
+
+    if len(jobs) <= 1:
+        return [one(j) for j in jobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
+        return list(pool.map(one, jobs))

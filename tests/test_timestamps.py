@@ -1,0 +1,343 @@
+"""RFC 3161 timestamps inside the ledger: real repositories, real gpg, the built-in TSA on 127.0.0.1 and the real
+`openssl ts`; no mocks.
+
+Covers: every bad token rejected with its own code inside a ledger, long-term validation through archive
+timestamps (short-lived TSA certificates + a later verification time), a token made by `openssl ts -reply`
+counting like ours, a TSA down/garbage/slow at record time leaving entries pending (never lost), `timestamp
+--pending` completing them in one append, and `tsa serve`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from git_vaultmesh import ledger, merkle
+from git_vaultmesh.config import signing_key
+from git_vaultmesh.entry import Entry
+from git_vaultmesh.git import Repo
+from git_vaultmesh.timestamping import archive_data, sign_bodies, timestamp_body
+from git_vaultmesh.tsa import build_request, request_token, spki_pin_of, verify_token
+from git_vaultmesh.tsa_server import TsaIdentity, TsaServer, make_identity, sign_token, write_identity
+
+from cli_helpers import assert_error, ok, ok_json, run
+from conftest import git
+
+UTC = timezone.utc
+
+
+# --- fixtures and helpers --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ident() -> TsaIdentity:
+    return make_identity("ec")
+
+
+@pytest.fixture
+def server(ident: TsaIdentity) -> Iterator[TsaServer]:
+    with TsaServer(ident, max_lifetime=120) as srv:
+        yield srv
+
+
+def write_ca(tmp: Path, ident: TsaIdentity) -> Path:
+    path = tmp / f"ca-{abs(hash(ident.ca_cert_pem)) % 10_000}.pem"
+    path.write_bytes(ident.ca_cert_pem)
+    return path
+
+
+def add_tsa(repo: Path, name: str, srv: TsaServer, tmp: Path, *extra: str) -> dict[str, Any]:
+    return ok_json(repo, "tsa", "add", name, "--url", srv.url, "--ca-cert", str(write_ca(tmp, srv.identity)),  # type: ignore[no-any-return]
+                   *extra)
+
+
+def entries(repo: Path) -> list[Entry]:
+    with Repo.discover(repo) as r:
+        return ledger.load(r)[1]
+
+
+def append_stamp(repo: Path, tokens: list[tuple[str, bytes]], *, entry: str | None = None,
+                 checkpoint: int | None = None) -> int:
+    """Append a timestamp entry with these (TSA name, DER) tokens, signed by the repo's key; return its seq."""
+    with Repo.discover(repo) as r:
+        key = signing_key(r)
+        head = ledger.read_head(r)
+        assert head.log_id is not None
+        (stamp,) = sign_bodies(key, [timestamp_body(head.log_id, tokens, entry=entry, checkpoint=checkpoint)])
+        return ledger.append(r, key, [stamp]).first_seq
+
+
+def token_over(ident: TsaIdentity, data: bytes, **kwargs: Any) -> bytes:
+    req, _ = build_request(data)
+    return sign_token(ident, req, **kwargs)
+
+
+def verify_json(repo: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    res = run(repo, "verify", *args, "--json", env=env)
+    return res.returncode, json.loads(res.stdout)
+
+
+def failed(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in report["checks"] if not c["ok"]]
+
+
+def codes(report: dict[str, Any]) -> set[str]:
+    return {c["code"] for c in failed(report)}
+
+
+def log_commits(repo: Path) -> int:
+    return int(git(repo, "rev-list", "--count", "refs/vaultmesh/log"))
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- record with a TSA in policy ----------------------------------------------------------------------------
+
+def test_record_timestamps_in_the_same_append(ledger_repo: Path, server: TsaServer, tmp_path: Path) -> None:
+    added = add_tsa(ledger_repo, "main", server, tmp_path)
+    assert added["appended"] and added["require"] == 1 and added["probe"]["spki_pin"] == spki_pin_of(
+        server.identity.cert_pem)
+    assert git(ledger_repo, "config", "vaultmesh.tsa.main.url") == server.url  # operational: git config
+    listed = ok_json(ledger_repo, "tsa", "list")
+    assert [(t["name"], t["url"]) for t in listed["tsas"]] == [("main", server.url)]
+    assert listed["tokens_required"] == {"*": 1}
+    before = log_commits(ledger_repo)
+    out = ok_json(ledger_repo, "record", "v1.0")
+    assert out["timestamps"] == {"tsas": ["main"], "pending": False, "problems": []}
+    assert log_commits(ledger_repo) == before + 1  # the receipt and its timestamp: one append
+    es = entries(ledger_repo)
+    release, stamp = es[-2], es[-1]
+    assert release.id == out["entry"] and stamp.type == "timestamp" and stamp.body["entry"] == release.id
+    assert [t["tsa"] for t in stamp.body["tokens"]] == ["main"]
+    code, report = verify_json(ledger_repo, "v1.0")
+    assert code == 0, failed(report)
+    assert any(c["check"] == "entry.tokens" and c["ok"] for c in report["checks"])
+    # the token's imprint is SHA-256 of the release's line (body and signatures): openssl agrees
+    tsr = stamp.body["tokens"][0]["tsr"]
+    (tmp_path / "line").write_bytes(release.line)
+    (tmp_path / "t.tsr").write_bytes(__import__("base64").b64decode(tsr))
+    res = subprocess.run(["openssl", "ts", "-verify", "-data", tmp_path / "line", "-in", tmp_path / "t.tsr",
+                          "-CAfile", write_ca(tmp_path, server.identity)], capture_output=True, text=True)
+    assert res.returncode == 0 and "Verification: OK" in res.stdout, res.stderr
+
+
+def test_tsa_add_probes_and_refuses_a_wrong_ca(ledger_repo: Path, server: TsaServer, tmp_path: Path) -> None:
+    other = make_identity("ec")
+    before = log_commits(ledger_repo)
+    res = run(ledger_repo, "tsa", "add", "main", "--url", server.url, "--ca-cert", str(write_ca(tmp_path, other)))
+    assert_error(res, "VM-TSA-CHAIN")
+    assert log_commits(ledger_repo) == before  # nothing signed, nothing appended
+    res = run(ledger_repo, "tsa", "add", "main", "--url", server.url, "--ca-cert", str(write_ca(tmp_path, other)),
+              "--require", "2", "--offline")
+    assert_error(res, "VM-USAGE")  # 2 tokens required with 1 TSA in policy
+
+
+# --- every bad token has its own code inside a ledger --------------------------------------------------------
+
+def test_bad_tokens_rejected_with_their_own_code(ledger_repo: Path, server: TsaServer, tmp_path: Path) -> None:
+    other = make_identity("ec")  # a TSA under another CA
+    add_tsa(ledger_repo, "main", server, tmp_path)
+    # a second policy TSA, same CA, but pinned to another key: the server's tokens fail its pin
+    add_tsa(ledger_repo, "pinned", server, tmp_path, "--offline", "--pin-spki", spki_pin_of(other.cert_pem))
+    res = run(ledger_repo, "record", "v1.0", "--json")
+    assert res.returncode == 0, res.stderr
+    # record asked both TSAs; the pinned one's token failed verification and was NOT appended (no poison)
+    assert json.loads(res.stdout)["timestamps"]["tsas"] == ["main"]
+    assert "VM-TSA-PIN" in res.stderr
+    code, report = verify_json(ledger_repo, "--all")
+    assert code == 0, failed(report)
+
+    es = entries(ledger_repo)
+    release = next(i for i, e in enumerate(es) if e.type == "release")
+    line, rid = es[release].line, es[release].id
+    policy_line = es[1].line
+    good = token_over(server.identity, line)
+    html = b"<!DOCTYPE html>\n<html><body>Please sign in</body></html>\n"
+    cases = {
+        "VM-TSA-OTHER-ENTRY": ("main", token_over(server.identity, policy_line)),  # a token for another entry
+        "VM-TSA-IMPRINT": ("main", token_over(server.identity, line + b" ")),  # for other bytes
+        "VM-TSA-EMPTY": ("main", b""),
+        "VM-TSA-NOT-DER": ("main", html),
+        "VM-TSA-TRUNCATED": ("main", good[:-20]),
+        "VM-TSA-UNKNOWN": ("nobody", good),  # a TSA the policy does not name
+        "VM-TSA-CHAIN": ("main", token_over(other, line)),  # signer does not chain to the policy CA
+        "VM-TSA-PIN": ("pinned", good),  # right CA, key not the pinned one
+    }
+    seq_of = {code: append_stamp(ledger_repo, [tok], entry=rid) for code, tok in cases.items()}
+    for scope in (["--all"], ["v1.0"]):
+        code, report = verify_json(ledger_repo, *scope)
+        assert code == 1
+        bad = failed(report)
+        for want, seq in seq_of.items():
+            mine = [c for c in bad if c["detail"].startswith(f"timestamp entry #{seq} ")]
+            assert [c["code"] for c in mine] == [want], (want, mine)
+            assert mine[0]["hint"], mine
+        # the release has a valid token, so it is not pending: each failure is the token's own
+        assert "VM-TSA-PENDING" not in codes(report)
+        assert codes(report) == set(cases), codes(report)
+    other_entry = next(c for c in failed(report) if c["code"] == "VM-TSA-OTHER-ENTRY")
+    assert "entry #1's line" in other_entry["detail"]
+
+
+# --- long-term validation ---------------------------------------------------------------------------------
+
+def test_archive_timestamp_keeps_expired_tokens_valid(ledger_repo: Path, ident: TsaIdentity,
+                                                       tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    short = make_identity(ca=ident, not_before=now - timedelta(hours=1), not_after=now + timedelta(days=1))
+    long = make_identity(ca=ident)  # same CA, a signer valid for a year
+    later = {"VAULTMESH_NOW": iso(now + timedelta(days=3))}  # the short signer has expired by then
+    with TsaServer(short, max_lifetime=120) as srv:
+        add_tsa(ledger_repo, "main", srv, tmp_path)
+        ok(ledger_repo, "record", "v1.0")
+    code, report = verify_json(ledger_repo, "v1.0")
+    assert code == 0, failed(report)  # today the token is valid
+    doctor = ok_json(ledger_repo, "doctor")
+    assert any("expires" in w and "timestamp --archive" in w for w in doctor["warnings"]), doctor
+    # three days later the signer certificate has expired and nothing renewed the token
+    code, report = verify_json(ledger_repo, "v1.0", env=later)
+    # (so the release also lacks a valid token: pending)
+    assert code == 1 and codes(report) == {"VM-TSA-EXPIRED-UNANCHORED", "VM-TSA-PENDING"}, failed(report)
+    assert any("VAULTMESH_NOW" in c["detail"] for c in report["checks"])  # the injected time is printed
+    # an archive timestamp made AFTER the certificate expired does not help (genTime forged 2 days ahead)
+    with Repo.discover(ledger_repo) as r:
+        head = ledger.read_head(r)
+        assert head.log_id is not None
+        leaves = [merkle.leaf_hash(e.line) for e in ledger.read_entries(r, str(head.commit))]
+        late = token_over(long, archive_data(head.log_id, head.size, leaves), gen_time=now + timedelta(days=2))
+    append_stamp(ledger_repo, [("main", late)], checkpoint=head.size)
+    code, report = verify_json(ledger_repo, "v1.0", env=later)
+    assert code == 1 and codes(report) == {"VM-TSA-EXPIRED-UNANCHORED", "VM-TSA-PENDING"}, failed(report)
+    # an archive timestamp made while the certificate was valid anchors it
+    with TsaServer(long, max_lifetime=120) as srv:
+        git(ledger_repo, "config", "vaultmesh.tsa.main.url", srv.url)
+        out = ok_json(ledger_repo, "timestamp", "--archive")
+    assert out["checkpoint"] == head.size + 1 and out["tsas"] == ["main"]
+    code, report = verify_json(ledger_repo, "v1.0", env=later)
+    assert code == 0, failed(report)
+    code, report = verify_json(ledger_repo, "--all", env=later)
+    assert code == 0, failed(report)
+    assert ok_json(ledger_repo, "doctor")["warnings"] == []  # an archive by a long-lived signer covers all
+    # ... until the archive's own signer expires, un-renewed
+    code, report = verify_json(ledger_repo, "v1.0", env={"VAULTMESH_NOW": iso(now + timedelta(days=400))})
+    assert code == 1 and "VM-TSA-EXPIRED-UNANCHORED" in codes(report)
+
+
+# --- a token made by openssl ----------------------------------------------------------------------------------
+
+OPENSSL_TSA_CNF = """\
+[ tsa ]
+default_tsa = tsa_config1
+
+[ tsa_config1 ]
+serial = {dir}/serial
+crypto_device = builtin
+signer_digest = sha256
+default_policy = 1.2.3.4.1
+digests = sha256
+accuracy = secs:1
+ordering = yes
+tsa_name = yes
+ess_cert_id_chain = no
+ess_cert_id_alg = sha256
+"""
+
+
+def test_openssl_reply_inside_a_ledger_verifies(ledger_repo: Path, server: TsaServer, tmp_path: Path) -> None:
+    add_tsa(ledger_repo, "main", server, tmp_path)
+    server.mode = "down"
+    res = run(ledger_repo, "record", "v1.0")
+    assert res.returncode == 0 and "VM-TSA-PENDING" in res.stderr
+    es = entries(ledger_repo)
+    release = next(e for e in es if e.type == "release")
+    d = tmp_path / "ossl"
+    write_identity(server.identity, d)
+    (d / "serial").write_text("01\n")
+    (d / "tsa.cnf").write_text(OPENSSL_TSA_CNF.format(dir=d))
+    (d / "line").write_bytes(release.line)
+    for step in (["ts", "-query", "-data", d / "line", "-sha256", "-cert", "-out", d / "q.tsq"],
+                 ["ts", "-reply", "-config", d / "tsa.cnf", "-queryfile", d / "q.tsq", "-signer", d / "tsa.pem",
+                  "-inkey", d / "tsa.key", "-out", d / "r.tsr"]):
+        done = subprocess.run(["openssl", *map(str, step)], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+    append_stamp(ledger_repo, [("main", (d / "r.tsr").read_bytes())], entry=release.id)
+    code, report = verify_json(ledger_repo, "v1.0")
+    assert code == 0, failed(report)
+
+
+# --- TSA down, garbage or slow at record time: pending, never lost ---------------------------------------------
+
+def test_tsa_failures_leave_entries_pending_then_timestamp_pending(ledger_repo: Path, server: TsaServer,
+                                                                    tmp_path: Path) -> None:
+    add_tsa(ledger_repo, "main", server, tmp_path)
+    git(ledger_repo, "config", "vaultmesh.tsaTimeout", "1")
+    recorded = []
+    for mode, args in (("down", ["v1.0"]), ("garbage", ["HEAD", "--environment", "prod"]),
+                       ("slow", ["HEAD", "--environment", "staging"])):
+        server.mode = mode
+        started = time.monotonic()
+        res = run(ledger_repo, "record", *args, "--json")
+        assert res.returncode == 0, (mode, res.stderr)  # recorded anyway
+        assert time.monotonic() - started < 15
+        out = json.loads(res.stdout)
+        assert out["timestamps"]["pending"] is True and out["timestamps"]["tsas"] == []
+        assert "warning:" in res.stderr and "VM-TSA-PENDING" in res.stderr, res.stderr
+        recorded.append(out["entry"])
+    assert [e.id for e in entries(ledger_repo) if e.id in recorded] == recorded  # all present
+    assert not [e for e in entries(ledger_repo) if e.type == "timestamp"]
+    code, report = verify_json(ledger_repo)
+    assert code == 1 and codes(report) == {"VM-TSA-PENDING"}
+    assert sum(c["code"] == "VM-TSA-PENDING" for c in failed(report)) == 3
+    res = run(ledger_repo, "verify", "--allow-pending")
+    assert res.returncode == 0, res.stdout
+    assert "allowed: --allow-pending" in res.stdout and "accepted by --allow-pending" in res.stdout
+    listed = ok_json(ledger_repo, "timestamp", "--pending", "--list")
+    assert [e["id"] for e in listed["entries"]] == recorded
+    # still down: nothing appended, exit 1 with the code
+    server.mode = "down"
+    before = log_commits(ledger_repo)
+    assert_error(run(ledger_repo, "timestamp", "--pending"), "VM-TSA-PENDING")
+    assert log_commits(ledger_repo) == before
+    # back up: every missing token in ONE append
+    server.mode = "ok"
+    out = ok_json(ledger_repo, "timestamp", "--pending")
+    assert out["appended"] == 3 and out["tokens"] == 3 and out["still_pending"] == []
+    assert log_commits(ledger_repo) == before + 1
+    code, report = verify_json(ledger_repo)
+    assert code == 0, failed(report)
+    assert ok_json(ledger_repo, "timestamp", "--pending")["pending"] == 0
+
+
+# --- the built-in server as a command ---------------------------------------------------------------------
+
+def test_tsa_serve_loopback_with_identity_and_lifetime(repo: Path, tmp_path: Path) -> None:
+    ident_dir = tmp_path / "tsa-id"
+    proc = subprocess.Popen([sys.executable, "-m", "git_vaultmesh", "tsa", "serve", "--port", "0", "--identity",
+                             str(ident_dir), "--max-lifetime", "4"], cwd=repo, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        url = first.split(" listening on ")[1].split()[0]
+        assert url.startswith("http://127.0.0.1:")
+        tsr, nonce = request_token(url, b"data", timeout=5)
+        from git_vaultmesh.tsa import TsaTrust
+
+        trust = TsaTrust("x", (ident_dir / "ca.pem").read_text(), spki_pin_of((ident_dir / "tsa.pem").read_bytes()))
+        verify_token(tsr, b"data", trust, nonce)
+        assert proc.wait(timeout=15) == 0  # stopped by itself after --max-lifetime
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (ident_dir / "tsa.key").stat().st_mode & 0o077 == 0  # keys are private
+    assert_error(run(repo, "tsa", "serve", "--host", "0.0.0.0", "--port", "0"), "VM-USAGE")  # loopback only
