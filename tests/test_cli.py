@@ -14,6 +14,11 @@ from typing import Any
 
 import pytest
 import rfc8785
+from ruamel.yaml import YAML
+
+from git_vaultmesh.cli import COMMANDS, build_parser
+from git_vaultmesh.errors import CODES
+
 from cli_helpers import (
     GpgKey,
     assert_error,
@@ -29,10 +34,6 @@ from cli_helpers import (
     run,
     script_env,
 )
-from ruamel.yaml import YAML
-
-from git_vaultmesh.cli import COMMANDS, build_parser
-from git_vaultmesh.errors import CODES
 
 LEDGER_REFSPECS = ("refs/vaultmesh/*:refs/vaultmesh/*", "refs/notes/vaultmesh:refs/notes/vaultmesh")
 

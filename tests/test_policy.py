@@ -18,6 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from git_vaultmesh import cli, signing
+from git_vaultmesh.entry import canonical, make_entry, parse_line
+
+from conftest import GIT_ENV, GpgKey, gen_gpg_key, git, kill_agent, make_gpg_home, vm, vm_ok
 from policy_kit import (
     codes,
     cosign_body,
@@ -34,11 +39,6 @@ from policy_kit import (
     tag,
     verify_json,
 )
-
-from git_vaultmesh import cli, signing
-from git_vaultmesh.entry import canonical, make_entry, parse_line
-
-from conftest import GIT_ENV, GpgKey, gen_gpg_key, git, kill_agent, make_gpg_home, vm, vm_ok
 
 
 @dataclass

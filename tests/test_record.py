@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from cli_helpers import (
     GpgKey,
     assert_error,

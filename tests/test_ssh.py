@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from conftest import GpgKey, git, vm, vm_ok
 from policy_kit import (
     codes,
     cosign_body,
@@ -24,8 +25,6 @@ from policy_kit import (
     tag,
     verify_json,
 )
-
-from conftest import GpgKey, git, vm, vm_ok
 
 
 def test_ssh_only_ledger_thresholds_cosigns_staging_and_rotation(repo: Path, tmp_path: Path) -> None:
