@@ -29,7 +29,7 @@ from git_vaultmesh.tsa import build_request, request_token, spki_pin_of, verify_
 from git_vaultmesh.tsa_server import TsaIdentity, TsaServer, make_identity, sign_token, write_identity
 
 from cli_helpers import assert_error, ok, ok_json, run
-from conftest import git
+from conftest import GpgKey, gen_gpg_key, git
 
 UTC = timezone.utc
 
@@ -341,3 +341,16 @@ def test_tsa_serve_loopback_with_identity_and_lifetime(repo: Path, tmp_path: Pat
             proc.wait()
     assert (ident_dir / "tsa.key").stat().st_mode & 0o077 == 0  # keys are private
     assert_error(run(repo, "tsa", "serve", "--host", "0.0.0.0", "--port", "0"), "VM-USAGE")  # loopback only
+
+
+def test_policy_changes_are_timestamped_too(ledger_repo: Path, server: TsaServer, tmp_path: Path,
+                                           gpg_key: GpgKey) -> None:
+    """Once a TSA is required, a policy change made with `policy` carries its tokens: verify is not pending."""
+    add_tsa(ledger_repo, "main", server, tmp_path)
+    bob = gen_gpg_key(gpg_key.home, "Bob")
+    ok_json(ledger_repo, "policy", "add-signer", "bob", "--key", bob.fingerprint)
+    rc, report = verify_json(ledger_repo, "--all")
+    assert rc == 0, failed(report)
+    stamped = {e.body.get("entry") for e in entries(ledger_repo) if e.type == "timestamp"}
+    policy_ids = [e.id for e in entries(ledger_repo) if e.type == "policy"]
+    assert policy_ids[-1] in stamped

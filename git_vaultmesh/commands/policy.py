@@ -412,6 +412,32 @@ class _Stale(Exception):
     pass
 
 
+def append_change(st: State, key: SigningKey, entry: Entry) -> tuple[ledger.AppendResult, Any]:
+    """Append an already judged policy change, with RFC 3161 tokens from the TSAs of the policy it is judged
+    by (that policy may require them), refusing if another policy entry landed meanwhile."""
+    from ..timestamping import keep_known, stamp_entries
+
+    cur = st.current.policy
+    stamps = stamp_entries(st.repo, key, cur, [entry])
+
+    def still_current(repo_: Repo, now: ledger.Head) -> list[Entry]:
+        if now.commit != st.head.commit:
+            newest = _policy_entries(repo_, now)[-1][0]
+            if newest != st.newest_policy_seq:
+                raise _Stale(newest)
+            if _already_in_log(repo_, now, entry) is not None:
+                raise _Stale(-1)
+            return [entry, *keep_known(stamps.entries, cur)]
+        return [entry, *stamps.entries]
+
+    try:
+        return ledger.append(st.repo, key, still_current), stamps
+    except _Stale as exc:
+        raise VaultMeshError("VM-POLICY-STALE", f"another policy entry (#{exc.args[0]}) was appended meanwhile"
+                             if exc.args[0] >= 0 else "the same change was appended meanwhile",
+                             "check `git vaultmesh policy show` and propose again if still needed") from None
+
+
 def _append(st: State, args: argparse.Namespace, entry: Entry, key: SigningKey, summary: str) -> int:
     """Append a policy change only if verify will adopt it: refuse before writing anything otherwise."""
     cur = st.current.policy
@@ -429,21 +455,8 @@ def _append(st: State, args: argparse.Namespace, entry: Entry, key: SigningKey, 
                              "sign the log checkpoint of this append",
                              "have a policy signer run `git vaultmesh policy apply FILE`")
 
-    def still_current(repo_: Repo, now: ledger.Head) -> list[Entry]:
-        if now.commit != st.head.commit:
-            newest = _policy_entries(repo_, now)[-1][0]
-            if newest != st.newest_policy_seq:
-                raise _Stale(newest)
-            if _already_in_log(repo_, now, entry) is not None:
-                raise _Stale(-1)
-        return [entry]
-
-    try:
-        result = ledger.append(st.repo, key, still_current)
-    except _Stale as exc:
-        raise VaultMeshError("VM-POLICY-STALE", f"another policy entry (#{exc.args[0]}) was appended meanwhile"
-                             if exc.args[0] >= 0 else "the same change was appended meanwhile",
-                             "check `git vaultmesh policy show` and propose again if still needed") from None
+    result, stamps = append_change(st, key, entry)
+    stamps.warn(entry.id)
     return _report(args, {"ok": True, "appended": True, "entry": entry.id, "seq": result.first_seq,
                           "summary": summary, "signatures": _sig_json(j.rule, cur.threshold("policy"))},
                    [f"policy changed as entry #{result.first_seq} ({entry.id[:12]}): {summary}",

@@ -20,7 +20,6 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from .. import ledger
 from ..config import signing_key
 from ..entry import Entry, canonical, make_entry, now_rfc3339
 from ..errors import VaultMeshError
@@ -103,8 +102,8 @@ def probe(name: str, url: str, ca_pem: str, pin: str | None, timeout: float) -> 
 
 
 def _add(args: argparse.Namespace) -> int:
-    from ..timestamping import keep_known, settings_for, stamp_entries
-    from .policy import load_state
+    from ..timestamping import settings_for
+    from .policy import append_change, load_state
 
     repo = Repo.discover()
     name: str = args.name
@@ -166,19 +165,7 @@ def _add(args: argparse.Namespace) -> int:
             raise VaultMeshError(judged.code or "VM-POLICY-UNAUTHORIZED", f"policy change not applied: {judged.detail}",
                                  "only signatures by signers of the policy in force count")
         # the new policy entry is judged by the policy before it, which may itself require tokens
-        stamps = stamp_entries(repo, key, cur, [entry])
-        newest = st.newest_policy_seq
-
-        def still_current(repo_: Repo, now: ledger.Head) -> list[Entry]:
-            if now.commit != st.head.commit:
-                found = [s for s, e in ledger.find_entries(repo_, now, {"type": "policy"}) if e.type == "policy"]
-                if found and found[-1] != newest:
-                    raise VaultMeshError("VM-POLICY-STALE", f"another policy entry (#{found[-1]}) was appended "
-                                         "meanwhile", "check `git vaultmesh policy show` and run tsa add again")
-                return [entry, *keep_known(stamps.entries, cur)]
-            return [entry, *stamps.entries]
-
-        result = ledger.append(repo, key, still_current)
+        result, stamps = append_change(st, key, entry)
         out.update({"appended": True, "entry": entry.id, "seq": result.first_seq,
                     "timestamps": stamps.as_json(entry.id)})
         lines = [f"policy changed as entry #{result.first_seq} ({entry.id[:12]}): {summary}",
