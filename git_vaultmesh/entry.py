@@ -247,6 +247,21 @@ def _check_timestamp(body: dict[str, Any], bad: Any) -> None:
             raise bad(f"timestamp token TSA name {t['tsa']!r} is invalid")
 
 
+def hash_file(path: str) -> tuple[str, int]:
+    """SHA-256 and size of an artifact file, streamed (what `record` writes and `verify` compares)."""
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise VaultMeshError("VM-ARTIFACT-UNREADABLE", f"cannot read artifact {path}: {exc.strerror or exc}",
+                             "check the path and its permissions") from None
+    return h.hexdigest(), size
+
+
 def entry_path(seq: int) -> str:
     """entries/<a>/<b>/<seq>.json: fan-out so no tree grows past 1000 entries; path order is log order."""
     return f"entries/{seq // 1_000_000:03d}/{(seq // 1000) % 1000:03d}/{seq:012d}.json"

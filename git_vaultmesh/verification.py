@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import history, ledger, merkle
-from .entry import Entry, parse_line, seq_of_path
+from .entry import Entry, hash_file, parse_line, seq_of_path
 from .errors import CODES, VaultMeshError
 from .git import Repo, log_chain
 from .policy import Policy, signing_rule
@@ -659,8 +659,6 @@ class Verification:
         artifacts = list(self.opts.artifacts)
         art_digests: dict[str, list[tuple[str, str]]] = {}  # name -> each (sha256, path) given with that name
         for path in artifacts:
-            from .commands.record import hash_file
-
             try:
                 art_digests.setdefault(os.path.basename(path), []).append((hash_file(path)[0], path))
             except VaultMeshError as exc:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 from typing import Any
 
 from .. import history, ledger, merkle
 from ..config import signing_key
-from ..entry import Entry, canonical, check_body, make_entry, now_rfc3339, parse_line
+from ..entry import Entry, canonical, check_body, hash_file, make_entry, now_rfc3339, parse_line
 from ..errors import VaultMeshError
 from ..git import Repo
 from ..policy import Policy, SigStatus, signing_rule
@@ -27,21 +26,6 @@ class _AlreadyThere(Exception):
         super().__init__(seq)
         self.seq = seq
         self.entry = entry
-
-
-def hash_file(path: str) -> tuple[str, int]:
-    """SHA-256 and size of a file, streamed."""
-    h = hashlib.sha256()
-    size = 0
-    try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-                size += len(chunk)
-    except OSError as exc:
-        raise VaultMeshError("VM-ARTIFACT-UNREADABLE", f"cannot read artifact {path}: {exc.strerror or exc}",
-                             "check the path and its permissions") from None
-    return h.hexdigest(), size
 
 
 def artifacts_from_args(paths: list[str], digests: list[str]) -> list[dict[str, Any]]:
