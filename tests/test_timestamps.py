@@ -354,3 +354,30 @@ def test_policy_changes_are_timestamped_too(ledger_repo: Path, server: TsaServer
     stamped = {e.body.get("entry") for e in entries(ledger_repo) if e.type == "timestamp"}
     policy_ids = [e.id for e in entries(ledger_repo) if e.type == "policy"]
     assert policy_ids[-1] in stamped
+
+
+def test_pull_does_not_carry_archive_timestamps_of_a_diverged_log(
+        ledger_repo: Path, server: TsaServer, tmp_path: Path, gpg_key: GpgKey) -> None:
+    """An archive token covers a checkpoint of OUR log; re-appended elsewhere it would fail forever."""
+    add_tsa(ledger_repo, "main", server, tmp_path)
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "clone", "-q", "--bare", str(ledger_repo), str(origin))
+    push = ["refs/vaultmesh/log", "refs/notes/vaultmesh"]
+    git(ledger_repo, "push", "-q", str(origin), "refs/vaultmesh/log")  # no notes yet: no subject recorded
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(origin), str(other))
+    git(other, "fetch", "-q", "origin", "refs/vaultmesh/*:refs/vaultmesh/*", "refs/notes/*:refs/notes/*")
+    git(other, "config", "vaultmesh.signingKey", gpg_key.fingerprint)
+    git(other, "config", "vaultmesh.tsa.main.url", server.url)
+    ok(other, "record", "HEAD", "--environment", "theirs")
+    git(other, "push", "-q", "origin", *push)
+    ok(ledger_repo, "record", "HEAD", "--environment", "ours")
+    ok(ledger_repo, "timestamp", "--archive")
+    git(ledger_repo, "remote", "add", "origin", str(origin))
+    res = run(ledger_repo, "pull", "origin")
+    assert res.returncode == 0, res.stderr
+    assert "archive timestamp" in res.stderr
+    rc, report = verify_json(ledger_repo, "--all")
+    assert rc == 0, failed(report)
+    envs = [e.body.get("environment") for e in entries(ledger_repo) if e.type == "deploy"]
+    assert envs == ["theirs", "ours"]

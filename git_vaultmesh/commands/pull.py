@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
                              "these are different ledgers; use `federate` for peers, not pull")
     action: str
     added = 0
+    dropped_archives: list[Entry] = []
     notes_parents = [p for p in (repo.ref_oid(_remote_notes(remote)), ours.notes) if p]
     theirs_entries = ledger.read_entries(repo, theirs_head)
     # the tags their releases name, when we lack them (never overwriting a tag we have: verify judges that)
@@ -100,19 +101,33 @@ def run(args: argparse.Namespace) -> int:
         have = {e.body_digest for e in theirs_entries}
         their_releases = {e.subject_ref for e in theirs_entries if e.type == "release"}
         missing: list[Entry] = [e for e in ours_entries if e.body_digest not in have]
+        # an archive timestamp covers the checkpoint at a size of OUR log; re-appended at another position it
+        # would stamp a checkpoint that no longer exists and fail verify forever — leave it, re-archive after
+        dropped_archives = [e for e in missing if e.type == "timestamp" and "checkpoint" in e.body]
+        missing = [e for e in missing if e not in dropped_archives]
         for e in missing:
             if e.type == "release" and e.subject_ref in their_releases:
                 raise VaultMeshError("VM-ALREADY-RECORDED",
                                      f"both ledgers record a release of {e.subject_ref} (ours: {e.id[:12]})",
                                      "one release per tag: settle which receipt stands, then pull again")
-        key = signing_key(repo)
         final_entries = theirs_entries + missing
-        commit = ledger._try_append(repo, key, theirs, missing, (), expected_log=ours.commit,
-                                    all_entries=final_entries, notes_parents=notes_parents)
+        if missing:
+            commit = ledger._try_append(repo, signing_key(repo), theirs, missing, (), expected_log=ours.commit,
+                                        all_entries=final_entries, notes_parents=notes_parents)
+        else:  # nothing of ours left to carry over: adopt theirs as is
+            notes = ledger.rebuild_notes(repo, theirs_head, final_entries, notes_parents)
+            ok = repo.update_refs([RefUpdate(ledger.REF_LOG, theirs_head, ours.commit),
+                                   RefUpdate(ledger.REF_NOTES, notes, ours.notes)])
+            commit = theirs_head if ok else None
         if commit is None:
             raise VaultMeshError("VM-RACE-LOST", "the local ledger moved during pull", "run pull again")
         action = "re-appended"
         added = len(missing)
+        if dropped_archives:
+            from ..ui import warn
+
+            warn(f"{len(dropped_archives)} archive timestamp(s) of our log were not re-appended (they cover "
+                 "checkpoints of the log before the merge); run `git vaultmesh timestamp --archive`")
     # pull is the one sanctioned replacement of the local log: remember the merged checkpoint
     head = ledger.read_head(repo)
     if head.log_id:
