@@ -486,6 +486,10 @@ def _loopback_host(host: str) -> str:
 
 
 class _HTTPServer(ThreadingHTTPServer):
+    # a client timestamping many pending entries opens connections in bursts; the default backlog of 5
+    # makes the kernel reset some of them
+    request_queue_size = 128
+
     daemon_threads = True
 
     def __init__(self, owner: TsaServer, address: tuple[str, int]) -> None:

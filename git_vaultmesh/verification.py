@@ -852,21 +852,14 @@ class Verification:
         """The entries of the log `notes_head` says it was derived from, when that log is not the one verified
         but extends it and is still on the log ref (another process appended meanwhile: both refs moved in one
         transaction after we read the log). None otherwise: the notes are then judged against the verified log."""
-        if notes_head is None or self.opts.log_ref != ledger.REF_LOG:
-            return None
-        try:
-            kind, body = self.repo.read_object(notes_head)
-        except KeyError:
-            return None
-        prefix = b"vaultmesh notes derived from log "
-        named = [line[len(prefix):].decode(errors="replace") for line in body.split(b"\n") if line.startswith(prefix)]
-        if kind != "commit" or len(named) != 1 or named[0] == head or len(named[0]) not in (40, 64):
+        source = ledger.notes_source(self.repo, notes_head) if self.opts.log_ref == ledger.REF_LOG else None
+        if source is None or source == head:
             return None
         now = self.repo.ref_oid(ledger.REF_LOG)
-        if now is None or not self.repo.is_ancestor(head, named[0]) or not self.repo.is_ancestor(named[0], now):
+        if now is None or not self.repo.is_ancestor(head, source) or not self.repo.is_ancestor(source, now):
             return None
         try:
-            return ledger.read_entries(self.repo, named[0])
+            return ledger.read_entries(self.repo, source)
         except VaultMeshError:
             return None
 

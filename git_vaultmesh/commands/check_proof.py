@@ -65,8 +65,11 @@ def check(bundle: Any, trust_root: str) -> list[str]:
     except VaultMeshError as exc:
         raise _malformed(exc.cause) from None
     keys = bundle["keys"]
-    if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
-        raise _malformed("keys must be a list of {name, format, fingerprint, public_key}")
+    if not isinstance(keys, list) or not all(
+        isinstance(k, dict) and all(isinstance(k.get(f), str) for f in ("format", "fingerprint", "public_key"))
+        for k in keys
+    ):
+        raise _malformed("keys must be a list of {name, format, fingerprint, public_key} (strings)")
     try:
         pinned = [PinnedKey(k["format"], k["fingerprint"], k["public_key"]) for k in keys]
     except KeyError as exc:

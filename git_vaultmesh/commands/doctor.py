@@ -16,7 +16,7 @@ from ..ui import print_json
 
 
 def findings(repo: Repo) -> tuple[list[str], ledger.Head, list[Any]]:
-    head, entries = ledger.load(repo)
+    head, entries = ledger.load_consistent(repo)
     expected = ledger.notes_for(entries)
     problems: list[str] = []
     actual: dict[str, str] = {}
