@@ -25,3 +25,12 @@ def warn(message: str) -> None:
 
 def note(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def report(as_json: bool, data: Any, lines: list[str]) -> int:
+    """A verb's result: `data` as JSON with --json, else the human lines; exit status 0."""
+    if as_json:
+        print_json(data)
+    else:
+        print("\n".join(lines))
+    return 0

@@ -31,7 +31,7 @@ from ..policy import (
     signing_rule,
 )
 from ..signing import PinnedKey, SigningKey, Verifier, openpgp_public_key, sign, ssh_fingerprint
-from ..ui import print_json
+from ..ui import print_json, report
 
 SHOW_SCHEMA = "vaultmesh-policy/1"
 # Types a threshold means something for (cosign/timestamp/witness entries are never judged by their own).
@@ -273,7 +273,7 @@ def _change(st: State, args: argparse.Namespace) -> int:
     _require_policy_signer(cur, key, "sign a policy change")
     entry = make_entry(body, [{"format": key.format, "signer": key.fingerprint, "sig": sign(key, canonical(body))}])
     if args.propose:
-        _write_proposal(args.propose, entry)
+        write_proposal(args.propose, entry)
         have = signing_rule(cur, "policy").evaluate(frozenset({key.fingerprint}))
         return _report(args, {"ok": True, "appended": False, "proposal": args.propose, "summary": summary,
                               "signatures": _sig_json(have, need)},
@@ -307,16 +307,12 @@ def _next_step(path: str, ready: bool) -> str:
 
 
 def _report(args: argparse.Namespace, data: dict[str, Any], lines: list[str]) -> int:
-    if getattr(args, "json", False):
-        print_json(data)
-    else:
-        print("\n".join(lines))
-    return 0
+    return report(bool(getattr(args, "json", False)), data, lines)
 
 
 # --- staged proposals ------------------------------------------------------------------------------------
 
-def _write_proposal(path: str, entry: Entry) -> None:
+def write_proposal(path: str, entry: Entry) -> None:
     """The entry line itself (what `apply` appends byte for byte), written atomically."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
@@ -379,7 +375,7 @@ def _sign(st: State, args: argparse.Namespace) -> int:
     _require_policy_signer(cur, key, "sign a policy change")
     signed = make_entry(entry.body, [*entry.sigs, {"format": key.format, "signer": key.fingerprint,
                                                    "sig": sign(key, entry.body_bytes)}])
-    _write_proposal(path, signed)
+    write_proposal(path, signed)
     have = signing_rule(cur, "policy").evaluate(frozenset(s["signer"] for s in signed.sigs))
     return _report(args, {"ok": True, "appended": False, "proposal": path,
                           "signatures": _sig_json(have, cur.threshold("policy"))},

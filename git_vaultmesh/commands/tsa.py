@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import signing_key
-from ..entry import Entry, canonical, make_entry, now_rfc3339
+from ..entry import canonical, make_entry, now_rfc3339
 from ..errors import VaultMeshError
 from ..git import Repo
 from ..policy import WILDCARD, Policy, PolicyTsa, judge_change, signing_rule
 from ..signing import sign
-from ..ui import print_json
+from ..ui import print_json, report
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,7 +103,7 @@ def probe(name: str, url: str, ca_pem: str, pin: str | None, timeout: float) -> 
 
 def _add(args: argparse.Namespace) -> int:
     from ..timestamping import settings_for
-    from .policy import append_change, load_state
+    from .policy import append_change, load_state, write_proposal
 
     repo = Repo.discover()
     name: str = args.name
@@ -153,7 +153,7 @@ def _add(args: argparse.Namespace) -> int:
                             "signer": info.signer_subject, "spki_pin": info.spki_pin,
                             "signer_not_after": info.signer_not_after.strftime("%Y-%m-%dT%H:%M:%SZ")}
         if args.propose:
-            _write_line(args.propose, entry)
+            write_proposal(args.propose, entry)
             have = signing_rule(cur, "policy").evaluate(frozenset({key.fingerprint}))
             out.update({"appended": False, "proposal": args.propose})
             lines = [f"proposed: {summary}", f"wrote {args.propose}: {have.detail}",
@@ -183,24 +183,8 @@ def _add(args: argparse.Namespace) -> int:
         st.verifier.close()
 
 
-def _write_line(path: str, entry: Entry) -> None:
-    """A staged proposal: the entry line, as `policy sign/apply` read it, written atomically."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(entry.line + b"\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise VaultMeshError("VM-FILE-UNREADABLE", f"cannot write {path}: {exc.strerror or exc}",
-                             "choose a writable path for the proposal") from None
-
-
 def _report(args: argparse.Namespace, data: dict[str, Any], lines: list[str]) -> int:
-    if getattr(args, "json", False):
-        print_json(data)
-    else:
-        print("\n".join(lines))
-    return 0
+    return report(bool(getattr(args, "json", False)), data, lines)
 
 
 # --- list --------------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ next `record` works. The 100-run version is `python benchmarks/reliability.py --
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -15,25 +14,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
+from .figures import rel
 from conftest import GpgKey, vm
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _reliability() -> ModuleType:
-    name = "vm_reliability"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "reliability.py")
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-rel = _reliability()
 
 
 def test_kill_9_at_random_points(ledger_repo: Path, gpg_key: GpgKey) -> None:

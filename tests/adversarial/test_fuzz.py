@@ -11,30 +11,12 @@ Examples are derandomized so a CI run is reproducible; the benchmark explores wi
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _reliability() -> ModuleType:
-    name = "vm_reliability"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "reliability.py")
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-rel = _reliability()
+from .figures import rel
 
 # examples per target in the test run (each runs gpg or git per example where it says so)
 EXAMPLES = {

@@ -6,7 +6,6 @@ scenario scaled down (benchmarks/reliability.py is the library of both). Real pr
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,25 +13,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 
+from .figures import rel
 from conftest import GpgKey, vm
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _reliability() -> ModuleType:
-    name = "vm_reliability"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "reliability.py")
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-rel = _reliability()
 
 
 def _ledger(repo: Path, key: GpgKey) -> object:
