@@ -304,8 +304,25 @@ class CompactRange:
         self.size += 1
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
-        for h in leaf_hashes:
-            self.append(h)
+        """`append` for many leaves, inlined: a release's history feeds 100k+ leaves through here."""
+        s = self.size
+        hashes = self.hashes
+        size = HASH_SIZE
+        for leaf in leaf_hashes:
+            if type(leaf) is not bytes:  # noqa: E721 - exact type: bytearray is copied below
+                if not _is_hash(leaf):
+                    raise ValueError(f"leaf hash is not a {HASH_SIZE}-byte hash")
+                leaf = bytes(leaf)
+            elif len(leaf) != size:
+                raise ValueError(f"leaf hash is not a {HASH_SIZE}-byte hash")
+            h = leaf
+            t = s
+            while t & 1:
+                h = _sha256(b"\x01" + hashes.pop() + h).digest()
+                t >>= 1
+            hashes.append(h)
+            s += 1
+            self.size = s
 
     def root(self) -> bytes:
         """Folding right to left is MTH: each split point is the highest set bit of what remains."""
