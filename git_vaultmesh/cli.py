@@ -27,6 +27,16 @@ def _trust(p: argparse.ArgumentParser) -> None:
                    help="genesis signer fingerprint to pin (default: git config vaultmesh.trustRoot)")
 
 
+def _adder(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Callable[..., argparse.ArgumentParser]:
+    """`add(name, help[, description])` for one level of verbs: help doubles as the description."""
+
+    def add(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=description or help,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    return add
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,9 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=description or help,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = _adder(sub)
 
     p = add("init", "create the ledger: a genesis policy entry trusting your signing key",
             "Create refs/vaultmesh/log with a genesis policy entry signed by your key (threshold 1), and pin\n"
@@ -96,9 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
             "made against an older policy is refused (VM-POLICY-STALE). See docs/policy.md.")
     psub = p.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
 
-    def padd(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
-        return psub.add_parser(name, help=help, description=description or help,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    padd = _adder(psub)
 
     q = padd("show", "print the policy in force: signers, thresholds per entry type, TSAs, tokens required",
              "Print the policy in force (the last policy entry its predecessor validly signed) and any policy\n"
