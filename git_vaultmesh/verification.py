@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from . import history, ledger, merkle
 from .entry import Entry, hash_file, parse_line, seq_of_path
 from .errors import CODES, VaultMeshError
 from .git import Repo, log_chain
-from .policy import Policy, signing_rule
+from .policy import Policy, check_signatures, signing_rule
 
 HINTS: dict[str, str] = {
     "VM-LOG-NOT-APPEND-ONLY": "restore refs/vaultmesh/log from a replica (refs/vaultmesh/remotes/*) or a peer",
@@ -31,6 +30,7 @@ HINTS: dict[str, str] = {
     "VM-SIG-MISSING": "re-record the receipt with a signing key",
     "VM-SIG-INVALID": "the entry or its signature was altered after signing",
     "VM-SIG-UNPINNED": "only keys pinned in the policy count; add the signer with `policy add-signer`",
+    "VM-SIG-NOT-AUTHORIZED": "ask the policy signers to extend the signer's types",
     "VM-SIG-PENDING": "collect the missing signatures with `git vaultmesh cosign`",
     "VM-TAG-MOVED": "the tag was moved after it was recorded; restore it to the recorded object",
     "VM-TAG-MISSING": "the recorded tag was deleted; fetch tags (git fetch --tags) or restore it",
@@ -282,44 +282,12 @@ class Verification:
             if in_scope:
                 r.failed(check, "VM-SIG-MISSING", f"{_where(seq, e)}: no signature (absent)")
             return None
-        verifier = self._verifier_for(loaded)
-        good: set[str] = set()
-        bad = False
-        at = _parse_time(e.body.get("recorded_at"))
-        for s in e.sigs:
-            res = verifier.verify(s["format"], s["sig"], e.body_bytes, at=at)
-            if res.status != "valid":
-                code = {"malformed": "VM-SIG-MALFORMED", "invalid": "VM-SIG-INVALID", "unpinned": "VM-SIG-UNPINNED",
-                        "expired": "VM-SIG-KEY-EXPIRED", "revoked": "VM-SIG-KEY-REVOKED"}.get(res.status,
-                                                                                           "VM-SIG-INVALID")
-                if in_scope:
-                    r.failed(check, code, f"{_where(seq, e)}: signature claimed by {s['signer'][:20]} is "
-                             f"{res.status}: {res.detail}")
-                bad = True
-                continue
-            if res.fingerprint != s["signer"]:
-                if in_scope:
-                    r.failed(check, "VM-SIG-INVALID", f"{_where(seq, e)}: signature names signer {s['signer']} "
-                             f"but was made by {res.fingerprint}")
-                bad = True
-                continue
-            signer = policy.signer(res.fingerprint)
-            if signer is None:
-                if in_scope:
-                    r.failed(check, "VM-SIG-UNPINNED", f"{_where(seq, e)}: valid signature by {res.fingerprint}, "
-                             f"which the policy in force does not pin (pinned: "
-                             f"{', '.join(x.name for x in policy.signers)})")
-                bad = True
-                continue
-            if not signer.may_sign(typ):
-                if in_scope:
-                    r.failed(check, "VM-SIG-NOT-AUTHORIZED", f"{_where(seq, e)}: {signer.name} may sign "
-                             f"{', '.join(signer.types)}, not {typ}",
-                             "ask the policy signers to extend the signer's types")
-                bad = True
-                continue
-            good.add(res.fingerprint)
-        return None if bad else good
+        # the per-signature rule is policy.check_signatures, the same one `policy`/`cosign` refuse with
+        sigs = check_signatures(policy, typ, e, self._verifier_for(loaded))
+        if in_scope:
+            for code, detail in sigs.problems:
+                r.failed(check, code, f"{_where(seq, e)}: {detail}")
+        return None if sigs.problems else set(sigs.good)
 
     def _check_entries(self, loaded: Loaded) -> None:
         r = self.report
@@ -887,15 +855,6 @@ class Verification:
 
 def _verb(status: str) -> str:
     return {"M": "modifies", "D": "deletes", "T": "changes the type of", "A": "adds"}.get(status, "changes")
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
 
 
 def verify(repo: Repo, opts: Options) -> Report:
