@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,11 +62,20 @@ def kill_agent(home: str) -> None:
 @pytest.fixture
 def gnupghome(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """An empty throwaway GNUPGHOME, exported to the process environment for the test."""
+    with throwaway_gpg_home() as home:
+        monkeypatch.setenv("GNUPGHOME", home)
+        yield home
+
+
+@contextmanager
+def throwaway_gpg_home() -> Iterator[str]:
+    """A short-path GNUPGHOME whose agent is killed and directory removed on the way out."""
     home = make_gpg_home()
-    monkeypatch.setenv("GNUPGHOME", home)
-    yield home
-    kill_agent(home)
-    shutil.rmtree(home, ignore_errors=True)
+    try:
+        yield home
+    finally:
+        kill_agent(home)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
@@ -95,7 +105,11 @@ def git(cwd: str | Path, *args: str, input: bytes | None = None) -> str:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A non-bare repository with three commits on main and an annotated tag v1.0 on the last one."""
-    path = tmp_path / "repo"
+    return make_repo(tmp_path / "repo")
+
+
+def make_repo(path: Path) -> Path:
+    """Create the standard test repository at `path` (three commits, annotated tag v1.0)."""
     path.mkdir()
     git(path, "init", "-q", "-b", "main")
     for i in range(3):

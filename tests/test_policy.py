@@ -22,7 +22,7 @@ import pytest
 from git_vaultmesh import cli, signing
 from git_vaultmesh.entry import canonical, make_entry, parse_line
 
-from conftest import GIT_ENV, GpgKey, gen_gpg_key, git, kill_agent, make_gpg_home, vm, vm_ok
+from conftest import GIT_ENV, GpgKey, gen_gpg_key, git, kill_agent, make_gpg_home, make_repo, vm, vm_ok
 from policy_kit import (
     codes,
     cosign_body,
@@ -60,14 +60,7 @@ def team_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
         for k, v in {**GIT_ENV, "GNUPGHOME": home, "HOME": str(base)}.items():
             mp.setenv(k, v)
         mp.delenv("SOURCE_DATE_EPOCH", raising=False)
-        repo = base / "repo"
-        repo.mkdir()
-        git(repo, "init", "-q", "-b", "main")
-        for i in range(3):
-            (repo / f"file{i}.txt").write_text(f"content {i}\n")
-            git(repo, "add", ".")
-            git(repo, "commit", "-q", "-m", f"commit {i}")
-        git(repo, "tag", "-a", "v1.0", "-m", "v1.0")
+        repo = make_repo(base / "repo")
         t = Team(repo, home, *(gen_gpg_key(home, n) for n in ("Alice", "Bob", "Carol", "Mallory")))
         git(repo, "config", "vaultmesh.signingKey", t.alice.fingerprint)
         vm_ok(repo, "init", "--name", "alice")

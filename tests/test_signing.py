@@ -30,7 +30,7 @@ from git_vaultmesh.signing import (
     ssh_fingerprint,
 )
 
-from conftest import GpgKey, gen_gpg_key, kill_agent, make_gpg_home
+from conftest import GpgKey, gen_gpg_key, kill_agent, throwaway_gpg_home
 
 DATA = b'{"body":{"log":"00ff","type":"release"},"v":1}'
 T0 = datetime(2020, 1, 1, tzinfo=timezone.utc)  # keys "from the past" are made with gpg --faked-system-time
@@ -78,10 +78,8 @@ def ssh_pin(key: Path) -> PinnedKey:
 @pytest.fixture
 def other_home() -> Iterator[str]:
     """A second GNUPGHOME (not the user's) for keys the user does not hold."""
-    home = make_gpg_home()
-    yield home
-    kill_agent(home)
-    shutil.rmtree(home, ignore_errors=True)
+    with throwaway_gpg_home() as home:
+        yield home
 
 
 @pytest.fixture
