@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import merkle
-from .entry import Entry, entry_path, parse_line, seq_of_path
+from .entry import Entry, canonical, entry_path, parse_line, seq_of_path
 from .errors import VaultMeshError
 from .git import RefUpdate, Repo, grep_tree
 from .signing import SigningKey, sign
@@ -187,8 +187,6 @@ def find_entries(repo: Repo, head: Head, needle: dict[str, Any]) -> list[tuple[i
     """Entries whose canonical line contains `needle`'s JCS text (key order of JCS makes this exact)."""
     if head.commit is None:
         return []
-    from .entry import canonical
-
     text = canonical(needle).decode()[1:-1]  # '"k":v' without braces
     paths = grep_tree(repo, head.commit, text, "entries")
     found = []
