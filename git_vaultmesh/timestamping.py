@@ -327,9 +327,10 @@ _warm: tuple[threading.Thread, int, list[Settings]] | None = None  # (thread, id
 
 def warm_up(repo: Repo) -> None:
     """Call first thing in a command that may timestamp. In a background thread: read the vaultmesh.* config
-    (one git process for every key) and, if any TSA URL is configured, import the RFC 3161 client (asn1crypto,
-    cryptography's X.509, urllib/http.client/ssl: 65-100 ms of CPU, more than the budget for timestamping a
-    record), so that both overlap the git and gpg work the command does before it needs a token.
+    (one git process for every key) and, if any TSA URL is configured, import the RFC 3161 client (tsa.py with
+    der.py and cryptography's public-key primitives, tsa_http.py, and cryptography's OpenSSL backend, which
+    ECDSA() loads on first use: ~20 ms of CPU, measured), so that both overlap the git and gpg work the command
+    does before it needs a token.
 
     Measured against a helper process doing the imports on another core: the thread won on a loaded 2-core
     machine (no second interpreter to start) and costs a command without TSAs only the thread itself."""
@@ -349,9 +350,10 @@ def warm_up(repo: Repo) -> None:
         box.append(settings)
         if any(k.startswith("vaultmesh.tsa.") and k.endswith(".url") for k in settings.git_keys()):
             try:
-                import urllib.request  # noqa: F401  (request_token imports it lazily: pay for it now)
+                # ec.ECDSA() imports cryptography's OpenSSL backend on first use (~5 ms): pay for it here too.
+                from cryptography.hazmat.backends.openssl import backend  # noqa: F401
 
-                from . import tsa  # noqa: F401
+                from . import tsa, tsa_http  # noqa: F401
             except ImportError:  # pragma: no cover - the real import in the caller reports it
                 pass
 

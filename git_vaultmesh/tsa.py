@@ -1,10 +1,12 @@
 """RFC 3161 time-stamp client and strict token verifier.
 
-Why hand-written: `cryptography` has no CMS verification API, and the RFC 3161 libraries we measured
-either skip the signer chain and EKU or fail on EC keys. So the ASN.1 is parsed with asn1crypto and every
-cryptographic check is done with `cryptography`, following RFC 3161 (TSP), RFC 5652 (CMS SignedData) and
-RFC 5816/2634 (ESSCertID(v2)). asn1crypto is untyped: its objects stay inside this module, behind precise
-types.
+Why hand-written: `cryptography` has no CMS verification API, and the RFC 3161 libraries we measured either
+skip the signer chain and EKU or fail on EC keys. Why on our own DER reader (der.py) rather than asn1crypto
+and cryptography's X.509 module: `record` verifies a fresh token before appending it, within a 50 ms budget,
+and importing those two costs ~55 ms of CPU; der.py and cryptography's public-key primitives cost ~10 ms.
+The structures are read field by field after RFC 3161 (TSP), RFC 5652 (CMS SignedData), RFC 5280 (X.509) and
+RFC 5816/2634 (ESSCertID(v2)); every signature is checked with `cryptography`. Tests hold this verifier to
+the previous asn1crypto/cryptography.x509 one and to `openssl ts -verify`, both ways.
 
 Verification order (the first failure is the one reported): structure and status, then the CMS signature over
 the signed attributes (so a forged field reports SIGNATURE, not a misleading IMPRINT), then imprint, nonce,
@@ -16,24 +18,31 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import ipaddress
+import re
 import secrets
-import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from asn1crypto import cms, core, tsp
-from asn1crypto import x509 as asn1_x509
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from . import der
+from .der import (
+    BIT_STRING,
+    BOOLEAN,
+    GENERALIZED_TIME,
+    INTEGER,
+    OCTET_STRING,
+    OID,
+    SEQUENCE,
+    SET,
+    DerError,
+    Node,
+    ctx,
+)
 from .errors import VaultMeshError
 
 __all__ = [
@@ -48,7 +57,7 @@ __all__ = [
     "verify_token",
 ]
 
-# --- object identifiers (dotted, so comparisons do not depend on asn1crypto's name tables) ------------------
+# --- object identifiers ---------------------------------------------------------------------------------------
 OID_SHA256 = "2.16.840.1.101.3.4.2.1"
 OID_SHA384 = "2.16.840.1.101.3.4.2.2"
 OID_SHA512 = "2.16.840.1.101.3.4.2.3"
@@ -63,6 +72,11 @@ OID_RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
 OID_RSASSA_PSS = "1.2.840.113549.1.1.10"
 OID_MGF1 = "1.2.840.113549.1.1.8"
 OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
+OID_TIME_STAMPING = "1.3.6.1.5.5.7.3.8"
+OID_EXT_SKI = "2.5.29.14"
+OID_EXT_KEY_USAGE = "2.5.29.15"
+OID_EXT_BASIC_CONSTRAINTS = "2.5.29.19"
+OID_EXT_EKU = "2.5.29.37"
 
 # Digests accepted for the CMS signature, ESSCertIDv2 and messageDigest: SHA-1 and weaker are refused.
 _DIGESTS: dict[str, tuple[str, Callable[[], hashes.HashAlgorithm]]] = {
@@ -70,7 +84,7 @@ _DIGESTS: dict[str, tuple[str, Callable[[], hashes.HashAlgorithm]]] = {
     OID_SHA384: ("sha384", hashes.SHA384),
     OID_SHA512: ("sha512", hashes.SHA512),
 }
-# Signature algorithm OIDs that name their digest; it must equal the SignerInfo's digestAlgorithm.
+# Signature algorithm OIDs that name their digest; in a SignerInfo it must equal the digestAlgorithm.
 _RSA_PKCS1_WITH: dict[str, str] = {
     "1.2.840.113549.1.1.11": OID_SHA256,
     "1.2.840.113549.1.1.12": OID_SHA384,
@@ -81,11 +95,14 @@ _ECDSA_WITH: dict[str, str] = {
     "1.2.840.10045.4.3.3": OID_SHA384,
     "1.2.840.10045.4.3.4": OID_SHA512,
 }
-_EC_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+_EC_CURVES: dict[str, Callable[[], ec.EllipticCurve]] = {
+    "1.2.840.10045.3.1.7": ec.SECP256R1,
+    "1.3.132.0.34": ec.SECP384R1,
+    "1.3.132.0.35": ec.SECP521R1,
+}
 _MIN_RSA_BITS = 2048
 _DER_NULL = b"\x05\x00"
 _MAX_CHAIN_DEPTH = 4  # intermediates between the signer and the policy CA
-_MAX_RESPONSE_BYTES = 1 << 20
 _PKI_STATUS = {
     0: "granted",
     1: "grantedWithMods",
@@ -94,6 +111,15 @@ _PKI_STATUS = {
     4: "revocationWarning",
     5: "revocationNotification",
 }
+_FAIL_INFO = {0: "bad_alg", 2: "bad_request", 5: "bad_data_format", 14: "time_not_available",
+              15: "unaccepted_policy", 16: "unaccepted_extension", 17: "add_info_not_available",
+              25: "system_failure"}
+_KEY_USAGE = ("digitalSignature", "nonRepudiation", "keyEncipherment", "dataEncipherment", "keyAgreement",
+              "keyCertSign", "cRLSign", "encipherOnly", "decipherOnly")
+# RFC 4514 short names, as `openssl` and cryptography print them.
+_DN_NAMES = {"2.5.4.3": "CN", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.6": "C",
+             "2.5.4.9": "STREET", "0.9.2342.19200300.100.1.25": "DC", "0.9.2342.19200300.100.1.1": "UID"}
+_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]*?)-----END CERTIFICATE-----")
 
 _HINTS: dict[str, str] = {
     "VM-TSA-EMPTY": "the TSA or the network failed when the token was stored; request a new token",
@@ -174,83 +200,26 @@ class ParsedToken:
     econtent: bytes  # the DER TSTInfo exactly as signed
     certificates: tuple[bytes, ...]  # DER of every X.509 certificate carried in the token
     signer_count: int
-    _signer_infos: Any = field(repr=False, compare=False)  # asn1crypto SignerInfos (internal)
-
-
-# asn1crypto declares timeStampToken mandatory; RFC 3161 makes it OPTIONAL (absent on rejection).
-class _TimeStampResp(core.Sequence):  # type: ignore[misc]
-    _fields = [
-        ("status", tsp.PKIStatusInfo),
-        ("time_stamp_token", cms.ContentInfo, {"optional": True}),
-    ]
+    _signer_infos: tuple[Node, ...] = field(repr=False, compare=False)  # SignerInfo elements, unparsed
 
 
 # --- DER shape: tell empty, non-DER and truncated input apart -----------------------------------------------
 
 
-class _Shape(Exception):
-    def __init__(self, truncated: bool, detail: str) -> None:
-        super().__init__(detail)
-        self.truncated = truncated
-        self.detail = detail
-
-
-def _read_tlv(data: bytes, pos: int, limit: int) -> tuple[int, int, int]:
-    """Return (first tag byte, content start, content end) of the TLV at pos, within data[:limit]."""
-    start = pos
-    if pos >= limit:
-        raise _Shape(True, f"an element at offset {start} has no tag")
-    first = data[pos]
-    pos += 1
-    if first & 0x1F == 0x1F:  # high tag number form
-        while True:
-            if pos >= limit:
-                raise _Shape(True, f"the tag at offset {start} is cut off")
-            octet = data[pos]
-            pos += 1
-            if not octet & 0x80:
-                break
-    if pos >= limit:
-        raise _Shape(True, f"the element at offset {start} has no length")
-    lead = data[pos]
-    pos += 1
-    if lead == 0x80:
-        raise _Shape(False, f"indefinite length at offset {start} (BER, not DER)")
-    if lead & 0x80:
-        count = lead & 0x7F
-        if count > 4:
-            raise _Shape(False, f"a {count}-byte length at offset {start}")
-        if pos + count > limit:
-            raise _Shape(True, f"the length at offset {start} is cut off")
-        length = int.from_bytes(data[pos : pos + count], "big")
-        pos += count
-    else:
-        length = lead
-    if pos + length > limit:
-        raise _Shape(
-            True,
-            f"the element at offset {start} declares {length} content bytes, only {limit - pos} are present",
-        )
-    return first, pos, pos + length
-
-
 def _check_der_shape(data: bytes) -> None:
-    """Walk every constructed TLV so empty, non-DER and truncated tokens each get their own code.
-
-    asn1crypto reports all of them as one ValueError (and only when a field is first touched); a user needs to
-    know whether a transfer was cut short or the TSA URL served a web page.
-    """
+    """Walk every constructed element so empty, non-DER and truncated tokens each get their own code:
+    a user needs to know whether a transfer was cut short or the TSA URL served a web page."""
     if not data:
         _fail("VM-TSA-EMPTY", "the timestamp token is empty (0 bytes); a DER TimeStampResp was required")
-    if data[0] != 0x30:
+    if data[0] != SEQUENCE:
         _fail(
             "VM-TSA-NOT-DER",
             f"the timestamp token is {_describe_non_der(data)}; a DER TimeStampResp "
             "(starting with a SEQUENCE, byte 0x30) was required",
         )
     try:
-        _tag, outer_start, outer_end = _read_tlv(data, 0, len(data))
-    except _Shape as exc:
+        _tag, outer_start, outer_end = der.header(data, 0, len(data))
+    except DerError as exc:
         if exc.truncated:
             _fail(
                 "VM-TSA-TRUNCATED",
@@ -269,11 +238,11 @@ def _check_der_shape(data: bytes) -> None:
         while stack:
             pos, end = stack.pop()
             while pos < end:
-                first, cstart, cend = _read_tlv(data, pos, end)
-                if first & 0x20:
+                tag, cstart, cend = der.header(data, pos, end)
+                if tag & 0x20:
                     stack.append((cstart, cend))
                 pos = cend
-    except _Shape as exc:  # inside a complete outer element: inconsistent, not cut short
+    except DerError as exc:  # inside a complete outer element: inconsistent, not cut short
         _fail("VM-TSA-NOT-DER", f"the timestamp token is malformed DER: {exc.detail}")
 
 
@@ -294,30 +263,16 @@ def _describe_non_der(data: bytes) -> str:
     return f"binary data that is not DER (first bytes {data[:8].hex()})"
 
 
-# --- asn1crypto access, kept behind typed helpers -----------------------------------------------------------
+# --- reading the response -----------------------------------------------------------------------------------
 
 
-def _der(obj: Any) -> bytes:
-    out: bytes = obj.dump()
-    return out
-
-
-def _dotted(obj: Any) -> str:
-    out: str = obj.dotted
-    return out
-
-
-def _octets(obj: Any) -> bytes:
-    """Value octets of an OCTET STRING (constructed BER forms concatenated)."""
-    out: bytes = bytes(obj)
-    return out
-
-
-def _alg_params(alg: Any) -> bytes | None:
-    params = alg["parameters"]
-    if isinstance(params, core.Void):
-        return None
-    return _der(params)
+def _alg(node: Node, what: str) -> tuple[str, Node | None]:
+    """AlgorithmIdentifier: (OID, parameters element or None when absent)."""
+    r = node.reader(what)
+    oid = r.take(OID, "algorithm").oid(f"{what}'s algorithm")
+    params = r.any("parameters") if r.peek() is not None else None
+    r.done()
+    return oid, params
 
 
 def _not_tsr(detail: str) -> NoReturn:
@@ -331,90 +286,121 @@ def parse_response(tsr: bytes) -> ParsedToken:
     """Parse a TimeStampResp: shape, status and TSTInfo only; nothing is trusted here."""
     _check_der_shape(tsr)
     try:
-        _tag, start, end = _read_tlv(tsr, 0, len(tsr))
-        if start < end and tsr[start] == 0x06:
+        root = der.parse(tsr)
+        resp = root.reader("the TimeStampResp")
+        if resp.peek() == OID:
             _not_tsr("it is a bare TimeStampToken (CMS ContentInfo); store the TSA's full TimeStampResp")
-        resp = _TimeStampResp.load(tsr, strict=True)
-        status_info = resp["status"]
-        status = int(status_info["status"])
-    except VaultMeshError:
-        raise
-    except (ValueError, TypeError, KeyError) as exc:
-        _not_tsr(str(exc).splitlines()[0])
+        status_info = resp.take(SEQUENCE, "status")
+        token = resp.opt(SEQUENCE)
+        resp.done()
+        si = status_info.reader("the PKIStatusInfo")
+        status = si.take(INTEGER, "status").integer("the PKI status")
+        texts = si.opt(SEQUENCE)
+        fail_info = si.opt(BIT_STRING)
+        si.done()
+    except DerError as exc:
+        _not_tsr(exc.detail)
     if status not in (0, 1):
         _fail(
             "VM-TSA-STATUS",
             f"the TSA answered status {_PKI_STATUS.get(status, 'unknown')} ({status})"
-            f"{_status_detail(status_info)}; granted (0) or grantedWithMods (1) was required",
+            f"{_status_detail(texts, fail_info)}; granted (0) or grantedWithMods (1) was required",
+        )
+    if token is None:
+        _fail(
+            "VM-TSA-STATUS",
+            f"the TSA answered status {_PKI_STATUS[status]} but sent no timeStampToken; "
+            "a granted response must carry one",
         )
     try:
-        token = resp["time_stamp_token"]
-        if isinstance(token, core.Void):
-            _fail(
-                "VM-TSA-STATUS",
-                f"the TSA answered status {_PKI_STATUS[status]} but sent no timeStampToken; "
-                "a granted response must carry one",
-            )
-        if _dotted(token["content_type"]) != OID_SIGNED_DATA:
-            _not_tsr(
-                f"its token has content type {_dotted(token['content_type'])}, "
-                f"signedData ({OID_SIGNED_DATA}) was required"
-            )
-        signed = token["content"]
-        encap = signed["encap_content_info"]
-        if _dotted(encap["content_type"]) != OID_TST_INFO:
-            _not_tsr(
-                f"the signed content type is {_dotted(encap['content_type'])}, "
-                f"id-ct-TSTInfo ({OID_TST_INFO}) was required"
-            )
-        if isinstance(encap["content"], core.Void):
-            _not_tsr("the SignedData carries no encapsulated TSTInfo")
-        econtent = _octets(encap["content"])
-        tst = tsp.TSTInfo.load(econtent, strict=True)
-        if int(tst["version"]) != 1:
-            _not_tsr(f"its TSTInfo has version {int(tst['version'])}; version 1 was required")
-        gen_time = tst["gen_time"].native
-        if not isinstance(gen_time, datetime) or gen_time.tzinfo is None:
-            _not_tsr(f"genTime {gen_time!r} is not a UTC date and time")
-        imprint = tst["message_imprint"]
-        nonce_obj = tst["nonce"]
-        certs: list[bytes] = []
-        if not isinstance(signed["certificates"], core.Void):
-            for choice in signed["certificates"]:
-                if choice.name == "certificate":
-                    certs.append(_der(choice.chosen))
-        signer_infos = signed["signer_infos"]
-        return ParsedToken(
-            status=status,
-            gen_time=gen_time.astimezone(timezone.utc),
-            serial=int(tst["serial_number"]),
-            policy_oid=_dotted(tst["policy"]),
-            nonce=None if isinstance(nonce_obj, core.Void) else int(nonce_obj),
-            imprint_alg_oid=_dotted(imprint["hash_algorithm"]["algorithm"]),
-            imprint_alg_params=_alg_params(imprint["hash_algorithm"]),
-            imprint=_octets(imprint["hashed_message"]),
-            econtent=econtent,
-            certificates=tuple(certs),
-            signer_count=len(signer_infos),
-            _signer_infos=signer_infos,
-        )
-    except VaultMeshError:
-        raise
-    except (ValueError, TypeError, KeyError, OverflowError) as exc:
-        _not_tsr(str(exc).splitlines()[0])
+        return _parse_token(token, status)
+    except DerError as exc:
+        _not_tsr(exc.detail)
 
 
-def _status_detail(status_info: Any) -> str:
+def _parse_token(token: Node, status: int) -> ParsedToken:
+    ci = token.reader("the timeStampToken (ContentInfo)")
+    content_type = ci.take(OID, "contentType").oid()
+    if content_type != OID_SIGNED_DATA:
+        _not_tsr(f"its token has content type {content_type}, signedData ({OID_SIGNED_DATA}) was required")
+    signed = ci.take(ctx(0), "content").only("the ContentInfo content")
+    ci.done()
+    if signed.tag != SEQUENCE:
+        _not_tsr("the ContentInfo content is not a SignedData SEQUENCE")
+    sd = signed.reader("the SignedData")
+    sd.take(INTEGER, "version").integer("the SignedData version")
+    sd.take(SET, "digestAlgorithms").children()
+    encap = sd.take(SEQUENCE, "encapContentInfo").reader("the encapContentInfo")
+    econtent_type = encap.take(OID, "eContentType").oid()
+    if econtent_type != OID_TST_INFO:
+        _not_tsr(f"the signed content type is {econtent_type}, id-ct-TSTInfo ({OID_TST_INFO}) was required")
+    wrapped = encap.opt(ctx(0))
+    encap.done()
+    if wrapped is None:
+        _not_tsr("the SignedData carries no encapsulated TSTInfo")
+    inner = wrapped.only("the eContent")
+    if inner.tag != OCTET_STRING:
+        _not_tsr(f"the eContent is a {der.tag_name(inner.tag)}, an OCTET STRING was required")
+    econtent = inner.octets("the eContent")
+    cert_set = sd.opt(ctx(0))
+    sd.opt(ctx(1))  # crls: not used (validity is judged at genTime from the chain alone)
+    signer_infos = tuple(sd.take(SET, "signerInfos").children())
+    sd.done()
+    certs: list[bytes] = []
+    for choice in cert_set.children() if cert_set is not None else []:
+        if choice.tag == SEQUENCE:
+            certs.append(choice.raw)
+        elif choice.tag not in (ctx(0), ctx(1), ctx(2), ctx(3)):  # other CertificateChoices are skipped
+            raise DerError(f"the certificates hold a {der.tag_name(choice.tag)}, which is no CertificateChoices")
+
+    tst = der.parse(econtent).reader("the TSTInfo") if econtent else _not_tsr("the TSTInfo is empty")
+    version = tst.take(INTEGER, "version").integer()
+    if version != 1:
+        _not_tsr(f"its TSTInfo has version {version}; version 1 was required")
+    policy_oid = tst.take(OID, "policy").oid()
+    mi = tst.take(SEQUENCE, "messageImprint").reader("the messageImprint")
+    alg_oid, alg_params = _alg(mi.take(SEQUENCE, "hashAlgorithm"), "the imprint's hashAlgorithm")
+    if alg_params is not None:
+        alg_params.null("the imprint hashAlgorithm's parameters (absent or NULL)")
+    imprint = mi.take(OCTET_STRING, "hashedMessage").octets()
+    mi.done()
+    serial = tst.take(INTEGER, "serialNumber").integer()
+    gen_time = tst.take(GENERALIZED_TIME, "genTime").time("genTime")
+    tst.opt(SEQUENCE)  # accuracy
+    ordering = tst.opt(BOOLEAN)
+    if ordering is not None and not ordering.boolean("ordering"):
+        raise DerError("the TSTInfo encodes its DEFAULT ordering FALSE explicitly (not DER)")
+    nonce = tst.opt(INTEGER)
+    tst.opt(ctx(0))  # tsa name
+    tst.opt(ctx(1))  # extensions
+    tst.done()
+    return ParsedToken(
+        status=status,
+        gen_time=gen_time,
+        serial=serial,
+        policy_oid=policy_oid,
+        nonce=None if nonce is None else nonce.integer("the nonce"),
+        imprint_alg_oid=alg_oid,
+        imprint_alg_params=None if alg_params is None else alg_params.raw,
+        imprint=imprint,
+        econtent=econtent,
+        certificates=tuple(certs),
+        signer_count=len(signer_infos),
+        _signer_infos=signer_infos,
+    )
+
+
+def _status_detail(texts: Node | None, fail_info: Node | None) -> str:
     parts: list[str] = []
     try:
-        fail_info = status_info["fail_info"]
-        if not isinstance(fail_info, core.Void):
-            names = sorted(str(n) for n in fail_info.native)
-            parts.append("failInfo " + ", ".join(names))
-        texts = status_info["status_string"]
-        if not isinstance(texts, core.Void):
-            parts.append("text " + repr("; ".join(str(t) for t in texts.native))[:200])
-    except (ValueError, TypeError, KeyError):
+        if fail_info is not None:
+            octets, _unused = fail_info.bits("failInfo")
+            on = [i for i in range(len(octets) * 8) if octets[i // 8] & (0x80 >> (i % 8))]
+            parts.append("failInfo " + ", ".join(sorted(_FAIL_INFO.get(i, f"bit{i}") for i in on)))
+        if texts is not None:
+            joined = "; ".join(t.string("statusString") for t in texts.children())
+            parts.append("text " + repr(joined)[:200])
+    except DerError:
         parts.append("unparsable failInfo/statusString")
     return f" ({'; '.join(parts)})" if parts else ""
 
@@ -426,6 +412,8 @@ def token_gen_time(tsr: bytes) -> datetime:
 
 # --- requests -----------------------------------------------------------------------------------------------
 
+_SHA256_ALG = der.encode(SEQUENCE, der.encode_oid(OID_SHA256) + _DER_NULL)
+
 
 def build_request(data: bytes, nonce: int | None = None) -> tuple[bytes, int]:
     """DER TimeStampReq v1 over SHA-256(data) with a random 64-bit nonce and certReq TRUE.
@@ -436,27 +424,9 @@ def build_request(data: bytes, nonce: int | None = None) -> tuple[bytes, int]:
         nonce = secrets.randbits(64)
     elif nonce < 0:
         raise ValueError("the nonce must be a non-negative integer")
-    req = tsp.TimeStampReq(
-        {
-            "version": "v1",
-            "message_imprint": {
-                "hash_algorithm": {"algorithm": "sha256"},
-                "hashed_message": hashlib.sha256(data).digest(),
-            },
-            "nonce": nonce,
-            "cert_req": True,
-        }
-    )
-    return _der(req), nonce
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    imprint = der.encode(SEQUENCE, _SHA256_ALG + der.encode(OCTET_STRING, hashlib.sha256(data).digest()))
+    body = der.encode_int(1) + imprint + der.encode_int(nonce) + der.encode(BOOLEAN, b"\xff")
+    return der.encode(SEQUENCE, body), nonce
 
 
 def request_token(url: str, data: bytes, timeout: float = 10.0) -> tuple[bytes, int]:
@@ -465,22 +435,18 @@ def request_token(url: str, data: bytes, timeout: float = 10.0) -> tuple[bytes, 
     Checks status, imprint and nonce at once (a proxy or TSA answering another request is caught here, while
     the request can still be retried), but not the trust chain: that is verify_token's job.
     """
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        _fail(
-            "VM-TSA-UNREACHABLE",
-            f"the TSA URL {url!r} is not an http:// or https:// URL with a host",
-            "set the TSA URL to the http(s) address the TSA operator publishes",
-        )
+    from .tsa_http import post
+
     request_der, nonce = build_request(data)
-    status, ctype, body = _post(url, request_der, _is_loopback(parts.hostname), timeout)
+    status, ctype, body = post(url, request_der, timeout)
     if status != 200:
         _fail("VM-TSA-UNREACHABLE", f"the TSA at {url} answered HTTP {status}; HTTP 200 was required")
     if ctype != "application/timestamp-reply":
         what = f": {_describe_non_der(body)}" if body else ""
         _fail(
             "VM-TSA-UNREACHABLE",
-            f"the TSA at {url} answered Content-Type {ctype}{what}; application/timestamp-reply was required",
+            f"the TSA at {url} answered Content-Type {ctype or '(none)'}{what}; application/timestamp-reply "
+            "was required",
             "the URL is probably a web page, a login portal or a proxy error page: check the TSA URL",
         )
     parsed = parse_response(body)
@@ -489,104 +455,15 @@ def request_token(url: str, data: bytes, timeout: float = 10.0) -> tuple[bytes, 
     return body, nonce
 
 
-def _post(url: str, body: bytes, loopback: bool, timeout: float) -> tuple[int, str, bytes]:
-    """One HTTP POST; every transport failure becomes VM-TSA-UNREACHABLE naming what happened."""
-    # Imported here: urllib.request pulls in http.client, email and ssl (~35 ms), which verifying never needs.
-    import urllib.error
-    import urllib.request
-    from http.client import HTTPException
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        """A TSA that redirects is misconfigured; urllib would silently turn our POST into a GET."""
-
-        def redirect_request(
-            self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
-        ) -> None:
-            _fail(
-                "VM-TSA-UNREACHABLE",
-                f"the TSA at {req.full_url} answered HTTP {code} redirecting to "
-                f"{newurl}; a direct HTTP 200 response was required",
-                "configure the final TSA URL (the redirect target, if you trust it)",
-            )
-
-    handlers: list[urllib.request.BaseHandler] = [NoRedirect()]
-    if loopback:  # never send a loopback request through an environment proxy
-        handlers.append(urllib.request.ProxyHandler({}))
-    opener = urllib.request.build_opener(*handlers)
-    req = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/timestamp-query",
-            "Accept": "application/timestamp-reply",
-            "User-Agent": "git-vaultmesh",
-        },
-    )
-    deadline = time.monotonic() + timeout
-    try:
-        with opener.open(req, timeout=timeout) as resp:
-            return (
-                int(resp.status),
-                str(resp.headers.get_content_type()),
-                _read_capped(resp, deadline, url, timeout),
-            )
-    except VaultMeshError:
-        raise
-    except urllib.error.HTTPError as exc:
-        _fail(
-            "VM-TSA-UNREACHABLE",
-            f"the TSA at {url} answered HTTP {exc.code} {exc.reason}; HTTP 200 was required",
-        )
-    except urllib.error.URLError as exc:
-        _fail("VM-TSA-UNREACHABLE", f"the TSA at {url} could not be reached: {_reason(exc.reason, timeout)}")
-    except (OSError, HTTPException) as exc:
-        _fail("VM-TSA-UNREACHABLE", f"the TSA at {url} failed: {_reason(exc, timeout)}")
-
-
-def _read_capped(resp: Any, deadline: float, url: str, timeout: float) -> bytes:
-    """Read the body in chunks so a drip-feeding server cannot hold us past the overall timeout."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        if time.monotonic() > deadline:
-            _fail("VM-TSA-UNREACHABLE", f"the TSA at {url} did not finish answering within {timeout:g} s")
-        chunk: bytes = resp.read(16384)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > _MAX_RESPONSE_BYTES:
-            _fail(
-                "VM-TSA-UNREACHABLE",
-                f"the TSA at {url} sent more than {_MAX_RESPONSE_BYTES} bytes; a "
-                "TimeStampResp is a few kilobytes",
-            )
-        chunks.append(chunk)
-
-
-def _reason(exc: object, timeout: float) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout:g} s"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (nothing listens there)"
-    from http.client import HTTPException
-
-    if isinstance(exc, HTTPException | ConnectionError):
-        return f"the connection closed without a complete HTTP response ({type(exc).__name__}: {exc})"
-    return f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
-
-
 # --- checks -------------------------------------------------------------------------------------------------
 
 
 def _check_imprint(parsed: ParsedToken, data: bytes) -> None:
-    odd_params = parsed.imprint_alg_params not in (None, _DER_NULL)
-    if parsed.imprint_alg_oid != OID_SHA256 or odd_params:
-        extra = f" with parameters {parsed.imprint_alg_params!r}" if odd_params else ""
+    if parsed.imprint_alg_oid != OID_SHA256:  # parse_response admits only absent or NULL parameters
         _fail(
             "VM-TSA-IMPRINT",
-            f"the token's message imprint uses hash algorithm {parsed.imprint_alg_oid}{extra}; "
-            f"SHA-256 ({OID_SHA256}, parameters absent or NULL) was required",
+            f"the token's message imprint uses hash algorithm {parsed.imprint_alg_oid}; SHA-256 ({OID_SHA256}) "
+            "was required",
         )
     want = hashlib.sha256(data).digest()
     if parsed.imprint != want:
@@ -603,214 +480,382 @@ def _check_nonce(parsed: ParsedToken, nonce: int) -> None:
         _fail("VM-TSA-NONCE", f"the token carries {found}; nonce {nonce} (the one sent) was required")
 
 
-@dataclass(frozen=True)
-class _Cert:
-    """One certificate in both parsers: cryptography for crypto and names, asn1crypto for raw DER fields."""
+# --- X.509 (RFC 5280): what the checks need, parsed up front ------------------------------------------------
 
-    der: bytes
-    crypto: x509.Certificate
-    asn1: Any
-    spki_der: bytes  # SubjectPublicKeyInfo exactly as encoded in the certificate
+_Rdns = tuple[tuple[tuple[str, Node], ...], ...]  # RDNSequence: per RDN, its (attribute type, value) pairs
 
-    @classmethod
-    def load(cls, der: bytes) -> _Cert:
-        """Parse everything up front, so a malformed certificate fails here (ValueError), not mid-check."""
+
+def _name(node: Node, what: str) -> _Rdns:
+    if node.tag != SEQUENCE:
+        raise DerError(f"{what} is not a Name (SEQUENCE)")
+    rdns = []
+    for rdn in node.children():
+        if rdn.tag != SET:
+            raise DerError(f"{what} holds a {der.tag_name(rdn.tag)} where a RelativeDistinguishedName SET was required")
+        pairs = []
+        for atv in rdn.children():
+            r = atv.reader(f"an attribute of {what}")
+            pairs.append((r.take(OID, "type").oid(), r.any("value")))
+            r.done()
+        if not pairs:
+            raise DerError(f"{what} holds an empty RelativeDistinguishedName")
+        rdns.append(tuple(pairs))
+    return tuple(rdns)
+
+
+def _norm(value: Node) -> object:
+    """RFC 5280 §7.1 comparison form of an attribute value: strings case-folded with spaces collapsed."""
+    try:
+        return " ".join(value.string().casefold().split())
+    except DerError:
+        return value.raw
+
+
+def _same_name(a: Node, b: Node) -> bool:
+    """X.500 name equality: identical DER (the usual case, cheap), else RFC 5280 normalized comparison."""
+    if a.raw == b.raw:
+        return True
+    try:
+        ra, rb = _name(a, "a name"), _name(b, "a name")
+    except DerError:
+        return False
+    return len(ra) == len(rb) and all(
+        sorted((t, repr(_norm(v))) for t, v in x) == sorted((t, repr(_norm(v))) for t, v in y)
+        for x, y in zip(ra, rb)
+    )
+
+
+def _rfc4514(rdns: _Rdns) -> str:
+    def value(v: Node) -> str:
         try:
-            crypto = x509.load_der_x509_certificate(der)
-            _ = crypto.extensions  # cryptography parses extensions lazily; duplicates raise here
-            asn1 = asn1_x509.Certificate.load(der, strict=True)
-            spki = _der(asn1["tbs_certificate"]["subject_public_key_info"])
-            _ = asn1["tbs_certificate"]["issuer"].chosen, asn1.key_identifier
-        except (ValueError, TypeError, KeyError, x509.DuplicateExtension) as exc:
-            raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
-        return cls(der, crypto, asn1, spki)
+            s = v.string()
+        except DerError:
+            return "#" + v.raw.hex()
+        if not s:
+            return ""
+        for ch in "\\\"+,;<>":
+            s = s.replace(ch, "\\" + ch)
+        s = s.replace("\0", "\\00")
+        if s[0] in "# ":
+            s = "\\" + s
+        if s[-1] == " ":
+            s = s[:-1] + "\\ "
+        return s
+
+    return ",".join("+".join(f"{_DN_NAMES.get(t, t)}={value(v)}" for t, v in rdn) for rdn in reversed(rdns))
+
+
+class _Cert:
+    """One X.509 certificate: every field the checks use, parsed up front so a malformed certificate fails
+    at load (DerError), never mid-check."""
+
+    def __init__(self, data: bytes) -> None:
+        self.der = data
+        cert = der.parse(data).reader("the certificate")
+        tbs_node = cert.take(SEQUENCE, "tbsCertificate")
+        sig_node = cert.take(SEQUENCE, "signatureAlgorithm")
+        self.sig_alg_raw = sig_node.raw
+        self.sig_alg = _alg(sig_node, "the certificate's signatureAlgorithm")
+        sig_bits, _unused = cert.take(BIT_STRING, "signatureValue").bits("the certificate signature")
+        cert.done()
+        self.tbs = tbs_node.raw
+        self.signature = sig_bits
+        tbs = tbs_node.reader("the tbsCertificate")
+        version = 0
+        explicit_version = tbs.opt(ctx(0))
+        if explicit_version is not None:
+            version = explicit_version.only("the version").integer("the certificate version")
+            if version not in (1, 2):
+                raise DerError(f"certificate version {version} (v1 must be omitted, v2/v3 are 1/2)")
+        self.serial = tbs.take(INTEGER, "serialNumber").integer("the serial number")
+        if tbs.take(SEQUENCE, "signature").raw != self.sig_alg_raw:
+            raise DerError("the certificate's inner and outer signature algorithms differ (RFC 5280 4.1.1.2)")
+        self.issuer = tbs.take(SEQUENCE, "issuer")
+        validity = tbs.take(SEQUENCE, "validity").reader("the validity")
+        self.not_before = validity.any("notBefore").time("notBefore")
+        self.not_after = validity.any("notAfter").time("notAfter")
+        validity.done()
+        subject = tbs.take(SEQUENCE, "subject")
+        self.subject_rdns = _name(subject, "the subject")
+        _name(self.issuer, "the issuer")
+        self.subject_node = subject
+        spki = tbs.take(SEQUENCE, "subjectPublicKeyInfo")
+        self.spki_der = spki.raw
+        sr = spki.reader("the subjectPublicKeyInfo")
+        self.key_alg = _alg(sr.take(SEQUENCE, "algorithm"), "the public key algorithm")
+        self.key_bits, unused = sr.take(BIT_STRING, "subjectPublicKey").bits("the public key")
+        sr.done()
+        if unused:
+            raise DerError("the public key BIT STRING has unused bits")
+        tbs.opt(ctx(1, constructed=False))  # issuerUniqueID
+        tbs.opt(ctx(2, constructed=False))  # subjectUniqueID
+        self.extensions: dict[str, tuple[bool, bytes]] = {}
+        exts = tbs.opt(ctx(3))
+        tbs.done()
+        if exts is not None:
+            if version != 2:
+                raise DerError("extensions in a certificate that is not v3")
+            for ext in exts.only("the extensions").children():
+                r = ext.reader("an extension")
+                oid = r.take(OID, "extnID").oid()
+                crit = r.opt(BOOLEAN)
+                if crit is not None and not crit.boolean("critical"):
+                    raise DerError(f"extension {oid} encodes its DEFAULT critical FALSE explicitly (not DER)")
+                value = r.take(OCTET_STRING, "extnValue").octets()
+                r.done()
+                if oid in self.extensions:
+                    raise DerError(f"extension {oid} appears twice")
+                self.extensions[oid] = (crit is not None, value)
+        self.ski = self._ski()
+        self._key: _PublicKey = None
+        self._key_loaded = False
+        self.ca, self.key_usage, self.eku = self._basic_constraints(), self._key_usage(), self._eku()
+
+    def _ski(self) -> bytes | None:
+        ext = self.extensions.get(OID_EXT_SKI)
+        if ext is None:
+            return None
+        node = der.parse(ext[1])
+        if node.tag != OCTET_STRING:
+            raise DerError("the subjectKeyIdentifier is not an OCTET STRING")
+        return node.octets()
+
+    def _basic_constraints(self) -> bool:
+        ext = self.extensions.get(OID_EXT_BASIC_CONSTRAINTS)
+        if ext is None:
+            return False
+        r = der.parse(ext[1]).reader("basicConstraints")
+        ca = r.opt(BOOLEAN)
+        if ca is not None and not ca.boolean("cA"):
+            raise DerError("basicConstraints encodes its DEFAULT cA FALSE explicitly (not DER)")
+        path_len = r.opt(INTEGER)
+        if path_len is not None and path_len.integer("pathLenConstraint") < 0:
+            raise DerError("a negative pathLenConstraint")
+        r.done()
+        return ca is not None
+
+    def _key_usage(self) -> frozenset[str] | None:
+        ext = self.extensions.get(OID_EXT_KEY_USAGE)
+        if ext is None:
+            return None
+        node = der.parse(ext[1])
+        if node.tag != BIT_STRING:
+            raise DerError("keyUsage is not a BIT STRING")
+        octets, _unused = node.bits("keyUsage")
+        return frozenset(name for i, name in enumerate(_KEY_USAGE)
+                         if i // 8 < len(octets) and octets[i // 8] & (0x80 >> (i % 8)))
+
+    def _eku(self) -> tuple[bool, list[str]] | None:
+        ext = self.extensions.get(OID_EXT_EKU)
+        if ext is None:
+            return None
+        node = der.parse(ext[1])
+        if node.tag != SEQUENCE or not node.children():
+            raise DerError("extendedKeyUsage is not a non-empty SEQUENCE OF OBJECT IDENTIFIER")
+        usages = []
+        for kid in node.children():
+            if kid.tag != OID:
+                raise DerError("extendedKeyUsage holds something other than an OBJECT IDENTIFIER")
+            usages.append(kid.oid())
+        return ext[0], usages
 
     @property
     def subject(self) -> str:
-        return self.crypto.subject.rfc4514_string()
+        return _rfc4514(self.subject_rdns)
+
+    @property
+    def issuer_text(self) -> str:
+        return _rfc4514(_name(self.issuer, "the issuer"))
+
+    def is_ca(self) -> bool:
+        return self.ca and (self.key_usage is None or "keyCertSign" in self.key_usage)
+
+    def public_key(self) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None:
+        """The subject key (RSA or EC on P-256/384/521), or None for any other kind."""
+        if not self._key_loaded:
+            self._key, self._key_loaded = self._load_key(), True
+        return self._key
+
+    def _load_key(self) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None:
+        oid, params = self.key_alg
+        try:
+            if oid == OID_RSA_ENCRYPTION and (params is None or params.raw == _DER_NULL):
+                r = der.parse(self.key_bits).reader("the RSA public key")
+                n = r.take(INTEGER, "modulus").integer()
+                e = r.take(INTEGER, "publicExponent").integer()
+                r.done()
+                return rsa.RSAPublicNumbers(e, n).public_key()
+            if oid == OID_EC_PUBLIC_KEY and params is not None and params.tag == OID:
+                curve = _EC_CURVES.get(params.oid())
+                if curve is not None:
+                    return ec.EllipticCurvePublicKey.from_encoded_point(curve(), self.key_bits)
+        except (DerError, ValueError):
+            return None
+        return None
+
+
+def _load_cert(data: bytes) -> _Cert:
+    try:
+        return _Cert(data)
+    except DerError as exc:
+        raise ValueError(exc.detail) from exc
 
 
 def _load_trust_ca(trust: TsaTrust) -> _Cert:
     hint = "fix the TSA's CA certificate in the policy (a signed policy change)"
-    try:
-        certs = x509.load_pem_x509_certificates(trust.ca_cert_pem.encode())
-    except ValueError as exc:
+    blocks = _PEM_CERT.findall(trust.ca_cert_pem)
+    if not blocks:
+        _fail("VM-POLICY-INVALID",
+              f"the CA certificate of TSA {trust.name!r} in the policy is not a PEM certificate "
+              "(no -----BEGIN CERTIFICATE----- block)", hint)
+    if len(blocks) != 1:
         _fail(
             "VM-POLICY-INVALID",
-            f"the CA certificate of TSA {trust.name!r} in the policy is not a PEM certificate ({exc})",
-            hint,
-        )
-    if len(certs) != 1:
-        _fail(
-            "VM-POLICY-INVALID",
-            f"the CA certificate of TSA {trust.name!r} in the policy holds {len(certs)} "
+            f"the CA certificate of TSA {trust.name!r} in the policy holds {len(blocks)} "
             "certificates; exactly one (the CA the TSA signer chains to) was required",
             "keep only the CA certificate in the policy; intermediates travel inside the tokens",
         )
     try:
-        return _Cert.load(certs[0].public_bytes(Encoding.DER))
-    except ValueError as exc:
-        _fail(
-            "VM-POLICY-INVALID",
-            f"the CA certificate of TSA {trust.name!r} in the policy cannot be parsed ({exc})",
-            hint,
-        )
+        return _load_cert(base64.b64decode("".join(blocks[0].split()), validate=True))
+    except (ValueError, binascii.Error) as exc:
+        _fail("VM-POLICY-INVALID",
+              f"the CA certificate of TSA {trust.name!r} in the policy cannot be parsed ({exc})", hint)
 
 
-def _same_name(a: Any, b: Any) -> bool:
-    """X.500 name equality: identical DER (the usual case, cheap), else RFC 5280 normalized comparison.
-
-    Compares the RDNSequence inside each Name: an EXPLICIT [4] directoryName's own dump carries the outer tag.
-    """
-    return _der(a.chosen) == _der(b.chosen) or bool(a == b)
-
-
-def _sid_matches(sid: Any, cert: _Cert) -> bool:
-    if sid.name == "issuer_and_serial_number":
-        ias = sid.chosen
-        return bool(
-            int(ias["serial_number"]) == cert.crypto.serial_number
-            and _same_name(ias["issuer"], cert.asn1["tbs_certificate"]["issuer"])
-        )
-    ski = cert.asn1.key_identifier  # subjectKeyIdentifier extension value, None when absent
-    return ski is not None and bytes(ski) == _octets(sid.chosen)
+def _sid_matches(sid: Node, cert: _Cert) -> bool:
+    if sid.tag == SEQUENCE:  # IssuerAndSerialNumber
+        r = sid.reader("the IssuerAndSerialNumber")
+        issuer = r.take(SEQUENCE, "issuer")
+        serial = r.take(INTEGER, "serialNumber").integer()
+        r.done()
+        return serial == cert.serial and _same_name(issuer, cert.issuer)
+    return cert.ski is not None and cert.ski == sid.octets("the subjectKeyIdentifier", ctx(0, constructed=False))
 
 
-def _describe_sid(sid: Any) -> str:
+def _describe_sid(sid: Node) -> str:
     try:
-        if sid.name == "issuer_and_serial_number":
-            return (
-                f"issuer {sid.chosen['issuer'].human_friendly!r}, serial {int(sid.chosen['serial_number'])}"
-            )
-        return f"subjectKeyIdentifier {_octets(sid.chosen).hex()}"
-    except (ValueError, TypeError, KeyError):
+        if sid.tag == SEQUENCE:
+            r = sid.reader("the IssuerAndSerialNumber")
+            issuer = _rfc4514(_name(r.take(SEQUENCE, "issuer"), "the issuer"))
+            return f"issuer {issuer!r}, serial {r.take(INTEGER, 'serialNumber').integer()}"
+        return f"subjectKeyIdentifier {sid.octets('the sid', ctx(0, constructed=False)).hex()}"
+    except DerError:
         return "an unparsable signer identifier"
 
 
-def _verify_cms_signature(cert: _Cert, signer_info: Any, digest_oid: str, signed_bytes: bytes) -> None:
-    """Check signerInfo.signature over signed_bytes with the signer's key and the declared algorithm."""
-    sig_alg = signer_info["signature_algorithm"]
-    sig_oid = _dotted(sig_alg["algorithm"])
-    signature = _octets(signer_info["signature"])
-    digest_name, digest_cls = _DIGESTS[digest_oid]
-    key = cert.crypto.public_key()
+_PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None
+
+
+def _verify_signature(key: _PublicKey, alg: tuple[str, Node | None], digest_oid: str | None, signature: bytes,
+                      signed: bytes, who: str, what: str = "the certificate signature",
+                      over: str = "the tbsCertificate") -> None:
+    """Check a signature by alg (RSA PKCS#1 v1.5, RSASSA-PSS, ECDSA; SHA-256/384/512) or raise
+    VM-TSA-SIGNATURE naming why. digest_oid: the digest a SignerInfo declares (None: the algorithm's own)."""
+    sig_oid, params = alg
+    named = _RSA_PKCS1_WITH.get(sig_oid) or _ECDSA_WITH.get(sig_oid)
+    if digest_oid is not None and named is not None and named != digest_oid:
+        _fail("VM-TSA-SIGNATURE", f"the signature algorithm {sig_oid} names another digest than the "
+                                  f"SignerInfo's digestAlgorithm {_DIGESTS[digest_oid][0]}; they must agree")
+    digest = named or digest_oid
     try:
-        if sig_oid == OID_RSA_ENCRYPTION or sig_oid in _RSA_PKCS1_WITH:
-            if sig_oid in _RSA_PKCS1_WITH and _RSA_PKCS1_WITH[sig_oid] != digest_oid:
-                _fail(
-                    "VM-TSA-SIGNATURE",
-                    f"the signature algorithm {sig_oid} names another digest than the "
-                    f"SignerInfo's digestAlgorithm {digest_name}; they must agree",
-                )
-            rsa_key = _rsa_key(key)
-            rsa_key.verify(signature, signed_bytes, padding.PKCS1v15(), digest_cls())
+        if sig_oid == OID_RSA_ENCRYPTION and digest_oid is not None or sig_oid in _RSA_PKCS1_WITH:
+            if params is not None and params.raw != _DER_NULL:
+                _fail("VM-TSA-SIGNATURE", f"RSA PKCS#1 v1.5 signature parameters {params.raw.hex()}; NULL or "
+                                          "none was required")
+            assert digest is not None
+            _rsa_key(key).verify(signature, signed, padding.PKCS1v15(), _DIGESTS[digest][1]())
         elif sig_oid == OID_RSASSA_PSS:
-            rsa_key = _rsa_key(key)
-            rsa_key.verify(
-                signature, signed_bytes, _pss_padding(sig_alg["parameters"], digest_oid), digest_cls()
-            )
-        elif sig_oid in _ECDSA_WITH or sig_oid == OID_EC_PUBLIC_KEY:
-            if sig_oid in _ECDSA_WITH and _ECDSA_WITH[sig_oid] != digest_oid:
-                _fail(
-                    "VM-TSA-SIGNATURE",
-                    f"the signature algorithm {sig_oid} names another digest than the "
-                    f"SignerInfo's digestAlgorithm {digest_name}; they must agree",
-                )
-            if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _EC_CURVES:
-                _fail(
-                    "VM-TSA-SIGNATURE",
-                    f"the signature is ECDSA but the signer key is {_key_desc(key)}; an EC "
-                    "key on P-256, P-384 or P-521 was required",
-                )
-            key.verify(signature, signed_bytes, ec.ECDSA(digest_cls()))
+            pss, digest = _pss_padding(params, digest_oid)
+            _rsa_key(key).verify(signature, signed, pss, _DIGESTS[digest][1]())
+        elif sig_oid in _ECDSA_WITH or sig_oid == OID_EC_PUBLIC_KEY and digest_oid is not None:
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                _fail("VM-TSA-SIGNATURE", f"the signature is ECDSA but the signer key is {_key_desc(key)}; an "
+                                          "EC key on P-256, P-384 or P-521 was required")
+            assert digest is not None
+            key.verify(signature, signed, ec.ECDSA(_DIGESTS[digest][1]()))
         else:
-            _fail(
-                "VM-TSA-SIGNATURE",
-                f"the signature algorithm {sig_oid} is not supported; RSA PKCS#1 v1.5, "
-                "RSASSA-PSS or ECDSA with SHA-256/384/512 was required",
-            )
+            _fail("VM-TSA-SIGNATURE", f"the signature algorithm {sig_oid} is not supported; RSA PKCS#1 v1.5, "
+                                      "RSASSA-PSS or ECDSA with SHA-256/384/512 was required")
     except InvalidSignature:
-        _fail(
-            "VM-TSA-SIGNATURE",
-            f"the CMS signature ({sig_oid}, {digest_name}) does not verify over the signed "
-            f"attributes with the key of {cert.subject!r}: the token was altered",
-        )
+        name = _DIGESTS[digest][0] if digest in _DIGESTS else "?"
+        _fail("VM-TSA-SIGNATURE", f"{what} ({sig_oid}, {name}) does not verify over {over} with the key of "
+                                  f"{who!r}: it was altered")
 
 
-def _rsa_key(key: object) -> rsa.RSAPublicKey:
+def _rsa_key(key: _PublicKey) -> rsa.RSAPublicKey:
     if not isinstance(key, rsa.RSAPublicKey):
         _fail("VM-TSA-SIGNATURE", f"the signature is RSA but the signer key is {_key_desc(key)}")
     if key.key_size < _MIN_RSA_BITS:
-        _fail(
-            "VM-TSA-SIGNATURE",
-            f"the signer key is RSA-{key.key_size}; at least RSA-{_MIN_RSA_BITS} was required",
-        )
+        _fail("VM-TSA-SIGNATURE", f"the signer key is RSA-{key.key_size}; at least RSA-{_MIN_RSA_BITS} was required")
     return key
 
 
-def _key_desc(key: object) -> str:
+def _key_desc(key: _PublicKey) -> str:
     if isinstance(key, rsa.RSAPublicKey):
         return f"RSA-{key.key_size}"
     if isinstance(key, ec.EllipticCurvePublicKey):
         return f"EC {key.curve.name}"
-    return type(key).__name__
+    return "of an unsupported kind"
 
 
-def _pss_padding(params: Any, digest_oid: str) -> padding.PSS:
-    """RSASSA-PSS parameters (RFC 4055): hash must equal the digestAlgorithm, MGF1 with an accepted hash."""
-    if isinstance(params, core.Void):
+def _pss_padding(params: Node | None, digest_oid: str | None) -> tuple[padding.PSS, str]:
+    """RSASSA-PSS parameters (RFC 4055): hash (equal to the digestAlgorithm, if one is declared), MGF1 with an
+    accepted hash, trailer 1. Returns (padding, hash OID)."""
+    if params is None or params.tag != SEQUENCE:
         _fail("VM-TSA-SIGNATURE", "RSASSA-PSS without parameters means SHA-1; SHA-256/384/512 was required")
-    hash_oid = _dotted(params["hash_algorithm"]["algorithm"])
-    mgf = params["mask_gen_algorithm"]
-    if hash_oid != digest_oid:
-        _fail(
-            "VM-TSA-SIGNATURE",
-            f"the RSASSA-PSS hash {hash_oid} differs from the digestAlgorithm {digest_oid}",
-        )
-    if _dotted(mgf["algorithm"]) != OID_MGF1:
-        _fail(
-            "VM-TSA-SIGNATURE",
-            f"the RSASSA-PSS mask generation function is {_dotted(mgf['algorithm'])}, MGF1 was required",
-        )
-    mgf_hash_oid = _dotted(mgf["parameters"]["algorithm"])
-    if mgf_hash_oid not in _DIGESTS:
-        _fail("VM-TSA-SIGNATURE", f"the RSASSA-PSS MGF1 hash is {mgf_hash_oid}; SHA-256/384/512 was required")
-    if int(params["trailer_field"]) != 1:
+    try:
+        r = params.reader("the RSASSA-PSS parameters")
+        hash_node, mgf_node = r.opt(ctx(0)), r.opt(ctx(1))
+        salt_node, trailer_node = r.opt(ctx(2)), r.opt(ctx(3))
+        r.done()
+        hash_oid = _alg(hash_node.only("hashAlgorithm"), "the PSS hash")[0] if hash_node else OID_SHA1
+        mgf_oid, mgf_params = _alg(mgf_node.only("maskGenAlgorithm"), "the PSS MGF") if mgf_node else (OID_MGF1, None)
+        mgf_hash = _alg(mgf_params, "the MGF1 hash")[0] if mgf_params is not None else OID_SHA1
+        salt = salt_node.only("saltLength").integer() if salt_node else 20
+        trailer = trailer_node.only("trailerField").integer() if trailer_node else 1
+    except DerError as exc:
+        _fail("VM-TSA-SIGNATURE", f"the RSASSA-PSS parameters cannot be parsed ({exc.detail})")
+    if hash_oid not in _DIGESTS or (digest_oid is not None and hash_oid != digest_oid):
+        _fail("VM-TSA-SIGNATURE", f"the RSASSA-PSS hash {hash_oid} differs from the digestAlgorithm {digest_oid} "
+                                  "or is not SHA-256/384/512")
+    if mgf_oid != OID_MGF1:
+        _fail("VM-TSA-SIGNATURE", f"the RSASSA-PSS mask generation function is {mgf_oid}, MGF1 was required")
+    if mgf_hash not in _DIGESTS:
+        _fail("VM-TSA-SIGNATURE", f"the RSASSA-PSS MGF1 hash is {mgf_hash}; SHA-256/384/512 was required")
+    if trailer != 1:
         _fail("VM-TSA-SIGNATURE", "the RSASSA-PSS trailer field is not 1 (0xBC)")
-    salt = int(params["salt_length"])
-    return padding.PSS(mgf=padding.MGF1(_DIGESTS[mgf_hash_oid][1]()), salt_length=salt)
+    if salt < 0:
+        _fail("VM-TSA-SIGNATURE", f"the RSASSA-PSS salt length {salt} is negative")
+    return padding.PSS(mgf=padding.MGF1(_DIGESTS[mgf_hash][1]()), salt_length=salt), hash_oid
 
 
-def _signed_attributes(signer_info: Any) -> tuple[bytes, dict[str, list[Any]]]:
+def _signed_attributes(attrs: Node | None) -> tuple[bytes, dict[str, list[Node]]]:
     """Return (bytes the signature covers, attribute values by type OID).
 
     RFC 5652 section 5.4: the signature covers the DER of the signedAttrs with the EXPLICIT SET OF tag (0x31),
     not the [0] IMPLICIT tag they carry inside SignerInfo. We re-tag the received bytes rather than re-encode
     them, so what is verified is exactly what was sent.
     """
-    attrs = signer_info["signed_attrs"]
-    if isinstance(attrs, core.Void) or len(attrs) == 0:
+    items = attrs.children() if attrs is not None else []
+    if attrs is None or not items:
         _fail(
             "VM-TSA-SIGNATURE",
             "the SignerInfo has no signed attributes; RFC 3161 tokens require them "
             "(content-type, messageDigest, signingCertificate)",
         )
-    raw = _der(attrs)
-    if raw[0] != 0xA0:
-        _fail(
-            "VM-TSA-SIGNATURE",
-            f"the signed attributes carry tag 0x{raw[0]:02x}; [0] IMPLICIT (0xa0) was required",
-        )
-    by_type: dict[str, list[Any]] = {}
-    for attr in attrs:
-        oid = _dotted(attr["type"])
+    by_type: dict[str, list[Node]] = {}
+    for attr in items:
+        r = attr.reader("a signed attribute")
+        oid = r.take(OID, "attrType").oid()
+        values = r.take(SET, "attrValues").children()
+        r.done()
         if oid in by_type:
             _fail("VM-TSA-SIGNATURE", f"the signed attribute {oid} appears twice; each must appear once")
-        by_type[oid] = list(attr["values"])
-    return b"\x31" + raw[1:], by_type
+        by_type[oid] = values
+    return b"\x31" + attrs.raw[1:], by_type
 
 
-def _single(by_type: dict[str, list[Any]], oid: str, name: str) -> Any:
+def _single(by_type: dict[str, list[Node]], oid: str, name: str) -> Node:
     values = by_type.get(oid)
     if values is None:
         _fail("VM-TSA-SIGNATURE", f"the signed attribute {name} ({oid}) is absent; it is required")
@@ -822,7 +867,7 @@ def _single(by_type: dict[str, list[Any]], oid: str, name: str) -> Any:
     return values[0]
 
 
-def _check_ess(by_type: dict[str, list[Any]], cert: _Cert) -> None:
+def _check_ess(by_type: dict[str, list[Node]], cert: _Cert) -> None:
     """signingCertificate(V2) (RFC 2634/5035, required by RFC 3161 2.4.1) must name the signer certificate.
 
     It binds the signer certificate into the signed data, so the certificate cannot be swapped for another
@@ -834,33 +879,38 @@ def _check_ess(by_type: dict[str, list[Any]], cert: _Cert) -> None:
             continue
         found = True
         name = "signingCertificateV2" if v2 else "signingCertificate"
-        value = _single(by_type, oid, name)
-        ids = value["certs"]
-        if len(ids) == 0:
+        value = _single(by_type, oid, name).reader(f"the {name} attribute")
+        ids = value.take(SEQUENCE, "certs").children()
+        value.opt(SEQUENCE)  # policies
+        value.done()
+        if not ids:
             _fail("VM-TSA-SIGNATURE", f"the {name} attribute lists no certificate")
-        first = ids[0]  # RFC 5035: the first ESSCertID identifies the signing certificate
+        first = ids[0].reader("the first ESSCertID")  # RFC 5035: the first one identifies the signing certificate
+        hash_oid = OID_SHA1
         if v2:
-            hash_oid = _dotted(first["hash_algorithm"]["algorithm"])
+            hash_alg = first.opt(SEQUENCE)  # DEFAULT sha256
+            hash_oid = _alg(hash_alg, "the ESSCertIDv2 hashAlgorithm")[0] if hash_alg is not None else OID_SHA256
             if hash_oid not in _DIGESTS:
-                _fail(
-                    "VM-TSA-SIGNATURE",
-                    f"the ESSCertIDv2 hash algorithm is {hash_oid}; SHA-256/384/512 was required",
-                )
-            want = hashlib.new(_DIGESTS[hash_oid][0], cert.der).digest()
-        else:
-            want = hashlib.sha1(cert.der).digest()
-        got = _octets(first["cert_hash"])
+                _fail("VM-TSA-SIGNATURE",
+                      f"the ESSCertIDv2 hash algorithm is {hash_oid}; SHA-256/384/512 was required")
+        want = hashlib.new(_DIGESTS[hash_oid][0] if v2 else "sha1", cert.der).digest()
+        got = first.take(OCTET_STRING, "certHash").octets()
         if got != want:
             _fail(
                 "VM-TSA-SIGNATURE",
                 f"the {name} attribute names a certificate with hash {got.hex()}, the signer "
                 f"certificate's hash is {want.hex()}",
             )
-        issuer_serial = first["issuer_serial"]
-        if not isinstance(issuer_serial, core.Void):
-            ok = int(issuer_serial["serial_number"]) == cert.crypto.serial_number and any(
-                gn.name == "directory_name" and _same_name(gn.chosen, cert.asn1["tbs_certificate"]["issuer"])
-                for gn in issuer_serial["issuer"]
+        issuer_serial = first.opt(SEQUENCE)
+        first.done()
+        if issuer_serial is not None:
+            r = issuer_serial.reader("the issuerSerial")
+            names = r.take(SEQUENCE, "issuer").children()
+            serial = r.take(INTEGER, "serialNumber").integer()
+            r.opt(BIT_STRING)  # issuerUID
+            r.done()
+            ok = serial == cert.serial and any(
+                gn.tag == ctx(4) and _same_name(gn.only("a directoryName"), cert.issuer) for gn in names
             )
             if not ok:
                 _fail(
@@ -876,24 +926,13 @@ def _check_ess(by_type: dict[str, list[Any]], cert: _Cert) -> None:
         )
 
 
-def _is_ca(cert: _Cert) -> bool:
-    try:
-        bc = cert.crypto.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        return False
-    if not bc.ca:
-        return False
-    try:
-        ku = cert.crypto.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return True
-    return bool(ku.key_cert_sign)
-
-
 def _issued_by(child: _Cert, issuer: _Cert) -> bool:
+    """Is child's signature made by issuer's key (and does child name issuer as its issuer)?"""
+    if not _same_name(child.issuer, issuer.subject_node):
+        return False
     try:
-        child.crypto.verify_directly_issued_by(issuer.crypto)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        _verify_signature(issuer.public_key(), child.sig_alg, None, child.signature, child.tbs, issuer.subject)
+    except VaultMeshError:
         return False
     return True
 
@@ -907,7 +946,7 @@ def _chain(signer: _Cert, ca: _Cert, pool: list[_Cert], trust: TsaTrust) -> list
     current = signer
     for _ in range(_MAX_CHAIN_DEPTH + 1):
         if _issued_by(current, ca):
-            if not _is_ca(ca):
+            if not ca.is_ca():
                 _fail(
                     "VM-TSA-CHAIN",
                     f"the policy CA certificate of TSA {trust.name!r} ({ca.subject!r}) is not "
@@ -915,7 +954,7 @@ def _chain(signer: _Cert, ca: _Cert, pool: list[_Cert], trust: TsaTrust) -> list
                 )
             return [*path, ca]
         nxt = next(
-            (c for c in pool if c.der not in {p.der for p in path} and _is_ca(c) and _issued_by(current, c)),
+            (c for c in pool if c.der not in {p.der for p in path} and c.is_ca() and _issued_by(current, c)),
             None,
         )
         if nxt is None:
@@ -926,7 +965,7 @@ def _chain(signer: _Cert, ca: _Cert, pool: list[_Cert], trust: TsaTrust) -> list
     _fail(
         "VM-TSA-CHAIN",
         f"the TSA signer certificate does not chain to the policy CA of TSA {trust.name!r}: "
-        f"found {chain}, issued by {current.crypto.issuer.rfc4514_string()!r}; required a path "
+        f"found {chain}, issued by {current.issuer_text!r}; required a path "
         f"to {ca.subject!r} (signatures checked)",
     )
 
@@ -936,43 +975,30 @@ def _check_eku(cert: _Cert) -> None:
 
     keyUsage, when present, may hold only digitalSignature/nonRepudiation (as `openssl ts -verify` requires).
     """
-    try:
-        ext = cert.crypto.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
-    except x509.ExtensionNotFound:
+    if cert.eku is None:
         _fail(
             "VM-TSA-EKU",
             f"the TSA signer certificate {cert.subject!r} has no extendedKeyUsage extension; a "
             "critical extendedKeyUsage of exactly timeStamping was required",
         )
-    usages = [u.dotted_string for u in ext.value]
-    if usages != [ExtendedKeyUsageOID.TIME_STAMPING.dotted_string]:
+    critical, usages = cert.eku
+    if usages != [OID_TIME_STAMPING]:
         _fail(
             "VM-TSA-EKU",
-            f"the TSA signer certificate's extendedKeyUsage is {', '.join(usages) or 'empty'}; "
-            f"exactly timeStamping ({ExtendedKeyUsageOID.TIME_STAMPING.dotted_string}) was required",
+            f"the TSA signer certificate's extendedKeyUsage is {', '.join(usages)}; "
+            f"exactly timeStamping ({OID_TIME_STAMPING}) was required",
         )
-    if not ext.critical:
+    if not critical:
         _fail(
             "VM-TSA-EKU",
             "the TSA signer certificate's extendedKeyUsage (timeStamping) is not marked critical; "
             "RFC 3161 requires it critical",
         )
-    try:
-        ku = cert.crypto.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
+    if cert.key_usage is None:
         return
-    others = [
-        name
-        for name, on in (
-            ("keyEncipherment", ku.key_encipherment),
-            ("dataEncipherment", ku.data_encipherment),
-            ("keyAgreement", ku.key_agreement),
-            ("keyCertSign", ku.key_cert_sign),
-            ("cRLSign", ku.crl_sign),
-        )
-        if on
-    ]
-    if others or not (ku.digital_signature or ku.content_commitment):
+    others = sorted(cert.key_usage - {"digitalSignature", "nonRepudiation", "encipherOnly", "decipherOnly"},
+                    key=_KEY_USAGE.index)
+    if others or not cert.key_usage & {"digitalSignature", "nonRepudiation"}:
         _fail(
             "VM-TSA-EKU",
             f"the TSA signer certificate's keyUsage allows {', '.join(others) or 'no signing'}; "
@@ -993,9 +1019,12 @@ def spki_pin_of(cert_pem_or_der: bytes) -> str:
     data = cert_pem_or_der
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
-            data = x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
-        return _pin(_Cert.load(data).spki_der)
-    except ValueError as exc:
+            blocks = _PEM_CERT.findall(data.decode("ascii", "replace"))
+            if not blocks:
+                raise ValueError("no -----BEGIN CERTIFICATE----- block")
+            data = base64.b64decode("".join(blocks[0].split()), validate=True)
+        return _pin(_load_cert(data).spki_der)
+    except (ValueError, binascii.Error) as exc:
         _fail(
             "VM-FILE-UNREADABLE",
             f"the input is not a PEM or DER X.509 certificate ({exc})",
@@ -1004,7 +1033,7 @@ def spki_pin_of(cert_pem_or_der: bytes) -> str:
 
 
 def _check_validity(gen_time: datetime, cert: _Cert, role: str) -> None:
-    nb, na = cert.crypto.not_valid_before_utc, cert.crypto.not_valid_after_utc
+    nb, na = cert.not_before, cert.not_after
     if not nb <= gen_time <= na:
         side = "before its notBefore" if gen_time < nb else "after its notAfter"
         _fail(
@@ -1018,6 +1047,55 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _check_signer_info(node: Node, pool: list[_Cert], econtent: bytes) -> _Cert:
+    """Find the signer certificate and check the CMS signature, content-type, messageDigest and ESS binding."""
+    si = node.reader("the SignerInfo")
+    si.take(INTEGER, "version").integer("the SignerInfo version")
+    sid = si.any("sid")
+    if sid.tag not in (SEQUENCE, ctx(0, constructed=False)):
+        raise DerError(f"the SignerInfo's sid is a {der.tag_name(sid.tag)}")
+    digest_oid = _alg(si.take(SEQUENCE, "digestAlgorithm"), "the digestAlgorithm")[0]
+    attrs = si.opt(ctx(0))
+    sig_alg = _alg(si.take(SEQUENCE, "signatureAlgorithm"), "the signatureAlgorithm")
+    signature = si.take(OCTET_STRING, "signature").octets()
+    si.opt(ctx(1))  # unsignedAttrs
+    si.done()
+    signer = next((c for c in pool if _sid_matches(sid, c)), None)
+    if signer is None:
+        _fail(
+            "VM-TSA-CHAIN",
+            f"the token's {len(pool)} certificate(s) hold none matching its signer "
+            f"identifier ({_describe_sid(sid)}); the signer certificate was required",
+            "request tokens with certReq TRUE (build_request does) so the TSA includes its certificate",
+        )
+    if digest_oid not in _DIGESTS:
+        _fail(
+            "VM-TSA-SIGNATURE",
+            f"the SignerInfo digest algorithm is {digest_oid}; SHA-256, SHA-384 or SHA-512 was required",
+        )
+    signed_bytes, by_type = _signed_attributes(attrs)
+    _verify_signature(signer.public_key(), sig_alg, digest_oid, signature, signed_bytes, signer.subject,
+                      "the CMS signature", "the signed attributes")
+    content_type = _single(by_type, OID_ATTR_CONTENT_TYPE, "content-type")
+    found_type = content_type.oid("the content-type attribute") if content_type.tag == OID else "not an OID"
+    if found_type != OID_TST_INFO:
+        _fail(
+            "VM-TSA-SIGNATURE",
+            f"the signed content-type attribute is {found_type}; id-ct-TSTInfo ({OID_TST_INFO}) was required",
+        )
+    md = _single(by_type, OID_ATTR_MESSAGE_DIGEST, "messageDigest")
+    digest = md.octets("the messageDigest") if md.tag == OCTET_STRING else b""
+    want = hashlib.new(_DIGESTS[digest_oid][0], econtent).digest()
+    if digest != want:
+        _fail(
+            "VM-TSA-SIGNATURE",
+            f"the signed messageDigest is {digest.hex()}, the TSTInfo hashes to "
+            f"{want.hex()}: the TSTInfo was altered after signing",
+        )
+    _check_ess(by_type, signer)
+    return signer
+
+
 def verify_token(tsr: bytes, data: bytes, trust: TsaTrust, nonce: int | None = None) -> TokenInfo:
     """Strictly verify a TimeStampResp over data against one policy TSA; return its facts or raise."""
     parsed = parse_response(tsr)
@@ -1027,50 +1105,15 @@ def verify_token(tsr: bytes, data: bytes, trust: TsaTrust, nonce: int | None = N
             "VM-TSA-SIGNATURE", f"the token has {parsed.signer_count} SignerInfos; exactly one was required"
         )
     pool: list[_Cert] = []
-    for der in parsed.certificates:
+    for cert_der in parsed.certificates:
         try:
-            pool.append(_Cert.load(der))
+            pool.append(_load_cert(cert_der))
         except ValueError as exc:
             _fail("VM-TSA-CHAIN", f"a certificate in the token cannot be parsed ({exc})")
     try:
-        signer_info = parsed._signer_infos[0]
-        sid = signer_info["sid"]
-        signer = next((c for c in pool if _sid_matches(sid, c)), None)
-        if signer is None:
-            _fail(
-                "VM-TSA-CHAIN",
-                f"the token's {len(pool)} certificate(s) hold none matching its signer "
-                f"identifier ({_describe_sid(sid)}); the signer certificate was required",
-                "request tokens with certReq TRUE (build_request does) so the TSA includes its certificate",
-            )
-        digest_oid = _dotted(signer_info["digest_algorithm"]["algorithm"])
-        if digest_oid not in _DIGESTS:
-            _fail(
-                "VM-TSA-SIGNATURE",
-                f"the SignerInfo digest algorithm is {digest_oid}; SHA-256, SHA-384 or SHA-512 was required",
-            )
-        signed_bytes, by_type = _signed_attributes(signer_info)
-        _verify_cms_signature(signer, signer_info, digest_oid, signed_bytes)
-        content_type = _single(by_type, OID_ATTR_CONTENT_TYPE, "content-type")
-        if _dotted(content_type) != OID_TST_INFO:
-            _fail(
-                "VM-TSA-SIGNATURE",
-                f"the signed content-type attribute is {_dotted(content_type)}; "
-                f"id-ct-TSTInfo ({OID_TST_INFO}) was required",
-            )
-        digest = _octets(_single(by_type, OID_ATTR_MESSAGE_DIGEST, "messageDigest"))
-        want = hashlib.new(_DIGESTS[digest_oid][0], parsed.econtent).digest()
-        if digest != want:
-            _fail(
-                "VM-TSA-SIGNATURE",
-                f"the signed messageDigest is {digest.hex()}, the TSTInfo hashes to "
-                f"{want.hex()}: the TSTInfo was altered after signing",
-            )
-        _check_ess(by_type, signer)
-    except VaultMeshError:
-        raise
-    except (ValueError, TypeError, KeyError, OverflowError) as exc:
-        _fail("VM-TSA-SIGNATURE", f"the token's SignerInfo cannot be parsed ({str(exc).splitlines()[0]})")
+        signer = _check_signer_info(parsed._signer_infos[0], pool, parsed.econtent)
+    except DerError as exc:
+        _fail("VM-TSA-SIGNATURE", f"the token's SignerInfo cannot be parsed ({exc.detail})")
     _check_imprint(parsed, data)
     if nonce is not None:
         _check_nonce(parsed, nonce)
@@ -1103,8 +1146,8 @@ def verify_token(tsr: bytes, data: bytes, trust: TsaTrust, nonce: int | None = N
         serial=parsed.serial,
         policy_oid=parsed.policy_oid,
         nonce=parsed.nonce,
-        signer_not_before=signer.crypto.not_valid_before_utc,
-        signer_not_after=signer.crypto.not_valid_after_utc,
+        signer_not_before=signer.not_before,
+        signer_not_after=signer.not_after,
         signer_subject=signer.subject,
         spki_pin=pin,
     )

@@ -37,7 +37,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import VaultMeshError
-from .tsa import _TimeStampResp
+
+
+# asn1crypto declares timeStampToken mandatory; RFC 3161 makes it OPTIONAL (absent on rejection).
+class _TimeStampResp(core.Sequence):  # type: ignore[misc]
+    _fields = [
+        ("status", tsp.PKIStatusInfo),
+        ("time_stamp_token", cms.ContentInfo, {"optional": True}),
+    ]
 
 __all__ = [
     "TEST_POLICY_OID",
