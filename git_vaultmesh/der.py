@@ -264,6 +264,11 @@ class Reader:
         self._at += 1
         return node
 
+    def rest(self) -> list[Node]:
+        """Every element not taken yet (a SEQUENCE OF), leaving none."""
+        out, self._at = self._items[self._at:], len(self._items)
+        return out
+
     def done(self) -> None:
         if self._at < len(self._items):
             raise DerError(f"{self.what}: unexpected {tag_name(self._items[self._at].tag)} after its last field")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 import secrets
@@ -394,8 +395,7 @@ def _status_detail(texts: Node | None, fail_info: Node | None) -> str:
     parts: list[str] = []
     try:
         if fail_info is not None:
-            octets, _unused = fail_info.bits("failInfo")
-            on = [i for i in range(len(octets) * 8) if octets[i // 8] & (0x80 >> (i % 8))]
+            on = _bits_on(fail_info.bits("failInfo")[0])
             parts.append("failInfo " + ", ".join(sorted(_FAIL_INFO.get(i, f"bit{i}") for i in on)))
         if texts is not None:
             joined = "; ".join(t.string("statusString") for t in texts.children())
@@ -403,6 +403,11 @@ def _status_detail(texts: Node | None, fail_info: Node | None) -> str:
     except DerError:
         parts.append("unparsable failInfo/statusString")
     return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _bits_on(octets: bytes) -> list[int]:
+    """The numbers of the named bits set in a BIT STRING (bit 0 is the first octet's high bit)."""
+    return [i for i in range(len(octets) * 8) if octets[i // 8] & (0x80 >> (i % 8))]
 
 
 def token_gen_time(tsr: bytes) -> datetime:
@@ -611,20 +616,20 @@ class _Cert:
         self._key_loaded = False
         self.ca, self.key_usage, self.eku = self._basic_constraints(), self._key_usage(), self._eku()
 
+    def _ext(self, oid: str) -> Node | None:
+        """The value of extension `oid` (the DER inside its extnValue), None when absent."""
+        ext = self.extensions.get(oid)
+        return None if ext is None else der.parse(ext[1])
+
     def _ski(self) -> bytes | None:
-        ext = self.extensions.get(OID_EXT_SKI)
-        if ext is None:
-            return None
-        node = der.parse(ext[1])
-        if node.tag != OCTET_STRING:
-            raise DerError("the subjectKeyIdentifier is not an OCTET STRING")
-        return node.octets()
+        node = self._ext(OID_EXT_SKI)
+        return None if node is None else node.octets("the subjectKeyIdentifier")
 
     def _basic_constraints(self) -> bool:
-        ext = self.extensions.get(OID_EXT_BASIC_CONSTRAINTS)
-        if ext is None:
+        node = self._ext(OID_EXT_BASIC_CONSTRAINTS)
+        if node is None:
             return False
-        r = der.parse(ext[1]).reader("basicConstraints")
+        r = node.reader("basicConstraints")
         ca = r.opt(BOOLEAN)
         if ca is not None and not ca.boolean("cA"):
             raise DerError("basicConstraints encodes its DEFAULT cA FALSE explicitly (not DER)")
@@ -635,29 +640,19 @@ class _Cert:
         return ca is not None
 
     def _key_usage(self) -> frozenset[str] | None:
-        ext = self.extensions.get(OID_EXT_KEY_USAGE)
-        if ext is None:
+        node = self._ext(OID_EXT_KEY_USAGE)
+        if node is None:
             return None
-        node = der.parse(ext[1])
-        if node.tag != BIT_STRING:
-            raise DerError("keyUsage is not a BIT STRING")
-        octets, _unused = node.bits("keyUsage")
-        return frozenset(name for i, name in enumerate(_KEY_USAGE)
-                         if i // 8 < len(octets) and octets[i // 8] & (0x80 >> (i % 8)))
+        return frozenset(_KEY_USAGE[i] for i in _bits_on(node.bits("keyUsage")[0]) if i < len(_KEY_USAGE))
 
     def _eku(self) -> tuple[bool, list[str]] | None:
-        ext = self.extensions.get(OID_EXT_EKU)
-        if ext is None:
+        node = self._ext(OID_EXT_EKU)
+        if node is None:
             return None
-        node = der.parse(ext[1])
-        if node.tag != SEQUENCE or not node.children():
-            raise DerError("extendedKeyUsage is not a non-empty SEQUENCE OF OBJECT IDENTIFIER")
-        usages = []
-        for kid in node.children():
-            if kid.tag != OID:
-                raise DerError("extendedKeyUsage holds something other than an OBJECT IDENTIFIER")
-            usages.append(kid.oid())
-        return ext[0], usages
+        usages = [kid.oid("an extendedKeyUsage purpose") for kid in node.reader("extendedKeyUsage").rest()]
+        if not usages:
+            raise DerError("extendedKeyUsage is empty; a SEQUENCE OF at least one OBJECT IDENTIFIER is required")
+        return self.extensions[OID_EXT_EKU][0], usages
 
     @property
     def subject(self) -> str:
@@ -701,7 +696,9 @@ def _load_cert(data: bytes) -> _Cert:
         raise ValueError(exc.detail) from exc
 
 
+@functools.lru_cache(maxsize=64)
 def _load_trust_ca(trust: TsaTrust) -> _Cert:
+    """The policy CA of a TSA, parsed once per process (verify judges every token of a log against few)."""
     hint = "fix the TSA's CA certificate in the policy (a signed policy change)"
     blocks = _PEM_CERT.findall(trust.ca_cert_pem)
     if not blocks:

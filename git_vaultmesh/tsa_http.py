@@ -77,7 +77,8 @@ class _Proxy:
 
 def _proxy_for(parts: urllib.parse.SplitResult, url: str) -> _Proxy | None:
     scheme = parts.scheme
-    if not (os.environ.get(f"{scheme}_proxy") or os.environ.get(f"{scheme.upper()}_PROXY")):
+    var = next((v for v in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY") if os.environ.get(v)), None)
+    if var is None:
         return None  # the common case: no proxy, and no urllib import
     import urllib.request
 
@@ -93,7 +94,7 @@ def _proxy_for(parts: urllib.parse.SplitResult, url: str) -> _Proxy | None:
     except ValueError:
         port = -1
     if p.scheme != "http" or not p.hostname or port < 0:
-        _fail(f"the {scheme}_proxy setting {raw!r} is not an http://HOST[:PORT] proxy (for the TSA at {url})",
+        _fail(f"the {var} setting {raw!r} is not an http://HOST[:PORT] proxy (for the TSA at {url})",
               "set the proxy as http://host:port, or add the TSA's host to no_proxy")
     auth = None
     if p.username is not None:
@@ -130,12 +131,15 @@ class _Exchange:
         self.sock: socket.socket | None = None
 
     @property
-    def authority(self) -> str:
+    def host_text(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        if not host.isascii():
-            host = host.encode("idna").decode("ascii")
+        return host if host.isascii() else host.encode("idna").decode("ascii")
+
+    @property
+    def authority(self) -> str:
+        """host[:port] for the Host header: the port only when it is not the scheme's default."""
         default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
+        return self.host_text if self.port == default else f"{self.host_text}:{self.port}"
 
     def post(self, target: str, body: bytes) -> tuple[int, str, bytes]:
         via = self.proxy
@@ -148,22 +152,23 @@ class _Exchange:
             where = f" through the proxy {host}:{port}" if via is not None else ""
             _fail(f"the TSA at {self.url} could not be reached{where}: {_reason(exc, self.timeout, 0)}")
         try:
-            with self.sock:
-                if self.scheme == "https":
-                    self._tls()
-                elif via is not None:
-                    target = f"http://{self.authority}{target}"  # absolute form, RFC 9112 §3.2.2
-                head = (f"POST {target} HTTP/1.1\r\nHost: {self.authority}\r\nUser-Agent: {_USER_AGENT}\r\n"
-                        "Content-Type: application/timestamp-query\r\nAccept: application/timestamp-reply\r\n"
-                        f"Content-Length: {len(body)}\r\nConnection: close\r\n")
-                if via is not None and via.auth and self.scheme == "http":
-                    head += f"Proxy-Authorization: {via.auth}\r\n"
-                self._send(head.encode("ascii") + b"\r\n" + body)
-                return self._answer()
+            if self.scheme == "https":
+                self._tls()  # replaces self.sock by the TLS socket wrapping it
+            elif via is not None:
+                target = f"http://{self.authority}{target}"  # absolute form, RFC 9112 §3.2.2
+            head = (f"POST {target} HTTP/1.1\r\nHost: {self.authority}\r\nUser-Agent: {_USER_AGENT}\r\n"
+                    "Content-Type: application/timestamp-query\r\nAccept: application/timestamp-reply\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n")
+            if via is not None and via.auth and self.scheme == "http":
+                head += f"Proxy-Authorization: {via.auth}\r\n"
+            self._send(head.encode("ascii") + b"\r\n" + body)
+            return self._answer()
         except VaultMeshError:
             raise
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             _fail(f"the TSA at {self.url} failed: {_reason(exc, self.timeout, self.received)}")
+        finally:
+            self.sock.close()
 
     def _left(self) -> float:
         left = self.deadline - time.monotonic()
@@ -181,7 +186,8 @@ class _Exchange:
         import ssl
 
         if self.proxy is not None:
-            head = f"CONNECT {self.authority} HTTP/1.1\r\nHost: {self.authority}\r\n"
+            tunnel = f"{self.host_text}:{self.port}"
+            head = f"CONNECT {tunnel} HTTP/1.1\r\nHost: {tunnel}\r\n"  # host:port always, RFC 9112 §3.2.3
             if self.proxy.auth:
                 head += f"Proxy-Authorization: {self.proxy.auth}\r\n"
             self._send(head.encode("ascii") + b"\r\n")

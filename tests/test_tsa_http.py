@@ -16,15 +16,27 @@ timeout, every drip or hold is bounded (DRIP_MAX / HOLD_MAX s), and the thread i
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import gc
+import ipaddress
 import re
+import select
 import socket
+import ssl
 import threading
 import time
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from git_vaultmesh.errors import VaultMeshError
 from git_vaultmesh.tsa import TsaTrust, request_token, verify_token
@@ -909,3 +921,520 @@ def test_odd_url_paths_never_crash(path: str, route: Route, ident: TsaIdentity) 
 @pytest.mark.parametrize("port", ["99999", "abc", "-1"])
 def test_invalid_port_is_unreachable(port: str, no_proxy_env: pytest.MonkeyPatch) -> None:
     refused(f"http://127.0.0.1:{port}/tsr", timeout=1)
+
+
+# --- https: real TLS on loopback -----------------------------------------------------------------------------
+#
+# A throwaway CA (trusted through SSL_CERT_FILE, which OpenSSL reads each time ssl.create_default_context() runs;
+# SSL_CERT_DIR points at an empty directory so the system store plays no part) issues the loopback TLS servers'
+# certificates. The TSA behind TLS is a RawServer whose handler first completes a server-side TLS handshake;
+# CONNECT tunnels go through a RawServer playing the proxy, which relays bytes to that TLS server whatever the
+# CONNECT target says, so `https://tsa.invalid:PORT/tsr` succeeding proves the tunnel was used.
+
+TLS_SANS = ("127.0.0.1", "2001:db8::5", "localhost", "tsa.invalid", "xn--ts-wia.invalid")  # the last: tsä.invalid
+RELAY_MAX = 4.0  # a tunnel relays for at most this long
+
+
+@dataclass
+class CertFiles:
+    cert: Path
+    key: Path
+
+
+@dataclass
+class Pki:
+    ca_pem: Path  # the trusted CA
+    good: CertFiles  # from the trusted CA, for every name in TLS_SANS
+    rogue: CertFiles  # the same names, from a CA nobody trusts
+    other_host: CertFiles  # from the trusted CA, for other.invalid only
+    expired: CertFiles  # from the trusted CA, every name, expired yesterday
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _make_ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _issue(
+    out: Path,
+    stem: str,
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+    names: tuple[str, ...],
+    expired: bool = False,
+) -> CertFiles:
+    ca_key, ca_cert = ca
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    start, end = (now - dt.timedelta(days=3), now - dt.timedelta(days=1)) if expired else (
+        now - dt.timedelta(hours=1), now + dt.timedelta(days=1))
+    sans: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            sans.append(x509.DNSName(n))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(names[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = CertFiles(out / f"{stem}.crt", out / f"{stem}.key")
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return files
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    out = tmp_path_factory.mktemp("pki")
+    ca, rogue_ca = _make_ca("vaultmesh test CA"), _make_ca("vaultmesh rogue CA")
+    ca_pem = out / "ca.pem"
+    ca_pem.write_bytes(ca[1].public_bytes(serialization.Encoding.PEM))
+    return Pki(
+        ca_pem=ca_pem,
+        good=_issue(out, "good", ca, TLS_SANS),
+        rogue=_issue(out, "rogue", rogue_ca, TLS_SANS),
+        other_host=_issue(out, "other", ca, ("other.invalid",)),
+        expired=_issue(out, "expired", ca, TLS_SANS, expired=True),
+    )
+
+
+@pytest.fixture
+def tls_env(monkeypatch: pytest.MonkeyPatch, pki: Pki, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No proxy settings; the test CA (and only it) trusted by ssl.create_default_context()."""
+    for var in PROXY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    empty = tmp_path / "no-certs"
+    empty.mkdir()
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_pem))
+    monkeypatch.setenv("SSL_CERT_DIR", str(empty))
+    loaded = [dict(x[0] for x in c["subject"]) for c in ssl.create_default_context().get_ca_certs()]
+    assert loaded == [{"commonName": "vaultmesh test CA"}], f"SSL_CERT_FILE was not honoured: {loaded}"
+    return monkeypatch
+
+
+class TlsServer(RawServer):
+    """A RawServer whose connections are TLS: each is handed to `inner` after the server-side handshake."""
+
+    def __init__(self, cert: CertFiles, inner: Handler) -> None:
+        self.sni: list[str | None] = []
+        self.handshake_errors: list[BaseException] = []
+        self.handshakes = 0
+        self.sent: list[bytes] = []  # tokens signed, when the inner handler is a token_handler
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert.cert, cert.key)
+        ctx.sni_callback = lambda _sock, name, _ctx: self.sni.append(name)
+
+        def handler(conn: Conn) -> None:
+            try:
+                tls = ctx.wrap_socket(conn.sock, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                self.handshake_errors.append(exc)
+                return
+            self.handshakes += 1
+            with tls:
+                inner(Conn(tls, conn.server))
+
+        super().__init__(handler)
+
+    def url(self, host: str = "127.0.0.1", path: str = "/tsr") -> str:
+        shown = f"[{host}]" if ":" in host else host
+        return f"https://{shown}:{self.port}{path}"
+
+
+def _relay(a: socket.socket, b: socket.socket, stopping: threading.Event) -> None:
+    """Bytes both ways until either side closes, the server stops, or RELAY_MAX."""
+    end = time.monotonic() + RELAY_MAX
+    while time.monotonic() < end and not stopping.is_set():
+        readable, _, _ = select.select([a, b], [], [], 0.05)
+        for s in readable:
+            data = s.recv(65536)
+            if not data:
+                return
+            (b if s is a else a).sendall(data)
+
+
+def connect_proxy(
+    upstream_port: int,
+    answer: bytes = b"HTTP/1.1 200 Connection established\r\n\r\n",
+    delay: float = 0.0,
+) -> Handler:
+    """A CONNECT proxy: records the request, waits `delay` s, answers `answer`; after a 200, relays to the
+    loopback upstream_port whatever the target was; after anything else, holds the connection."""
+
+    def handler(conn: Conn) -> None:
+        conn.read_request()
+        if delay:
+            conn.server.stopping.wait(delay)
+        conn.send(answer)
+        if answer.split(b" ", 2)[1] != b"200":
+            conn.hold()
+            return
+        with socket.create_connection(("127.0.0.1", upstream_port), timeout=5) as up:
+            _relay(conn.sock, up, conn.server.stopping)
+
+    return handler
+
+
+def fetch_over_tls(url: str, ident: TsaIdentity, srv: TlsServer, timeout: float = 2.5) -> Request:
+    """request_token over TLS: the token is the one signed over the exact request body, it verifies, and it
+    came promptly; returns the request the TLS server saw (decrypted)."""
+    started = time.monotonic()
+    tsr, nonce = request_token(url, DATA, timeout=timeout)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5, f"the client took {elapsed:.2f} s over TLS"
+    assert srv.sent and tsr == srv.sent[0]
+    assert verify_token(tsr, DATA, trust(ident), nonce).nonce == nonce
+    assert len(srv.requests) == 1, [r.line for r in srv.requests]
+    return srv.requests[0]
+
+
+def tls_token_server(pki: Pki, ident: TsaIdentity, answer: Callable[[Conn, bytes], None] = _cl_keepalive,
+                     cert: CertFiles | None = None) -> TlsServer:
+    """A TLS TSA signing a real token over the exact request body it decrypts (kept in .sent)."""
+    sent: list[bytes] = []
+    srv = TlsServer(cert or pki.good, token_handler(ident, answer, sent))
+    srv.sent = sent
+    return srv
+
+
+@pytest.mark.parametrize("framing", ["content-length-keepalive", "chunked-keepalive-small-writes", "read-to-eof-http11"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_https_direct_real_token(framing: str, host: str, tls_env: pytest.MonkeyPatch, pki: Pki,
+                                 ident: TsaIdentity) -> None:
+    with tls_token_server(pki, ident, HAPPY[framing]) as srv:
+        req = fetch_over_tls(srv.url(host), ident, srv)
+    assert req.line == "POST /tsr HTTP/1.1", req.line
+    assert req.headers.get("host") == f"{host}:{srv.port}", req.headers
+    assert "proxy-authorization" not in req.headers
+    assert srv.sni == [None if host == "127.0.0.1" else host], srv.sni  # no SNI for an IP address (RFC 6066 3)
+
+
+def test_https_loopback_ignores_https_proxy(tls_env: pytest.MonkeyPatch, pki: Pki, ident: TsaIdentity) -> None:
+    def proxy_handler(conn: Conn) -> None:
+        conn.read_request()
+        conn.send(head("HTTP/1.1 502 Bad Gateway", "Content-Length: 0"))
+
+    with RawServer(proxy_handler) as proxy, tls_token_server(pki, ident) as srv:
+        for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+            tls_env.setenv(var, proxy.base)
+        fetch_over_tls(srv.url(), ident, srv)
+    assert proxy.connections == 0
+
+
+def test_https_client_closes_its_tls_socket(tls_env: pytest.MonkeyPatch, pki: Pki, ident: TsaIdentity) -> None:
+    """After a keep-alive answer over TLS, the server sees the client hang up, and no socket is left for the
+    garbage collector to close (a ResourceWarning names an SSLSocket nobody closed)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with tls_token_server(pki, ident) as srv:
+            fetch_over_tls(srv.url(), ident, srv)
+            assert srv.client_closed.wait(1.0), "the client never closed its TLS connection"
+        gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not leaks, leaks
+
+
+def test_https_error_answer_does_not_keep_the_tls_socket_open(
+    tls_env: pytest.MonkeyPatch, pki: Pki, ident: TsaIdentity
+) -> None:
+    """A TSA answering 503 over keep-alive TLS: the client must hang up at once, not when the error (whose
+    traceback a caller may keep, to log or retry) is garbage-collected."""
+
+    def answer(conn: Conn, tsr: bytes) -> None:
+        conn.send(head("HTTP/1.1 503 Busy", "Content-Length: 0"))
+        conn.hold()
+
+    with tls_token_server(pki, ident, answer) as srv:
+        with pytest.raises(VaultMeshError) as info:
+            request_token(srv.url(), DATA, timeout=2.5)
+        assert info.value.code == "VM-TSA-UNREACHABLE" and "503" in info.value.cause, info.value.cause
+        closed = srv.client_closed.wait(1.0)
+        info = None  # type: ignore[assignment]  # drop the traceback before the server's exit
+    assert closed, "the TLS socket stayed open while the error was alive"
+
+
+# --- https through a CONNECT tunnel ---------------------------------------------------------------------------
+
+
+PROXY_CREDS = {
+    "no-credentials": ("", None),
+    "user-and-password": ("user:p%40ss@", "user:p@ss"),
+    "user-only": ("user@", "user:"),
+}
+
+
+@pytest.mark.parametrize("creds", list(PROXY_CREDS))
+@pytest.mark.parametrize("var", ["https_proxy", "HTTPS_PROXY"])
+def test_https_through_connect_tunnel(creds: str, var: str, tls_env: pytest.MonkeyPatch, pki: Pki,
+                                      ident: TsaIdentity) -> None:
+    userinfo, plain = PROXY_CREDS[creds]
+    with tls_token_server(pki, ident) as srv, RawServer(connect_proxy(srv.port)) as proxy:
+        tls_env.setenv(var, f"http://{userinfo}127.0.0.1:{proxy.port}")
+        req = fetch_over_tls(f"https://tsa.invalid:{srv.port}/tsr", ident, srv)
+    authority = f"tsa.invalid:{srv.port}"
+    assert [r.line for r in proxy.requests] == [f"CONNECT {authority} HTTP/1.1"]
+    connect = proxy.requests[0]
+    assert connect.headers.get("host") == authority, connect.headers
+    if plain is None:
+        assert "proxy-authorization" not in connect.headers, connect.headers
+    else:
+        assert connect.headers.get("proxy-authorization") == "Basic " + base64.b64encode(plain.encode()).decode()
+    assert connect.body == b""
+    # inside the tunnel: an origin-form request to the TSA, which never sees the proxy's credentials
+    assert req.line == "POST /tsr HTTP/1.1", req.line
+    assert req.headers.get("host") == authority, req.headers
+    assert "proxy-authorization" not in req.headers, "the proxy credentials were sent to the TSA"
+    assert srv.sni == ["tsa.invalid"], srv.sni
+    assert proxy.connections == 1 and srv.connections == 1
+
+
+@pytest.mark.parametrize(
+    "proxy_answer",
+    [
+        b"HTTP/1.0 200 Connection established\r\nProxy-agent: Squid/6.6\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 \r\n\r\n",
+    ],
+    ids=["http10-with-proxy-agent", "ok-with-content-length-0", "empty-reason"],
+)
+def test_connect_answers_proxies_really_send(proxy_answer: bytes, tls_env: pytest.MonkeyPatch, pki: Pki,
+                                             ident: TsaIdentity) -> None:
+    """RFC 9110 9.3.6: any 2xx to CONNECT opens the tunnel; its headers (even Content-Length) are ignored."""
+    with tls_token_server(pki, ident) as srv, RawServer(connect_proxy(srv.port, proxy_answer)) as proxy:
+        tls_env.setenv("https_proxy", proxy.base)
+        fetch_over_tls(f"https://tsa.invalid:{srv.port}/tsr", ident, srv)
+
+
+@pytest.mark.parametrize(
+    "url_host,target_host,sni",
+    [
+        ("tsa.invalid", "tsa.invalid", "tsa.invalid"),
+        ("[2001:db8::5]", "[2001:db8::5]", None),
+        ("ts\u00e4.invalid", "xn--ts-wia.invalid", "xn--ts-wia.invalid"),
+    ],
+    ids=["default-port-443", "ipv6-literal", "idn-host"],
+)
+def test_connect_target_is_always_host_colon_port(url_host: str, target_host: str, sni: str | None,
+                                                  tls_env: pytest.MonkeyPatch, pki: Pki, ident: TsaIdentity) -> None:
+    """RFC 9112 3.2.3: CONNECT's request-target is authority-form, uri-host ":" port, the port never left out
+    (even the default 443); an IPv6 literal in brackets; an IDN host in its A-label form."""
+    default_port = url_host == "tsa.invalid"
+    with tls_token_server(pki, ident) as srv, RawServer(connect_proxy(srv.port)) as proxy:
+        tls_env.setenv("https_proxy", f"127.0.0.1:{proxy.port}")  # no scheme: an http:// proxy, as in curl
+        url = f"https://{url_host}/tsr" if default_port else f"https://{url_host}:{srv.port}/tsr"
+        req = fetch_over_tls(url, ident, srv)
+    port = 443 if default_port else srv.port
+    assert [r.line for r in proxy.requests] == [f"CONNECT {target_host}:{port} HTTP/1.1"]
+    assert proxy.requests[0].headers.get("host") in (f"{target_host}:{port}", target_host if default_port else None)
+    assert req.headers.get("host") == (target_host if default_port else f"{target_host}:{port}"), req.headers
+    assert srv.sni == [sni], srv.sni
+
+
+@pytest.mark.parametrize(
+    "status_line", ["HTTP/1.1 407 Proxy Authentication Required", "HTTP/1.1 403 Forbidden", "HTTP/1.0 502 Bad Gateway"]
+)
+def test_connect_refused_by_the_proxy(status_line: str, tls_env: pytest.MonkeyPatch, pki: Pki,
+                                      ident: TsaIdentity) -> None:
+    answer = head(status_line, "Proxy-Authenticate: Basic realm=\"p\"", "Content-Length: 5") + b"nope!"
+    with tls_token_server(pki, ident) as srv, RawServer(connect_proxy(srv.port, answer)) as proxy:
+        tls_env.setenv("https_proxy", proxy.base)
+        err, elapsed = refused(f"https://tsa.invalid:{srv.port}/tsr", timeout=2.5)
+    status = status_line.split()[1]
+    assert status in err.cause, err.cause
+    assert "proxy" in err.cause.lower(), err.cause
+    assert elapsed < 1.5
+    assert srv.connections == 0
+
+
+def test_connect_tunnel_closed_by_the_proxy(tls_env: pytest.MonkeyPatch, pki: Pki, ident: TsaIdentity) -> None:
+    """The proxy says 200 and hangs up (upstream gone): the TLS handshake fails, promptly."""
+
+    def handler(conn: Conn) -> None:
+        conn.read_request()
+        conn.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+    with RawServer(handler) as proxy:
+        tls_env.setenv("https_proxy", proxy.base)
+        _err, elapsed = refused("https://tsa.invalid:8443/tsr", timeout=2.5)
+    assert elapsed < 1.5
+
+
+def test_https_no_proxy_match_goes_direct(tls_env: pytest.MonkeyPatch) -> None:
+    def proxy_handler(conn: Conn) -> None:
+        conn.read_request()
+        conn.send(head("HTTP/1.1 502 Bad Gateway", "Content-Length: 0"))
+
+    with RawServer(proxy_handler) as proxy:
+        tls_env.setenv("https_proxy", proxy.base)
+        tls_env.setenv("no_proxy", ".invalid")
+        refused("https://tsa.invalid/tsr", timeout=2)
+    assert proxy.connections == 0
+
+
+# --- http:// through a proxy with credentials -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("creds", [c for c in PROXY_CREDS if c != "no-credentials"])
+@pytest.mark.parametrize("var", ["http_proxy", "HTTP_PROXY"])
+def test_http_proxy_credentials_sent_as_basic(creds: str, var: str, no_proxy_env: pytest.MonkeyPatch,
+                                              ident: TsaIdentity) -> None:
+    userinfo, plain = PROXY_CREDS[creds]
+    assert plain is not None
+    with RawServer(token_handler(ident, _cl_keepalive, [])) as proxy:
+        no_proxy_env.setenv(var, f"http://{userinfo}127.0.0.1:{proxy.port}")
+        tsr, nonce = request_token(PROXIED_URL, DATA, timeout=2.5)
+    assert verify_token(tsr, DATA, trust(ident), nonce).nonce == nonce
+    (req,) = proxy.requests
+    assert req.line == "POST http://tsa.invalid/tsr HTTP/1.1", req.line
+    assert req.headers.get("host") == "tsa.invalid", req.headers
+    assert req.headers.get("proxy-authorization") == "Basic " + base64.b64encode(plain.encode()).decode(), req.headers
+
+
+# --- proxy settings that are not http:// proxies --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "var,value,url",
+    [
+        ("https_proxy", "socks5://127.0.0.1:{port}", "https://tsa.invalid/tsr"),
+        ("HTTPS_PROXY", "socks5h://127.0.0.1:{port}", "https://tsa.invalid/tsr"),
+        ("https_proxy", "https://127.0.0.1:{port}", "https://tsa.invalid/tsr"),
+        ("http_proxy", "socks4://127.0.0.1:{port}", "http://tsa.invalid/tsr"),
+        ("http_proxy", "http://127.0.0.1:99999", "http://tsa.invalid/tsr"),
+    ],
+    ids=["socks5", "socks5h-upper-case-var", "https-proxy", "socks4-for-http", "bad-port"],
+)
+def test_unsupported_proxy_setting_is_named(var: str, value: str, url: str, no_proxy_env: pytest.MonkeyPatch) -> None:
+    def handler(conn: Conn) -> None:
+        conn.hold()
+
+    with RawServer(handler) as proxy:
+        setting = value.format(port=proxy.port)
+        no_proxy_env.setenv(var, setting)
+        err, elapsed = refused(url, timeout=2)
+    assert setting in err.cause, err.cause
+    assert "proxy" in err.cause.lower(), err.cause
+    assert proxy.connections == 0, "an unsupported proxy was connected to"
+    assert elapsed < 0.5
+
+
+# --- one deadline over the TLS handshake ----------------------------------------------------------------------
+
+
+def _silent_after_client_hello(conn: Conn) -> None:
+    conn.hold()  # reads the ClientHello (and whatever follows), never answers
+
+
+def _dripped_server_hello(conn: Conn) -> None:
+    """A TLS handshake record that promises 16 KiB, sent one byte every 50 ms: each read returns data, so only
+    an overall deadline ends it."""
+    conn.sock.recv(65536)  # the ClientHello
+    conn.drip([b"\x16", b"\x03", b"\x03", b"\x40", b"\x00"] + [b"\x02"] * 400)
+
+
+@pytest.mark.parametrize("kind", ["silent-server", "dripped-server-hello"])
+def test_tls_handshake_bounded_by_the_timeout(kind: str, tls_env: pytest.MonkeyPatch) -> None:
+    handler = _silent_after_client_hello if kind == "silent-server" else _dripped_server_hello
+    with RawServer(handler) as srv:
+        err, elapsed = refused(f"https://127.0.0.1:{srv.port}/tsr", timeout=0.7)
+    assert 0.6 < elapsed < 1.3, f"{elapsed:.2f} s for a 0.7 s timeout ({err.cause})"
+    assert "0.7" in err.cause, err.cause
+
+
+@pytest.mark.parametrize("stall", ["proxy-silent", "tls-silent-after-slow-connect"])
+def test_tunnel_and_handshake_share_one_deadline(stall: str, tls_env: pytest.MonkeyPatch) -> None:
+    """The proxy takes 0.6 s to open the tunnel (or never does), then the TLS server never answers: 1 s in all,
+    not 1.6 s."""
+    with RawServer(_silent_after_client_hello) as tls_srv:
+        if stall == "proxy-silent":
+            proxy_handler: Handler = _silent_after_client_hello
+        else:
+            proxy_handler = connect_proxy(tls_srv.port, delay=0.6)
+        with RawServer(proxy_handler) as proxy:
+            tls_env.setenv("https_proxy", proxy.base)
+            err, elapsed = refused(f"https://tsa.invalid:{tls_srv.port}/tsr", timeout=1.0)
+    assert 0.9 < elapsed < 1.4, f"{elapsed:.2f} s for a 1 s timeout ({err.cause})"
+    assert "1 s" in err.cause, err.cause
+
+
+def test_tls_drip_fed_answer_bounded_by_the_timeout(tls_env: pytest.MonkeyPatch, pki: Pki,
+                                                    ident: TsaIdentity) -> None:
+    """After the handshake, one TLS record per byte every 50 ms: still one deadline."""
+    with TlsServer(pki.good, _dripper("content-length-body", ident)) as srv:
+        err, elapsed = refused(srv.url(), timeout=0.7)
+    assert elapsed < 1.3, f"{elapsed:.2f} s for a 0.7 s timeout"
+    assert "0.7" in err.cause, err.cause
+
+
+# --- TLS verification failures --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cert", ["rogue", "other_host", "expired"], ids=["untrusted-ca", "wrong-hostname", "expired"])
+@pytest.mark.parametrize("via", ["direct", "tunnel"])
+def test_tls_certificate_failure_is_unreachable(cert: str, via: str, tls_env: pytest.MonkeyPatch, pki: Pki,
+                                                ident: TsaIdentity) -> None:
+    with TlsServer(getattr(pki, cert), token_handler(ident, _cl_keepalive, [])) as srv:
+        if via == "direct":
+            err, elapsed = refused(srv.url(), timeout=2.5)
+        else:
+            with RawServer(connect_proxy(srv.port)) as proxy:
+                tls_env.setenv("https_proxy", proxy.base)
+                err, elapsed = refused(f"https://tsa.invalid:{srv.port}/tsr", timeout=2.5)
+            assert proxy.connections == 1
+        time.sleep(0.05)  # let the server finish its side of the aborted handshake
+    assert "certificate" in err.cause.lower(), err.cause
+    assert elapsed < 1.5
+    assert srv.requests == [] and srv.handshakes == 0, "the client finished a handshake it should have refused"
+    assert srv.handshake_errors, "the server saw no aborted handshake"
+
+
+def test_plain_http_server_on_an_https_url(tls_env: pytest.MonkeyPatch) -> None:
+    def handler(conn: Conn) -> None:
+        conn.sock.recv(65536)
+        conn.send(head("HTTP/1.1 400 Bad Request", "Content-Length: 0", "Connection: close"))
+
+    with RawServer(handler) as srv:
+        _err, elapsed = refused(f"https://127.0.0.1:{srv.port}/tsr", timeout=2.5)
+    assert elapsed < 1.5
