@@ -184,7 +184,7 @@ class Node:
     def oid(self, what: str = "an OBJECT IDENTIFIER") -> str:
         c = self._primitive(what, OID)
         if not c or c[-1] & 0x80:
-            raise DerError(f"{what} is empty or cut inside a sub-identifier")
+            raise DerError(f"{what} is empty or cut inside a sub-identifier (not DER, X.690 8.19.2)")
         arcs: list[int] = []
         value = 0
         fresh = True

@@ -734,10 +734,12 @@ def _describe_sid(sid: Node) -> str:
         if sid.tag == SEQUENCE:
             r = sid.reader("the IssuerAndSerialNumber")
             issuer = _rfc4514(_name(r.take(SEQUENCE, "issuer"), "the issuer"))
-            return f"issuer {issuer!r}, serial {r.take(INTEGER, 'serialNumber').integer()}"
+            serial = r.take(INTEGER, "serialNumber").integer()
+            r.done()
+            return f"issuer {issuer!r}, serial {serial}"
         return f"subjectKeyIdentifier {sid.octets('the sid', ctx(0, constructed=False)).hex()}"
-    except DerError:
-        return "an unparsable signer identifier"
+    except DerError as exc:
+        return f"an unparsable signer identifier: {exc.detail}"
 
 
 _PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None
