@@ -11,8 +11,9 @@
                     whole process: N requests in parallel batches, N tokens verified, N timestamp entries
                     signed, one append.                                                  target <= 30 s
 
-The TSA runs in this process (a thread), the commands in their own processes. This is a script, not a test:
-no test asserts a time.
+The TSA runs in this process (a thread), the commands in their own processes, which import the INSTALLED
+package (as users run it, with its bytecode compiled by pip): the script refuses to run when that package is
+not this checkout (`pip install .` first). This is a script, not a test: no test asserts a time.
 """
 
 from __future__ import annotations
@@ -66,6 +67,20 @@ def vm_cpu(cwd: Path, env: dict[str, str], *args: str) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def require_installed_checkout(cwd: Path, env: dict[str, str]) -> str:
+    """The installed git_vaultmesh's directory, after checking it holds this checkout's code: timing a stale
+    install (or a checkout without bytecode, under PYTHONDONTWRITEBYTECODE) gives figures of other code."""
+    where = Path(sh([sys.executable, "-c", "import git_vaultmesh, os; print(os.path.dirname(git_vaultmesh.__file__))"],
+                    cwd, env).strip())
+    stale = [f.name for f in sorted((ROOT / "git_vaultmesh").rglob("*.py"))
+             if not (where / f.relative_to(ROOT / "git_vaultmesh")).is_file()
+             or (where / f.relative_to(ROOT / "git_vaultmesh")).read_bytes() != f.read_bytes()]
+    if stale:
+        raise SystemExit(f"the git_vaultmesh that commands import ({where}) differs from this checkout in "
+                         f"{', '.join(stale[:5])}: run `pip install .` first")
+    return str(where)
+
+
 def new_ledger(base: Path, name: str, env: dict[str, str], fpr: str) -> Path:
     path = base / name
     path.mkdir()
@@ -97,6 +112,7 @@ def main() -> int:
             "Bench <bench@example.org>", "ed25519", "sign", "never"], work, env)
         listing = sh(["gpg", "--batch", "--with-colons", "--list-secret-keys"], work, env)
         fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+        print(f"timing the installed package in {require_installed_checkout(work, env)}")
         ident = make_identity("ec")
         (work / "ca.pem").write_bytes(ident.ca_cert_pem)
         with TsaServer(ident, max_lifetime=3600) as srv:
