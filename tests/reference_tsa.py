@@ -7,9 +7,13 @@ reader (git_vaultmesh/der.py) and cryptography's hazmat primitives only, to save
 process. tests/test_tsa_differential.py runs both over the same tokens and requires the same verdict: equal
 TokenInfo/ParsedToken fields on acceptance, the same error code on rejection.
 
-The code is kept as it was (the existing tests proved it); only the HTTP client (request_token and its
-helpers) is dropped, since the oracle only parses and verifies. It raises the package's VaultMeshError, so
-codes compare directly.
+The parsing and checking code is kept as it was (the existing tests proved it); only the HTTP client
+(request_token and its helpers) is dropped, since the oracle only parses and verifies. What is data or wording,
+not judgement, comes from git_vaultmesh.tsa instead of a copy: the OIDs, the PKI status names, _fail with its
+hints (so it raises the package's VaultMeshError and codes compare directly), the error wording helpers
+(_describe_non_der, _not_tsr, _iso), and the public TsaTrust and TokenInfo. Its own ParsedToken stays: it holds
+asn1crypto SignerInfos. So does its own _check_der_shape, which, unlike the lean reader's, accepts non-minimal
+lengths (asn1crypto reads them).
 
 Verification order (the first failure is the one reported): structure and status, then the CMS signature over
 the signed attributes (so a forged field reports SIGNATURE, not a misleading IMPRINT), then imprint, nonce,
@@ -25,7 +29,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, NoReturn
+from typing import Any
 
 from asn1crypto import cms, core, tsp
 from asn1crypto import x509 as asn1_x509
@@ -37,6 +41,28 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from git_vaultmesh.errors import VaultMeshError
+from git_vaultmesh.tsa import (
+    _PKI_STATUS,
+    OID_ATTR_CONTENT_TYPE,
+    OID_ATTR_MESSAGE_DIGEST,
+    OID_ATTR_SIGNING_CERT,
+    OID_ATTR_SIGNING_CERT_V2,
+    OID_EC_PUBLIC_KEY,
+    OID_MGF1,
+    OID_RSA_ENCRYPTION,
+    OID_RSASSA_PSS,
+    OID_SHA256,
+    OID_SHA384,
+    OID_SHA512,
+    OID_SIGNED_DATA,
+    OID_TST_INFO,
+    TokenInfo,
+    TsaTrust,
+    _describe_non_der,
+    _fail,
+    _iso,
+    _not_tsr,
+)
 
 __all__ = [
     "ParsedToken",
@@ -48,22 +74,6 @@ __all__ = [
     "token_gen_time",
     "verify_token",
 ]
-
-# --- object identifiers (dotted, so comparisons do not depend on asn1crypto's name tables) ------------------
-OID_SHA256 = "2.16.840.1.101.3.4.2.1"
-OID_SHA384 = "2.16.840.1.101.3.4.2.2"
-OID_SHA512 = "2.16.840.1.101.3.4.2.3"
-OID_SHA1 = "1.3.14.3.2.26"
-OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
-OID_TST_INFO = "1.2.840.113549.1.9.16.1.4"
-OID_ATTR_CONTENT_TYPE = "1.2.840.113549.1.9.3"
-OID_ATTR_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
-OID_ATTR_SIGNING_CERT = "1.2.840.113549.1.9.16.2.12"
-OID_ATTR_SIGNING_CERT_V2 = "1.2.840.113549.1.9.16.2.47"
-OID_RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
-OID_RSASSA_PSS = "1.2.840.113549.1.1.10"
-OID_MGF1 = "1.2.840.113549.1.1.8"
-OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 
 # Digests accepted for the CMS signature, ESSCertIDv2 and messageDigest: SHA-1 and weaker are refused.
 _DIGESTS: dict[str, tuple[str, Callable[[], hashes.HashAlgorithm]]] = {
@@ -86,73 +96,9 @@ _EC_CURVES = ("secp256r1", "secp384r1", "secp521r1")
 _MIN_RSA_BITS = 2048
 _DER_NULL = b"\x05\x00"
 _MAX_CHAIN_DEPTH = 4  # intermediates between the signer and the policy CA
-_PKI_STATUS = {
-    0: "granted",
-    1: "grantedWithMods",
-    2: "rejection",
-    3: "waiting",
-    4: "revocationWarning",
-    5: "revocationNotification",
-}
-
-_HINTS: dict[str, str] = {
-    "VM-TSA-EMPTY": "the TSA or the network failed when the token was stored; request a new token",
-    "VM-TSA-NOT-DER": (
-        "the TSA URL probably serves a web page, or a proxy answered instead: check that the URL "
-        "accepts application/timestamp-query POSTs, then request a new token"
-    ),
-    "VM-TSA-TRUNCATED": "the token was cut short (interrupted transfer or storage); request a new token",
-    "VM-TSA-STATUS": "check that the TSA accepts SHA-256 imprints and its default policy, or retry later",
-    "VM-TSA-IMPRINT": "the token was issued for other bytes: request a token over the entry's exact line",
-    "VM-TSA-NONCE": "the response answers another request (replayed or cached): retry, bypassing proxies",
-    "VM-TSA-SIGNATURE": "the token was altered or corrupted after the TSA signed it; request a new token",
-    "VM-TSA-CHAIN": (
-        "check that the TSA URL belongs to the TSA named in the policy, or update the policy's CA "
-        "certificate for it (a signed policy change)"
-    ),
-    "VM-TSA-EKU": (
-        "use a TSA whose signer certificate has a critical extendedKeyUsage of exactly timeStamping "
-        "(RFC 3161 section 2.3)"
-    ),
-    "VM-TSA-PIN": (
-        "the TSA's signing key changed: confirm the new key with the TSA operator out of band, then update "
-        "the pin in the policy (spki_pin_of prints it)"
-    ),
-    "VM-TSA-CERT-VALIDITY": (
-        "the TSA signed outside its certificate's validity (clock or certificate error): report it to the "
-        "TSA operator and timestamp with another TSA"
-    ),
-}
 
 
-def _fail(code: str, cause: str, hint: str | None = None) -> NoReturn:
-    raise VaultMeshError(code, cause, hint if hint is not None else _HINTS.get(code))
-
-
-# --- public data types --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TsaTrust:
-    """What a policy says about one TSA: the CA its signer must chain to, and optionally a key pin."""
-
-    name: str
-    ca_cert_pem: str
-    spki_pin: str | None = None  # base64(SHA-256(DER SubjectPublicKeyInfo of the signer certificate))
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    """The facts of a verified token; the caller judges later expiry (archive timestamps) from these."""
-
-    gen_time: datetime
-    serial: int
-    policy_oid: str
-    nonce: int | None
-    signer_not_before: datetime
-    signer_not_after: datetime
-    signer_subject: str
-    spki_pin: str
+# --- public data types (TsaTrust and TokenInfo: git_vaultmesh.tsa's) ----------------------------------------
 
 
 @dataclass(frozen=True)
@@ -273,23 +219,6 @@ def _check_der_shape(data: bytes) -> None:
         _fail("VM-TSA-NOT-DER", f"the timestamp token is malformed DER: {exc.detail}")
 
 
-def _describe_non_der(data: bytes) -> str:
-    """Name what was found instead of DER, with a short excerpt, for the error cause."""
-    head = data[:400].lstrip()
-    text = head[:60].decode("latin-1")
-    excerpt = "".join(ch if ch.isprintable() else " " for ch in text).strip()
-    if head[:1] == b"<":
-        return f"an HTML or XML page ({excerpt!r}…)"
-    if head.startswith(b"-----BEGIN"):
-        return f"PEM text ({excerpt!r}…)"
-    printable = sum(1 for b in head if 32 <= b < 127 or b in (9, 10, 13))
-    if head and printable == len(head):
-        if head.startswith(b"MII"):
-            return f"base64 text ({excerpt[:20]!r}…): decode it to DER first"
-        return f"text ({excerpt!r}…)"
-    return f"binary data that is not DER (first bytes {data[:8].hex()})"
-
-
 # --- asn1crypto access, kept behind typed helpers -----------------------------------------------------------
 
 
@@ -314,13 +243,6 @@ def _alg_params(alg: Any) -> bytes | None:
     if isinstance(params, core.Void):
         return None
     return _der(params)
-
-
-def _not_tsr(detail: str) -> NoReturn:
-    _fail(
-        "VM-TSA-NOT-DER",
-        f"the timestamp token is well-formed DER but not an RFC 3161 TimeStampResp: {detail}",
-    )
 
 
 def parse_response(tsr: bytes) -> ParsedToken:
@@ -884,10 +806,6 @@ def _check_validity(gen_time: datetime, cert: _Cert, role: str) -> None:
             f"genTime {_iso(gen_time)} lies {side}: the {role} {cert.subject!r} is valid "
             f"from {_iso(nb)} to {_iso(na)}, and genTime was required within that",
         )
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def verify_token(tsr: bytes, data: bytes, trust: TsaTrust, nonce: int | None = None) -> TokenInfo:

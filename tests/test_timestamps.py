@@ -9,6 +9,7 @@ counting like ours, a TSA down/garbage/slow at record time leaving entries pendi
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -25,11 +26,12 @@ from git_vaultmesh.config import signing_key
 from git_vaultmesh.entry import Entry
 from git_vaultmesh.git import Repo
 from git_vaultmesh.timestamping import archive_data, sign_bodies, timestamp_body
-from git_vaultmesh.tsa import build_request, request_token, spki_pin_of, verify_token
-from git_vaultmesh.tsa_server import TsaIdentity, TsaServer, make_identity, sign_token, write_identity
+from git_vaultmesh.tsa import request_token, spki_pin_of, verify_token
+from git_vaultmesh.tsa_server import TsaIdentity, TsaServer, make_identity, write_identity
 
 from cli_helpers import assert_error, ok, ok_json, run
 from conftest import GpgKey, gen_gpg_key, git
+from tsa_kit import openssl_query, openssl_reply, openssl_verify, token
 
 UTC = timezone.utc
 
@@ -72,11 +74,6 @@ def append_stamp(repo: Path, tokens: list[tuple[str, bytes]], *, entry: str | No
         assert head.log_id is not None
         (stamp,) = sign_bodies(key, [timestamp_body(head.log_id, tokens, entry=entry, checkpoint=checkpoint)])
         return ledger.append(r, key, [stamp]).first_seq
-
-
-def token_over(ident: TsaIdentity, data: bytes, **kwargs: Any) -> bytes:
-    req, _ = build_request(data)
-    return sign_token(ident, req, **kwargs)
 
 
 def verify_json(repo: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
@@ -122,11 +119,8 @@ def test_record_timestamps_in_the_same_append(ledger_repo: Path, server: TsaServ
     assert code == 0, failed(report)
     assert any(c["check"] == "entry.tokens" and c["ok"] for c in report["checks"])
     # the token's imprint is SHA-256 of the release's line (body and signatures): openssl agrees
-    tsr = stamp.body["tokens"][0]["tsr"]
-    (tmp_path / "line").write_bytes(release.line)
-    (tmp_path / "t.tsr").write_bytes(__import__("base64").b64decode(tsr))
-    res = subprocess.run(["openssl", "ts", "-verify", "-data", tmp_path / "line", "-in", tmp_path / "t.tsr",
-                          "-CAfile", write_ca(tmp_path, server.identity)], capture_output=True, text=True)
+    tsr = base64.b64decode(stamp.body["tokens"][0]["tsr"])
+    res = openssl_verify(tmp_path, tsr, release.line, server.identity.ca_cert_pem)
     assert res.returncode == 0 and "Verification: OK" in res.stdout, res.stderr
 
 
@@ -160,16 +154,16 @@ def test_bad_tokens_rejected_with_their_own_code(ledger_repo: Path, server: TsaS
     release = next(i for i, e in enumerate(es) if e.type == "release")
     line, rid = es[release].line, es[release].id
     policy_line = es[1].line
-    good = token_over(server.identity, line)
+    good = token(server.identity, line)[0]
     html = b"<!DOCTYPE html>\n<html><body>Please sign in</body></html>\n"
     cases = {
-        "VM-TSA-OTHER-ENTRY": ("main", token_over(server.identity, policy_line)),  # a token for another entry
-        "VM-TSA-IMPRINT": ("main", token_over(server.identity, line + b" ")),  # for other bytes
+        "VM-TSA-OTHER-ENTRY": ("main", token(server.identity, policy_line)[0]),  # a token for another entry
+        "VM-TSA-IMPRINT": ("main", token(server.identity, line + b" ")[0]),  # for other bytes
         "VM-TSA-EMPTY": ("main", b""),
         "VM-TSA-NOT-DER": ("main", html),
         "VM-TSA-TRUNCATED": ("main", good[:-20]),
         "VM-TSA-UNKNOWN": ("nobody", good),  # a TSA the policy does not name
-        "VM-TSA-CHAIN": ("main", token_over(other, line)),  # signer does not chain to the policy CA
+        "VM-TSA-CHAIN": ("main", token(other, line)[0]),  # signer does not chain to the policy CA
         "VM-TSA-PIN": ("pinned", good),  # right CA, key not the pinned one
     }
     seq_of = {code: append_stamp(ledger_repo, [tok], entry=rid) for code, tok in cases.items()}
@@ -213,7 +207,7 @@ def test_archive_timestamp_keeps_expired_tokens_valid(ledger_repo: Path, ident: 
         head = ledger.read_head(r)
         assert head.log_id is not None
         leaves = [merkle.leaf_hash(e.line) for e in ledger.read_entries(r, str(head.commit))]
-        late = token_over(long, archive_data(head.log_id, head.size, leaves), gen_time=now + timedelta(days=2))
+        late, _ = token(long, archive_data(head.log_id, head.size, leaves), gen_time=now + timedelta(days=2))
     append_stamp(ledger_repo, [("main", late)], checkpoint=head.size)
     code, report = verify_json(ledger_repo, "v1.0", env=later)
     assert code == 1 and codes(report) == {"VM-TSA-EXPIRED-UNANCHORED", "VM-TSA-PENDING"}, failed(report)
@@ -234,24 +228,6 @@ def test_archive_timestamp_keeps_expired_tokens_valid(ledger_repo: Path, ident: 
 
 # --- a token made by openssl ----------------------------------------------------------------------------------
 
-OPENSSL_TSA_CNF = """\
-[ tsa ]
-default_tsa = tsa_config1
-
-[ tsa_config1 ]
-serial = {dir}/serial
-crypto_device = builtin
-signer_digest = sha256
-default_policy = 1.2.3.4.1
-digests = sha256
-accuracy = secs:1
-ordering = yes
-tsa_name = yes
-ess_cert_id_chain = no
-ess_cert_id_alg = sha256
-"""
-
-
 def test_openssl_reply_inside_a_ledger_verifies(ledger_repo: Path, server: TsaServer, tmp_path: Path) -> None:
     add_tsa(ledger_repo, "main", server, tmp_path)
     server.mode = "down"
@@ -261,15 +237,8 @@ def test_openssl_reply_inside_a_ledger_verifies(ledger_repo: Path, server: TsaSe
     release = next(e for e in es if e.type == "release")
     d = tmp_path / "ossl"
     write_identity(server.identity, d)
-    (d / "serial").write_text("01\n")
-    (d / "tsa.cnf").write_text(OPENSSL_TSA_CNF.format(dir=d))
-    (d / "line").write_bytes(release.line)
-    for step in (["ts", "-query", "-data", d / "line", "-sha256", "-cert", "-out", d / "q.tsq"],
-                 ["ts", "-reply", "-config", d / "tsa.cnf", "-queryfile", d / "q.tsq", "-signer", d / "tsa.pem",
-                  "-inkey", d / "tsa.key", "-out", d / "r.tsr"]):
-        done = subprocess.run(["openssl", *map(str, step)], capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, done.stderr
-    append_stamp(ledger_repo, [("main", (d / "r.tsr").read_bytes())], entry=release.id)
+    tsr = openssl_reply(d, openssl_query(d, release.line), d / "tsa.pem", d / "tsa.key")
+    append_stamp(ledger_repo, [("main", tsr)], entry=release.id)
     code, report = verify_json(ledger_repo, "v1.0")
     assert code == 0, failed(report)
 

@@ -15,17 +15,14 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from asn1crypto import algos, cms, core, tsp
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from asn1crypto import tsp
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from git_vaultmesh.errors import VaultMeshError
 from git_vaultmesh.tsa import (
@@ -47,9 +44,31 @@ from git_vaultmesh.tsa_server import (
     write_identity,
 )
 
-DATA = b'{"v":1,"body":{"type":"release"},"sigs":[]}'
-OPENSSL = "openssl"
-
+from tsa_kit import (
+    DATA,
+    ca_lookalike,
+    cert_der,
+    content_type_data,
+    drop_attr,
+    ess_v2_naming,
+    flip,
+    gen_time_digit_flipped,
+    make_openssl_pki,
+    openssl_query,
+    openssl_reply,
+    openssl_verify,
+    post,
+    rebuild,
+    request_der,
+    resign,
+    resigned,
+    serial_plus_one,
+    signature_flipped,
+    signing_time_shifted,
+    token,
+    trust_of,
+    zero_message_digest,
+)
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
@@ -62,130 +81,6 @@ def expect(code: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Vaul
     assert err.code == code, err.render()
     assert err.cause and err.hint, err.render()
     return err
-
-
-def trust_of(ident: TsaIdentity, pin: bool = False, name: str = "test") -> TsaTrust:
-    return TsaTrust(name, ident.ca_cert_pem.decode(), spki_pin_of(ident.cert_pem) if pin else None)
-
-
-def token(ident: TsaIdentity, data: bytes = DATA, **kwargs: Any) -> tuple[bytes, int]:
-    """A token made offline with sign_token (no HTTP), and the nonce requested."""
-    req, nonce = build_request(data)
-    return sign_token(ident, req, **kwargs), nonce
-
-
-def openssl(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([OPENSSL, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=30)
-
-
-def openssl_verify(tmp: Path, tsr: bytes, data: bytes, ca_pem: bytes) -> subprocess.CompletedProcess[str]:
-    (tmp / "resp.tsr").write_bytes(tsr)
-    (tmp / "data.bin").write_bytes(data)
-    (tmp / "ca.pem").write_bytes(ca_pem)
-    return openssl(
-        "ts", "-verify", "-data", tmp / "data.bin", "-in", tmp / "resp.tsr", "-CAfile", tmp / "ca.pem"
-    )
-
-
-def copy(obj: Any) -> Any:
-    """A detached copy of an asn1crypto value, safe to place into a new structure."""
-    return obj.__class__.load(obj.dump())
-
-
-def rebuild(tsr: bytes, *, econtent: bytes | None = None, signer_infos: list[Any] | None = None) -> bytes:
-    """Re-encode a TimeStampResp with a replaced TSTInfo and/or SignerInfos (signatures left as they are)."""
-    resp = tsp.TimeStampResp.load(tsr)
-    sd = resp["time_stamp_token"]["content"]
-    encap = sd["encap_content_info"]
-    new_sd = cms.SignedData(
-        {
-            "version": sd["version"].native,
-            "digest_algorithms": copy(sd["digest_algorithms"]),
-            "encap_content_info": {
-                "content_type": "tst_info",
-                "content": core.ParsableOctetString(
-                    econtent if econtent is not None else bytes(encap["content"])
-                ),
-            },
-            "certificates": [copy(c) for c in sd["certificates"]],
-            "signer_infos": signer_infos if signer_infos is not None else [copy(sd["signer_infos"][0])],
-        }
-    )
-    out = tsp.TimeStampResp(
-        {
-            "status": copy(resp["status"]),
-            "time_stamp_token": cms.ContentInfo({"content_type": "signed_data", "content": new_sd}),
-        }
-    )
-    return bytes(out.dump())
-
-
-def resign(
-    tsr: bytes,
-    ident: TsaIdentity,
-    *,
-    attrs: Callable[[list[Any]], list[Any]] = lambda a: a,
-    pss: bool = False,
-    sid_ski: bool = False,
-) -> Any:
-    """A new SignerInfo over (possibly edited) signed attributes, validly signed with the TSA key.
-
-    Forges tokens whose signature is correct but whose content is not, to prove the verifier checks more than
-    the signature.
-    """
-    resp = tsp.TimeStampResp.load(tsr)
-    si = resp["time_stamp_token"]["content"]["signer_infos"][0]
-    new_attrs = cms.CMSAttributes(attrs([copy(a) for a in si["signed_attrs"]]))
-    to_sign = new_attrs.dump()
-    key = serialization.load_pem_private_key(ident.key_pem, password=None)
-    if isinstance(key, rsa.RSAPrivateKey) and pss:
-        signature = key.sign(to_sign, padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
-        sig_alg = algos.SignedDigestAlgorithm(
-            {
-                "algorithm": "rsassa_pss",
-                "parameters": {
-                    "hash_algorithm": {"algorithm": "sha256"},
-                    "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": "sha256"}},
-                    "salt_length": 32,
-                },
-            }
-        )
-    elif isinstance(key, rsa.RSAPrivateKey):
-        signature = key.sign(to_sign, padding.PKCS1v15(), hashes.SHA256())
-        sig_alg = algos.SignedDigestAlgorithm({"algorithm": "sha256_rsa"})
-    else:
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        signature = key.sign(to_sign, ec.ECDSA(hashes.SHA256()))
-        sig_alg = algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"})
-    sid = copy(si["sid"])
-    if sid_ski:
-        from asn1crypto import x509 as asn1_x509
-
-        ski = asn1_x509.Certificate.load(x509_der(ident.cert_pem)).key_identifier
-        sid = cms.SignerIdentifier({"subject_key_identifier": ski})
-    return cms.SignerInfo(
-        {
-            "version": "v3" if sid_ski else "v1",
-            "sid": sid,
-            "digest_algorithm": copy(si["digest_algorithm"]),
-            "signed_attrs": new_attrs,
-            "signature_algorithm": sig_alg,
-            "signature": signature,
-        }
-    )
-
-
-def x509_der(pem: bytes) -> bytes:
-    from cryptography import x509
-
-    return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
-
-
-def flip(data: bytes, needle: bytes, at: int = -1) -> bytes:
-    """Flip one bit in the single occurrence of needle inside data."""
-    assert data.count(needle) == 1
-    pos = data.index(needle) + (at % len(needle))
-    return data[:pos] + bytes([data[pos] ^ 0x01]) + data[pos + 1 :]
 
 
 # --- fixtures: identities are expensive (RSA keygen), so one per module -------------------------------------
@@ -246,25 +141,22 @@ def test_serials_increase_and_nonces_are_fresh(server: TsaServer) -> None:
 
 
 def test_spki_pin_matches_der_and_pem(ec_ident: TsaIdentity) -> None:
-    from cryptography import x509
-
-    der = x509.load_pem_x509_certificate(ec_ident.cert_pem).public_bytes(serialization.Encoding.DER)
-    assert spki_pin_of(der) == spki_pin_of(ec_ident.cert_pem)
+    assert spki_pin_of(cert_der(ec_ident.cert_pem)) == spki_pin_of(ec_ident.cert_pem)
     expect("VM-FILE-UNREADABLE", spki_pin_of, b"not a certificate")
 
 
 def test_rsa_pss_signature_accepted(rsa_ident: TsaIdentity) -> None:
     tsr, nonce = token(rsa_ident)
-    forged = rebuild(tsr, signer_infos=[resign(tsr, rsa_ident, pss=True)])
+    forged = resigned(tsr, rsa_ident, pss=True)
     assert verify_token(forged, DATA, trust_of(rsa_ident, pin=True), nonce).nonce == nonce
 
 
 def test_signer_identified_by_subject_key_identifier(ec_ident: TsaIdentity, other_ident: TsaIdentity) -> None:
     tsr, nonce = token(ec_ident)
-    forged = rebuild(tsr, signer_infos=[resign(tsr, ec_ident, sid_ski=True)])
+    forged = resigned(tsr, ec_ident, sid_ski=True)
     verify_token(forged, DATA, trust_of(ec_ident, pin=True), nonce)
     # a SKI naming a certificate the token does not carry
-    wrong = rebuild(tsr, signer_infos=[resign(tsr, other_ident, sid_ski=True)])
+    wrong = resigned(tsr, other_ident, sid_ski=True)
     assert (
         "subjectKeyIdentifier" in expect("VM-TSA-CHAIN", verify_token, wrong, DATA, trust_of(ec_ident)).cause
     )
@@ -293,17 +185,7 @@ def test_wrong_imprint(ec_ident: TsaIdentity) -> None:
 
 
 def test_imprint_with_another_hash_algorithm(ec_ident: TsaIdentity) -> None:
-    req = tsp.TimeStampReq(
-        {
-            "version": "v1",
-            "cert_req": True,
-            "message_imprint": {
-                "hash_algorithm": {"algorithm": "sha512"},
-                "hashed_message": hashlib.sha512(DATA).digest(),
-            },
-        }
-    )
-    tsr = sign_token(ec_ident, req.dump())
+    tsr = sign_token(ec_ident, request_der("sha512"))
     err = expect("VM-TSA-IMPRINT", verify_token, tsr, DATA, trust_of(ec_ident))
     assert "2.16.840.1.101.3.4.2.3" in err.cause
 
@@ -330,10 +212,7 @@ def test_not_der(blob: bytes, word: str, ec_ident: TsaIdentity) -> None:
 
 
 def test_der_but_not_a_response(ec_ident: TsaIdentity) -> None:
-    from cryptography import x509
-
-    cert_der = x509.load_pem_x509_certificate(ec_ident.cert_pem).public_bytes(serialization.Encoding.DER)
-    expect("VM-TSA-NOT-DER", verify_token, cert_der, DATA, trust_of(ec_ident))
+    expect("VM-TSA-NOT-DER", verify_token, cert_der(ec_ident.cert_pem), DATA, trust_of(ec_ident))
     tsr, _ = token(ec_ident)
     bare = tsp.TimeStampResp.load(tsr)["time_stamp_token"].dump()  # the TimeStampToken without its status
     err = expect("VM-TSA-NOT-DER", verify_token, bare, DATA, trust_of(ec_ident))
@@ -360,33 +239,15 @@ def test_status_not_granted(status: int, word: str, ec_ident: TsaIdentity) -> No
 def test_server_rejects_bad_request_with_fail_info(ec_ident: TsaIdentity) -> None:
     err = expect("VM-TSA-STATUS", parse_response, sign_token(ec_ident, b"\x30\x03\x02\x01\x07"))
     assert "bad_data_format" in err.cause or "bad_request" in err.cause
-    req = tsp.TimeStampReq(
-        {
-            "version": "v1",
-            "message_imprint": {
-                "hash_algorithm": {"algorithm": "md5"},
-                "hashed_message": hashlib.md5(DATA).digest(),
-            },
-        }
-    )
-    assert "bad_alg" in expect("VM-TSA-STATUS", parse_response, sign_token(ec_ident, req.dump())).cause
+    md5_request = request_der("md5", cert_req=False)
+    assert "bad_alg" in expect("VM-TSA-STATUS", parse_response, sign_token(ec_ident, md5_request)).cause
 
 
 def test_nonce_mismatch(ec_ident: TsaIdentity) -> None:
     tsr, nonce = token(ec_ident, nonce_override=12345)
     err = expect("VM-TSA-NONCE", verify_token, tsr, DATA, trust_of(ec_ident), nonce=nonce)
     assert "12345" in err.cause and str(nonce) in err.cause
-    req = tsp.TimeStampReq(
-        {
-            "version": "v1",
-            "cert_req": True,
-            "message_imprint": {
-                "hash_algorithm": {"algorithm": "sha256"},
-                "hashed_message": hashlib.sha256(DATA).digest(),
-            },
-        }
-    )
-    no_nonce = sign_token(ec_ident, req.dump())
+    no_nonce = sign_token(ec_ident, request_der())
     assert (
         "no nonce" in expect("VM-TSA-NONCE", verify_token, no_nonce, DATA, trust_of(ec_ident), nonce=7).cause
     )
@@ -399,18 +260,7 @@ def test_signer_from_another_ca(ec_ident: TsaIdentity, other_ident: TsaIdentity)
 
 
 def test_signer_certificate_absent(ec_ident: TsaIdentity) -> None:
-    req = tsp.TimeStampReq(
-        {
-            "version": "v1",
-            "cert_req": False,
-            "nonce": 1,
-            "message_imprint": {
-                "hash_algorithm": {"algorithm": "sha256"},
-                "hashed_message": hashlib.sha256(DATA).digest(),
-            },
-        }
-    )
-    tsr = sign_token(ec_ident, req.dump())
+    tsr = sign_token(ec_ident, request_der(cert_req=False, nonce=1))
     assert parse_response(tsr).certificates == ()
     assert "none matching" in expect("VM-TSA-CHAIN", verify_token, tsr, DATA, trust_of(ec_ident)).cause
 
@@ -420,20 +270,8 @@ def test_ca_with_same_name_but_other_key(ec_ident: TsaIdentity) -> None:
     from cryptography import x509
 
     real = x509.load_pem_x509_certificate(ec_ident.ca_cert_pem)
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(real.subject)
-        .issuer_name(real.subject)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(real.not_valid_before_utc)
-        .not_valid_after(real.not_valid_after_utc)
-    )
-    for ext in real.extensions:
-        if not isinstance(ext.value, x509.SubjectKeyIdentifier):
-            builder = builder.add_extension(ext.value, ext.critical)
-    impostor = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+    kept = [(e.value, e.critical) for e in real.extensions if not isinstance(e.value, x509.SubjectKeyIdentifier)]
+    impostor = ca_lookalike(real, ec.generate_private_key(ec.SECP256R1()), kept)
     tsr, _ = token(ec_ident)
     expect("VM-TSA-CHAIN", verify_token, tsr, DATA, TsaTrust("impostor", impostor))
 
@@ -486,11 +324,9 @@ def test_expired_signer_is_valid_when_gen_time_was_inside() -> None:
 
 
 def test_altered_signed_attributes_byte_flip(ec_ident: TsaIdentity) -> None:
-    from cryptography import x509
-
     tsr, _ = token(ec_ident)
-    cert_der = x509.load_pem_x509_certificate(ec_ident.cert_pem).public_bytes(serialization.Encoding.DER)
-    ess_hash = hashlib.sha256(cert_der).digest()  # inside signingCertificateV2, a signed attribute
+    # the signer certificate's hash, inside signingCertificateV2, a signed attribute
+    ess_hash = hashlib.sha256(cert_der(ec_ident.cert_pem)).digest()
     err = expect("VM-TSA-SIGNATURE", verify_token, flip(tsr, ess_hash), DATA, trust_of(ec_ident))
     assert "does not verify" in err.cause
 
@@ -498,25 +334,7 @@ def test_altered_signed_attributes_byte_flip(ec_ident: TsaIdentity) -> None:
 def test_altered_signed_attributes_reencoded(ec_ident: TsaIdentity) -> None:
     """Change signingTime by one second, re-encode, keep the original signature."""
     tsr, _ = token(ec_ident)
-    si = copy(tsp.TimeStampResp.load(tsr)["time_stamp_token"]["content"]["signer_infos"][0])
-    attrs = []
-    for attr in si["signed_attrs"]:
-        attr = copy(attr)
-        if attr["type"].native == "signing_time":
-            when = attr["values"][0].native + timedelta(seconds=1)
-            attr = cms.CMSAttribute({"type": "signing_time", "values": [cms.Time({"utc_time": when})]})
-        attrs.append(attr)
-    altered = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": copy(si["sid"]),
-            "digest_algorithm": copy(si["digest_algorithm"]),
-            "signed_attrs": cms.CMSAttributes(attrs),
-            "signature_algorithm": copy(si["signature_algorithm"]),
-            "signature": bytes(si["signature"]),
-        }
-    )
-    forged = rebuild(tsr, signer_infos=[altered])
+    forged = signing_time_shifted(tsr)
     assert forged != tsr
     assert rebuild(tsr) == tsr  # the re-encoding itself is faithful: only the edit changed
     expect("VM-TSA-SIGNATURE", verify_token, forged, DATA, trust_of(ec_ident))
@@ -524,72 +342,40 @@ def test_altered_signed_attributes_reencoded(ec_ident: TsaIdentity) -> None:
 
 def test_altered_tst_info(ec_ident: TsaIdentity, tmp_path: Path) -> None:
     tsr, _ = token(ec_ident)
-    tst = tsp.TSTInfo.load(parse_response(tsr).econtent)
-    fields = {
-        name: copy(tst[name])
-        for name, _spec, *_ in tsp.TSTInfo._fields
-        if not isinstance(tst[name], core.Void)
-    }
-    fields["serial_number"] = core.Integer(tst["serial_number"].native + 1)
-    forged = rebuild(tsr, econtent=tsp.TSTInfo(fields).dump())
+    forged = serial_plus_one(tsr)
     err = expect("VM-TSA-SIGNATURE", verify_token, forged, DATA, trust_of(ec_ident))
     assert "messageDigest" in err.cause
-    # and a digit flipped inside genTime, without re-encoding (the seconds' last digit, so it still parses)
-    gen = tst["gen_time"].dump()[2:]
-    expect("VM-TSA-SIGNATURE", verify_token, flip(tsr, gen, at=-2), DATA, trust_of(ec_ident))
+    # and a digit flipped inside genTime, without re-encoding
+    expect("VM-TSA-SIGNATURE", verify_token, gen_time_digit_flipped(tsr), DATA, trust_of(ec_ident))
     assert openssl_verify(tmp_path, forged, DATA, ec_ident.ca_cert_pem).returncode != 0  # openssl agrees
 
 
 def test_altered_signature_value(rsa_ident: TsaIdentity) -> None:
     tsr, _ = token(rsa_ident)
-    sig = bytes(tsp.TimeStampResp.load(tsr)["time_stamp_token"]["content"]["signer_infos"][0]["signature"])
-    expect("VM-TSA-SIGNATURE", verify_token, flip(tsr, sig, at=100), DATA, trust_of(rsa_ident))
-
-
-def _drop(oid_name: str) -> Callable[[list[Any]], list[Any]]:
-    return lambda attrs: [a for a in attrs if a["type"].native != oid_name]
-
-
-def _replace_digest(attrs: list[Any]) -> list[Any]:
-    out = [a for a in attrs if a["type"].native != "message_digest"]
-    return [*out, cms.CMSAttribute({"type": "message_digest", "values": [b"\x00" * 32]})]
-
-
-def _content_type_data(attrs: list[Any]) -> list[Any]:
-    out = [a for a in attrs if a["type"].native != "content_type"]
-    return [*out, cms.CMSAttribute({"type": "content_type", "values": ["data"]})]
+    expect("VM-TSA-SIGNATURE", verify_token, signature_flipped(tsr), DATA, trust_of(rsa_ident))
 
 
 @pytest.mark.parametrize(
     ("edit", "word"),
     [
-        (_drop("content_type"), "content-type"),
-        (_content_type_data, "content-type"),
-        (_drop("message_digest"), "messageDigest"),
-        (_replace_digest, "messageDigest"),
-        (_drop("signing_certificate_v2"), "signingCertificate"),
+        (drop_attr("content_type"), "content-type"),
+        (content_type_data, "content-type"),
+        (drop_attr("message_digest"), "messageDigest"),
+        (zero_message_digest, "messageDigest"),
+        (drop_attr("signing_certificate_v2"), "signingCertificate"),
     ],
 )
 def test_validly_signed_but_wrong_attributes(
     edit: Callable[[list[Any]], list[Any]], word: str, ec_ident: TsaIdentity
 ) -> None:
     tsr, _ = token(ec_ident)
-    forged = rebuild(tsr, signer_infos=[resign(tsr, ec_ident, attrs=edit)])
+    forged = resigned(tsr, ec_ident, attrs=edit)
     assert word in expect("VM-TSA-SIGNATURE", verify_token, forged, DATA, trust_of(ec_ident)).cause
 
 
 def test_ess_cert_id_names_another_certificate(ec_ident: TsaIdentity) -> None:
-    def swap(attrs: list[Any]) -> list[Any]:
-        out = [a for a in attrs if a["type"].native != "signing_certificate_v2"]
-        return [
-            *out,
-            cms.CMSAttribute(
-                {"type": "signing_certificate_v2", "values": [{"certs": [{"cert_hash": b"\x11" * 32}]}]}
-            ),
-        ]
-
     tsr, _ = token(ec_ident)
-    forged = rebuild(tsr, signer_infos=[resign(tsr, ec_ident, attrs=swap)])
+    forged = resigned(tsr, ec_ident, attrs=ess_v2_naming(b"\x11" * 32))
     assert (
         "names a certificate"
         in expect("VM-TSA-SIGNATURE", verify_token, forged, DATA, trust_of(ec_ident)).cause
@@ -617,88 +403,13 @@ def test_our_tokens_verify_with_openssl(
     assert bad.returncode != 0  # openssl really checks the imprint
 
 
-TSA_CNF = """\
-[ tsa ]
-default_tsa = tsa_config1
-
-[ tsa_config1 ]
-serial = {dir}/serial
-crypto_device = builtin
-signer_digest = {digest}
-default_policy = 1.2.3.4.1
-other_policies = 1.2.3.4.5.6
-digests = sha256, sha384, sha512
-accuracy = secs:1, millisecs:500, microsecs:100
-clock_precision_digits = {precision}
-ordering = yes
-tsa_name = yes
-ess_cert_id_chain = no
-ess_cert_id_alg = {ess}
-"""
-
-CERT_EXT = """\
-[ v3_inter ]
-basicConstraints = critical, CA:TRUE, pathlen:0
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-
-[ v3_tsa ]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = critical, timeStamping
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-"""
-
-
-def openssl_reply(
-    tmp: Path,
-    query: bytes,
-    signer: Path,
-    key: Path,
-    *,
-    digest: str = "sha256",
-    ess: str = "sha256",
-    precision: int = 0,
-    chain: Path | None = None,
-) -> bytes:
-    (tmp / "serial").write_text("01\n")
-    (tmp / "tsa.cnf").write_text(TSA_CNF.format(dir=tmp, digest=digest, ess=ess, precision=precision))
-    (tmp / "q.tsq").write_bytes(query)
-    args: list[str | Path] = [
-        "ts",
-        "-reply",
-        "-config",
-        tmp / "tsa.cnf",
-        "-queryfile",
-        tmp / "q.tsq",
-        "-signer",
-        signer,
-        "-inkey",
-        key,
-        "-out",
-        tmp / "resp.tsr",
-    ]
-    if chain is not None:
-        args += ["-chain", chain]
-    res = openssl(*args)
-    assert res.returncode == 0, res.stderr
-    return (tmp / "resp.tsr").read_bytes()
-
-
 @pytest.mark.parametrize(("ess", "precision"), [("sha1", 0), ("sha256", 3)])
 def test_openssl_reply_verifies_with_ours(
     ess: str, precision: int, rsa_ident: TsaIdentity, tmp_path: Path
 ) -> None:
     """openssl as the TSA (RSA key from make_identity; ESSCertID v1 or v2; fractional genTime)."""
     write_identity(rsa_ident, tmp_path / "id")
-    (tmp_path / "data.bin").write_bytes(DATA)
-    res = openssl(
-        "ts", "-query", "-data", tmp_path / "data.bin", "-sha256", "-cert", "-out", tmp_path / "o.tsq"
-    )
-    assert res.returncode == 0, res.stderr
-    query = (tmp_path / "o.tsq").read_bytes()
+    query = openssl_query(tmp_path, DATA)
     nonce = tsp.TimeStampReq.load(query)["nonce"].native
     tsr = openssl_reply(
         tmp_path, query, tmp_path / "id/tsa.pem", tmp_path / "id/tsa.key", ess=ess, precision=precision
@@ -711,97 +422,7 @@ def test_openssl_reply_verifies_with_ours(
 @pytest.fixture(scope="module")
 def openssl_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """root CA -> intermediate CA -> TSA signer, all P-384, made by the openssl binary (not by our code)."""
-    d = tmp_path_factory.mktemp("pki")
-    (d / "ext.cnf").write_text(CERT_EXT)
-    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-nodes"]
-    steps: list[list[str | Path]] = [
-        [
-            "req",
-            "-x509",
-            *newkey,
-            "-keyout",
-            d / "root.key",
-            "-out",
-            d / "root.pem",
-            "-days",
-            "30",
-            "-sha384",
-            "-subj",
-            "/O=openssl test/CN=Root",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-        [
-            "req",
-            "-new",
-            *newkey,
-            "-keyout",
-            d / "inter.key",
-            "-out",
-            d / "inter.csr",
-            "-subj",
-            "/O=openssl test/CN=Intermediate",
-        ],
-        [
-            "x509",
-            "-req",
-            "-in",
-            d / "inter.csr",
-            "-CA",
-            d / "root.pem",
-            "-CAkey",
-            d / "root.key",
-            "-set_serial",
-            "2",
-            "-days",
-            "30",
-            "-sha384",
-            "-extfile",
-            d / "ext.cnf",
-            "-extensions",
-            "v3_inter",
-            "-out",
-            d / "inter.pem",
-        ],
-        [
-            "req",
-            "-new",
-            *newkey,
-            "-keyout",
-            d / "tsa.key",
-            "-out",
-            d / "tsa.csr",
-            "-subj",
-            "/O=openssl test/CN=TSA",
-        ],
-        [
-            "x509",
-            "-req",
-            "-in",
-            d / "tsa.csr",
-            "-CA",
-            d / "inter.pem",
-            "-CAkey",
-            d / "inter.key",
-            "-set_serial",
-            "3",
-            "-days",
-            "30",
-            "-sha384",
-            "-extfile",
-            d / "ext.cnf",
-            "-extensions",
-            "v3_tsa",
-            "-out",
-            d / "tsa.pem",
-        ],
-    ]
-    for step in steps:
-        res = openssl(*step)
-        assert res.returncode == 0, res.stderr
-    return d
+    return make_openssl_pki(tmp_path_factory.mktemp("pki"))
 
 
 def test_openssl_reply_through_intermediate(openssl_pki: Path, ec_ident: TsaIdentity, tmp_path: Path) -> None:
@@ -908,17 +529,8 @@ def test_client_ignores_proxy_for_loopback(server: TsaServer, monkeypatch: pytes
 
 
 def test_server_http_errors(server: TsaServer) -> None:
-    def post(ctype: str, body: bytes) -> tuple[int, str, bytes]:
-        req = urllib.request.Request(server.url, data=body, method="POST", headers={"Content-Type": ctype})
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(req, timeout=5) as resp:
-                return resp.status, resp.headers.get_content_type(), resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, "", b""
-
-    assert post("text/plain", b"x")[0] == 415
-    status, ctype, body = post("application/timestamp-query", b"not a request")
+    assert post(server.url, b"x", "text/plain")[0] == 415
+    status, ctype, body = post(server.url, b"not a request")
     assert (status, ctype) == (200, "application/timestamp-reply")
     assert "bad_data_format" in expect("VM-TSA-STATUS", parse_response, body).cause
 

@@ -59,9 +59,6 @@ import dataclasses
 import functools
 import hashlib
 import re
-import shutil
-import subprocess
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -70,8 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asn1crypto import algos, cms, core, tsp
-from asn1crypto import x509 as asn1_x509
+from asn1crypto import core, tsp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -84,9 +80,8 @@ from git_vaultmesh.errors import VaultMeshError
 from git_vaultmesh.tsa_server import TsaIdentity, TsaServer, make_identity, sign_token
 
 import reference_tsa as ref
-
-DATA = b'{"v":1,"body":{"type":"release"},"sigs":[]}'
-OPENSSL = shutil.which("openssl")
+import tsa_kit
+from tsa_kit import DATA, OPENSSL, cert_der, token
 
 TOKEN_FIELDS = (
     "gen_time",
@@ -593,97 +588,7 @@ def node_mutants(tsr: bytes) -> Iterator[tuple[str, bytes]]:
                 yield f"{kind} {where}", mutated
 
 
-# --- token forging helpers (recipes from tests/test_tsa.py) -------------------------------------------------
-
-
-def asn1_copy(obj: Any) -> Any:
-    return obj.__class__.load(obj.dump())
-
-
-def rebuild(tsr: bytes, *, econtent: bytes | None = None, signer_infos: list[Any] | None = None) -> bytes:
-    """Re-encode a TimeStampResp with a replaced TSTInfo and/or SignerInfos (signatures left as they are)."""
-    resp = tsp.TimeStampResp.load(tsr)
-    sd = resp["time_stamp_token"]["content"]
-    encap = sd["encap_content_info"]
-    new_sd = cms.SignedData(
-        {
-            "version": sd["version"].native,
-            "digest_algorithms": asn1_copy(sd["digest_algorithms"]),
-            "encap_content_info": {
-                "content_type": "tst_info",
-                "content": core.ParsableOctetString(econtent if econtent is not None else bytes(encap["content"])),
-            },
-            "certificates": [asn1_copy(c) for c in sd["certificates"]],
-            "signer_infos": signer_infos if signer_infos is not None else [asn1_copy(sd["signer_infos"][0])],
-        }
-    )
-    out = tsp.TimeStampResp(
-        {
-            "status": asn1_copy(resp["status"]),
-            "time_stamp_token": cms.ContentInfo({"content_type": "signed_data", "content": new_sd}),
-        }
-    )
-    return bytes(out.dump())
-
-
-def cert_der(pem: bytes) -> bytes:
-    return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
-
-
-def resign(
-    tsr: bytes,
-    ident: TsaIdentity,
-    *,
-    attrs: Callable[[list[Any]], list[Any]] = lambda a: a,
-    pss: bool = False,
-    sid_ski: bool = False,
-) -> Any:
-    """A new SignerInfo over (possibly edited) signed attributes, validly signed with the TSA key."""
-    resp = tsp.TimeStampResp.load(tsr)
-    si = resp["time_stamp_token"]["content"]["signer_infos"][0]
-    new_attrs = cms.CMSAttributes(attrs([asn1_copy(a) for a in si["signed_attrs"]]))
-    to_sign = new_attrs.dump()
-    key = serialization.load_pem_private_key(ident.key_pem, password=None)
-    if isinstance(key, rsa.RSAPrivateKey) and pss:
-        signature = key.sign(to_sign, padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
-        sig_alg = algos.SignedDigestAlgorithm(
-            {
-                "algorithm": "rsassa_pss",
-                "parameters": {
-                    "hash_algorithm": {"algorithm": "sha256"},
-                    "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": "sha256"}},
-                    "salt_length": 32,
-                },
-            }
-        )
-    elif isinstance(key, rsa.RSAPrivateKey):
-        signature = key.sign(to_sign, padding.PKCS1v15(), hashes.SHA256())
-        sig_alg = algos.SignedDigestAlgorithm({"algorithm": "sha256_rsa"})
-    else:
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        signature = key.sign(to_sign, ec.ECDSA(hashes.SHA256()))
-        sig_alg = algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"})
-    sid = asn1_copy(si["sid"])
-    if sid_ski:
-        ski = asn1_x509.Certificate.load(cert_der(ident.cert_pem)).key_identifier
-        sid = cms.SignerIdentifier({"subject_key_identifier": ski})
-    return cms.SignerInfo(
-        {
-            "version": "v3" if sid_ski else "v1",
-            "sid": sid,
-            "digest_algorithm": asn1_copy(si["digest_algorithm"]),
-            "signed_attrs": new_attrs,
-            "signature_algorithm": sig_alg,
-            "signature": signature,
-        }
-    )
-
-
-def flip(data: bytes, needle: bytes, at_: int = -1) -> bytes:
-    """Flip one bit in the single occurrence of needle inside data."""
-    assert data.count(needle) == 1
-    pos = data.index(needle) + (at_ % len(needle))
-    return data[:pos] + bytes([data[pos] ^ 0x01]) + data[pos + 1 :]
+# --- byte-level edits, signed again (asn1crypto-level forging: tests/tsa_kit.py) ----------------------------
 
 
 def _oid(dotted: str) -> bytes:
@@ -858,49 +763,6 @@ def resign_cert(der: bytes, issuer_key: Any, edit: Callable[[Node], None]) -> by
     return encode(cert)
 
 
-# --- openssl ------------------------------------------------------------------------------------------------
-
-TSA_CNF = """\
-[ tsa ]
-default_tsa = tsa_config1
-
-[ tsa_config1 ]
-serial = {dir}/serial
-crypto_device = builtin
-signer_digest = {digest}
-default_policy = 1.2.3.4.1
-other_policies = 1.2.3.4.5.6
-digests = sha256, sha384, sha512
-accuracy = secs:1, millisecs:500, microsecs:100
-clock_precision_digits = {precision}
-ordering = yes
-tsa_name = yes
-ess_cert_id_chain = no
-ess_cert_id_alg = {ess}
-"""
-
-CERT_EXT = """\
-[ v3_inter ]
-basicConstraints = critical, CA:TRUE, pathlen:0
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-
-[ v3_tsa ]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = critical, timeStamping
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-"""
-
-
-def openssl(*args: str | Path) -> None:
-    assert OPENSSL is not None
-    res = subprocess.run([OPENSSL, *map(str, args)], capture_output=True, text=True, timeout=30)
-    assert res.returncode == 0, res.stderr
-
-
 # --- the corpus -----------------------------------------------------------------------------------------------
 
 
@@ -914,8 +776,7 @@ class Kit:
         self.other = make_identity("ec")
 
     def token(self, ident: TsaIdentity, data: bytes = DATA, **kwargs: Any) -> tuple[bytes, int]:
-        req, nonce = ref.build_request(data)
-        return sign_token(ident, req, **kwargs), nonce
+        return token(ident, data, build=ref.build_request, **kwargs)  # the request as the reference builds it
 
     def case(self, ident: TsaIdentity, tsr: bytes, *, pin: bool = True, nonce: int | None = None, **kw: Any) -> Case:
         return Case(tsr, ident.ca_cert_pem.decode(), ref.spki_pin_of(ident.cert_pem) if pin else None, nonce, **kw)
@@ -991,44 +852,21 @@ class Kit:
             pytest.skip("openssl is not installed")
         d = self.tmp / "openssl"
         d.mkdir()
-        (d / "ext.cnf").write_text(CERT_EXT)
+        tsa_kit.make_openssl_pki(d)
         for attr, filename in (("cert_pem", "rsa-tsa.pem"), ("key_pem", "rsa-tsa.key")):
             (d / filename).write_bytes(getattr(self.rsa, attr))
-        newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-nodes"]
-        openssl("req", "-x509", *newkey, "-keyout", d / "root.key", "-out", d / "root.pem", "-days", "30",
-                "-sha384", "-subj", "/O=openssl test/CN=Root", "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
-        openssl("req", "-new", *newkey, "-keyout", d / "inter.key", "-out", d / "inter.csr",
-                "-subj", "/O=openssl test/CN=Intermediate")  # fmt: skip
-        openssl("x509", "-req", "-in", d / "inter.csr", "-CA", d / "root.pem", "-CAkey", d / "root.key",
-                "-set_serial", "2", "-days", "30", "-sha384", "-extfile", d / "ext.cnf", "-extensions", "v3_inter",
-                "-out", d / "inter.pem")  # fmt: skip
-        openssl("req", "-new", *newkey, "-keyout", d / "tsa.key", "-out", d / "tsa.csr",
-                "-subj", "/O=openssl test/CN=TSA")  # fmt: skip
-        openssl("x509", "-req", "-in", d / "tsa.csr", "-CA", d / "inter.pem", "-CAkey", d / "inter.key",
-                "-set_serial", "3", "-days", "30", "-sha384", "-extfile", d / "ext.cnf", "-extensions", "v3_tsa",
-                "-out", d / "tsa.pem")  # fmt: skip
         return d
 
-    def openssl_reply(
-        self, signer: str, key: str, *, digest: str = "sha256", ess: str = "sha256", precision: int = 0,
-        chain: str | None = None,
-    ) -> tuple[bytes, int]:  # fmt: skip
+    def openssl_token(self, signer: str, key: str, *, chain: str | None = None, **kw: Any) -> tuple[bytes, int]:
+        """openssl ts -reply with files of openssl_dir; kw: digest, ess, precision."""
         d = self.openssl_dir
         query, nonce = ref.build_request(DATA)
-        (d / "serial").write_text("01\n")
-        (d / "tsa.cnf").write_text(TSA_CNF.format(dir=d, digest=digest, ess=ess, precision=precision))
-        (d / "q.tsq").write_bytes(query)
-        args: list[str | Path] = ["ts", "-reply", "-config", d / "tsa.cnf", "-queryfile", d / "q.tsq",
-                                  "-signer", d / signer, "-inkey", d / key, "-out", d / "resp.tsr"]  # fmt: skip
-        if chain is not None:
-            args += ["-chain", d / chain]
-        openssl(*args)
-        return (d / "resp.tsr").read_bytes(), nonce
+        tsr = tsa_kit.openssl_reply(d, query, d / signer, d / key, chain=d / chain if chain else None, **kw)
+        return tsr, nonce
 
     @cached_property
     def openssl_intermediate(self) -> Case:
-        tsr, nonce = self.openssl_reply("tsa.pem", "tsa.key", digest="sha384", chain="inter.pem")
+        tsr, nonce = self.openssl_token("tsa.pem", "tsa.key", digest="sha384", chain="inter.pem")
         d = self.openssl_dir
         return Case(tsr, (d / "root.pem").read_text(), ref.spki_pin_of((d / "tsa.pem").read_bytes()), nonce)
 
@@ -1051,12 +889,11 @@ def _ec_valid(k: Kit) -> Case:
 add("ec valid, pin and nonce", None, _ec_valid)
 add("ec valid, no pin, no nonce", None, lambda k: dataclasses.replace(k.ec_valid, pin=None, nonce=None))
 add("rsa valid, pin and nonce", None, lambda k: k.rsa_valid)
-add("rsa-pss signature", None, lambda k: k.rsa_valid.with_tsr(
-    rebuild(k.rsa_valid.tsr, signer_infos=[resign(k.rsa_valid.tsr, k.rsa, pss=True)])))  # fmt: skip
+add("rsa-pss signature", None, lambda k: k.rsa_valid.with_tsr(tsa_kit.resigned(k.rsa_valid.tsr, k.rsa, pss=True)))
 add("ec signer identified by subjectKeyIdentifier", None, lambda k: k.ec_valid.with_tsr(
-    rebuild(k.ec_valid.tsr, signer_infos=[resign(k.ec_valid.tsr, k.ec, sid_ski=True)])))  # fmt: skip
+    tsa_kit.resigned(k.ec_valid.tsr, k.ec, sid_ski=True)))  # fmt: skip
 add("rsa signer identified by subjectKeyIdentifier", None, lambda k: k.rsa_valid.with_tsr(
-    rebuild(k.rsa_valid.tsr, signer_infos=[resign(k.rsa_valid.tsr, k.rsa, sid_ski=True)])))  # fmt: skip
+    tsa_kit.resigned(k.rsa_valid.tsr, k.rsa, sid_ski=True)))  # fmt: skip
 add("grantedWithMods", None, lambda k: k.case(k.ec, *k.token(k.ec, status_override=1)[:1]))
 add("shared-CA ec sibling, CA trust only", None, lambda k: k.valid(make_identity("ec", ca=k.ec), pin=False))
 add("shared-CA rsa sibling, CA trust only", None, lambda k: k.valid(make_identity("rsa", ca=k.ec), pin=False))
@@ -1075,14 +912,7 @@ add("expired signer, genTime inside its validity", None, _expired_signer)
 
 
 def _no_nonce_request(k: Kit, cert_req: bool = True) -> bytes:
-    req = tsp.TimeStampReq(
-        {
-            "version": "v1",
-            "cert_req": cert_req,
-            "message_imprint": {"hash_algorithm": {"algorithm": "sha256"}, "hashed_message": hashlib.sha256(DATA).digest()},
-        }
-    )
-    return sign_token(k.ec, req.dump())
+    return sign_token(k.ec, tsa_kit.request_der(cert_req=cert_req))
 
 
 add("token without nonce, none asked", None, lambda k: k.case(k.ec, _no_nonce_request(k)))
@@ -1092,12 +922,8 @@ add("token without nonce, nonce 7 asked", "VM-TSA-NONCE", lambda k: k.case(k.ec,
 def _over_http(k: Kit, ident: TsaIdentity) -> Case:
     req, nonce = ref.build_request(DATA)
     with TsaServer(ident, max_lifetime=30) as srv:
-        request = urllib.request.Request(
-            srv.url, data=req, method="POST", headers={"Content-Type": "application/timestamp-query"}
-        )
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(request, timeout=10) as resp:
-            tsr = resp.read()
+        status, _ctype, tsr = tsa_kit.post(srv.url, req, timeout=10)
+    assert status == 200, status
     return k.case(ident, tsr, nonce=nonce)
 
 
@@ -1106,7 +932,7 @@ add("rsa token over loopback HTTP", None, lambda k: _over_http(k, k.rsa))
 
 # openssl as the TSA
 def _openssl_rsa(k: Kit, **kw: Any) -> Case:
-    tsr, nonce = k.openssl_reply("rsa-tsa.pem", "rsa-tsa.key", **kw)
+    tsr, nonce = k.openssl_token("rsa-tsa.pem", "rsa-tsa.key", **kw)
     return k.case(k.rsa, tsr, nonce=nonce)
 
 
@@ -1118,7 +944,7 @@ add("openssl via intermediate, intermediate trust", None, lambda k: dataclasses.
 
 
 def _openssl_inter_ess1(k: Kit) -> Case:
-    tsr, nonce = k.openssl_reply("tsa.pem", "tsa.key", digest="sha512", ess="sha1", precision=6, chain="inter.pem")
+    tsr, nonce = k.openssl_token("tsa.pem", "tsa.key", digest="sha512", ess="sha1", precision=6, chain="inter.pem")
     return dataclasses.replace(k.openssl_intermediate, tsr=tsr, nonce=nonce)
 
 
@@ -1126,7 +952,7 @@ add("openssl via intermediate, ESS v1, SHA-512, 6-digit genTime", None, _openssl
 add("openssl via intermediate against another CA", "VM-TSA-CHAIN", lambda k: dataclasses.replace(
     k.openssl_intermediate, ca_pem=k.ec.ca_cert_pem.decode(), pin=None))  # fmt: skip
 add("openssl without the intermediate in the token", "VM-TSA-CHAIN", lambda k: dataclasses.replace(
-    k.openssl_intermediate, tsr=k.openssl_reply("tsa.pem", "tsa.key", digest="sha384")[0], nonce=None))  # fmt: skip
+    k.openssl_intermediate, tsr=k.openssl_token("tsa.pem", "tsa.key", digest="sha384")[0], nonce=None))  # fmt: skip
 add("openssl, trust bundle root+intermediate", "VM-POLICY-INVALID", lambda k: dataclasses.replace(
     k.openssl_intermediate,
     ca_pem=(k.openssl_dir / "root.pem").read_text() + (k.openssl_dir / "inter.pem").read_text()))  # fmt: skip
@@ -1136,18 +962,7 @@ add("wrong imprint (other data)", "VM-TSA-IMPRINT", lambda k: dataclasses.replac
 add("empty data", "VM-TSA-IMPRINT", lambda k: dataclasses.replace(k.ec_valid, data=b""))
 
 
-def _sha512_imprint(k: Kit) -> Case:
-    req = tsp.TimeStampReq(
-        {
-            "version": "v1",
-            "cert_req": True,
-            "message_imprint": {"hash_algorithm": {"algorithm": "sha512"}, "hashed_message": hashlib.sha512(DATA).digest()},
-        }
-    )
-    return k.case(k.ec, sign_token(k.ec, req.dump()))
-
-
-add("imprint with sha512", "VM-TSA-IMPRINT", _sha512_imprint)
+add("imprint with sha512", "VM-TSA-IMPRINT", lambda k: k.case(k.ec, sign_token(k.ec, tsa_kit.request_der("sha512"))))
 add("empty token", "VM-TSA-EMPTY", lambda k: k.ec_valid.with_tsr(b""))
 for _i, _blob in enumerate(
     [
@@ -1179,14 +994,8 @@ add("server rejects a malformed request", "VM-TSA-STATUS", lambda k: k.ec_valid.
     sign_token(k.ec, b"\x30\x03\x02\x01\x07")))  # fmt: skip
 
 
-def _md5_request(k: Kit) -> Case:
-    req = tsp.TimeStampReq(
-        {"version": "v1", "message_imprint": {"hash_algorithm": {"algorithm": "md5"}, "hashed_message": hashlib.md5(DATA).digest()}}
-    )
-    return k.ec_valid.with_tsr(sign_token(k.ec, req.dump()))
-
-
-add("server rejects an md5 imprint", "VM-TSA-STATUS", _md5_request)
+add("server rejects an md5 imprint", "VM-TSA-STATUS", lambda k: k.ec_valid.with_tsr(
+    sign_token(k.ec, tsa_kit.request_der("md5", cert_req=False))))  # fmt: skip
 add("nonce mismatch (override)", "VM-TSA-NONCE", lambda k: k.case(
     k.ec, k.token(k.ec, nonce_override=12345)[0], nonce=54321))  # fmt: skip
 add("nonce asked 0", "VM-TSA-NONCE", lambda k: dataclasses.replace(k.ec_valid, nonce=0))
@@ -1197,23 +1006,15 @@ add("nonce override 2**160+1", None, lambda k: k.case(k.ec, k.token(k.ec, nonce_
 add("signer from another CA", "VM-TSA-CHAIN", lambda k: dataclasses.replace(k.valid(k.other), ca_pem=k.ec.ca_cert_pem.decode(), pin=None))
 add("signer certificate absent", "VM-TSA-CHAIN", lambda k: k.case(k.ec, _no_nonce_request(k, cert_req=False)))
 add("SKI naming a certificate the token does not carry", "VM-TSA-CHAIN", lambda k: k.ec_valid.with_tsr(
-    rebuild(k.ec_valid.tsr, signer_infos=[resign(k.ec_valid.tsr, k.other, sid_ski=True)])))  # fmt: skip
+    tsa_kit.resigned(k.ec_valid.tsr, k.other, sid_ski=True)))  # fmt: skip
 
 
 def _impostor_ca(k: Kit, *, ca: bool = True, not_after: datetime | None = None, same_key: bool = False) -> str:
     real, ca_key = k.ec_ca
     key = ca_key if same_key else ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(real.subject)
-        .issuer_name(real.subject)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(real.not_valid_before_utc - timedelta(days=400))
-        .not_valid_after(not_after or real.not_valid_after_utc)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+    constraints = [(x509.BasicConstraints(ca=ca, path_length=None), True)]
+    not_before = real.not_valid_before_utc - timedelta(days=400)
+    return tsa_kit.ca_lookalike(real, key, constraints, not_before=not_before, not_after=not_after)
 
 
 add("CA with the same name but another key", "VM-TSA-CHAIN", lambda k: dataclasses.replace(k.ec_valid, ca_pem=_impostor_ca(k)))
@@ -1239,99 +1040,32 @@ add("genTime at notAfter exactly", None, lambda k: k.case(k.ec, k.token(
 add("genTime year 2050 (GeneralizedTime signingTime)", "VM-TSA-CERT-VALIDITY", lambda k: k.case(
     k.ec, k.token(k.ec, gen_time=datetime(2050, 1, 1, tzinfo=timezone.utc))[0]))  # fmt: skip
 add("ESS hash byte flipped", "VM-TSA-SIGNATURE", lambda k: k.ec_valid.with_tsr(
-    flip(k.ec_valid.tsr, hashlib.sha256(cert_der(k.ec.cert_pem)).digest())))  # fmt: skip
-
-
-def _signing_time_reencoded(k: Kit) -> Case:
-    tsr = k.ec_valid.tsr
-    si = asn1_copy(tsp.TimeStampResp.load(tsr)["time_stamp_token"]["content"]["signer_infos"][0])
-    attrs = []
-    for attr in si["signed_attrs"]:
-        attr = asn1_copy(attr)
-        if attr["type"].native == "signing_time":
-            when = attr["values"][0].native + timedelta(seconds=1)
-            attr = cms.CMSAttribute({"type": "signing_time", "values": [cms.Time({"utc_time": when})]})
-        attrs.append(attr)
-    altered = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": asn1_copy(si["sid"]),
-            "digest_algorithm": asn1_copy(si["digest_algorithm"]),
-            "signed_attrs": cms.CMSAttributes(attrs),
-            "signature_algorithm": asn1_copy(si["signature_algorithm"]),
-            "signature": bytes(si["signature"]),
-        }
-    )
-    return k.ec_valid.with_tsr(rebuild(tsr, signer_infos=[altered]))
-
-
-add("signingTime altered and re-encoded", "VM-TSA-SIGNATURE", _signing_time_reencoded)
-
-
-def _tst_serial_plus_one(k: Kit) -> Case:
-    tsr = k.ec_valid.tsr
-    tst = tsp.TSTInfo.load(ref.parse_response(tsr).econtent)
-    fields = {n: asn1_copy(tst[n]) for n, _spec, *_ in tsp.TSTInfo._fields if not isinstance(tst[n], core.Void)}
-    fields["serial_number"] = core.Integer(tst["serial_number"].native + 1)
-    return k.ec_valid.with_tsr(rebuild(tsr, econtent=tsp.TSTInfo(fields).dump()))
-
-
-add("TSTInfo serial altered", "VM-TSA-SIGNATURE", _tst_serial_plus_one)
-add("TSTInfo genTime digit flipped", "VM-TSA-SIGNATURE", lambda k: k.ec_valid.with_tsr(flip(
-    k.ec_valid.tsr, tsp.TSTInfo.load(ref.parse_response(k.ec_valid.tsr).econtent)["gen_time"].dump()[2:], -2)))  # fmt: skip
-add("rsa signature value flipped", "VM-TSA-SIGNATURE", lambda k: k.rsa_valid.with_tsr(flip(
-    k.rsa_valid.tsr,
-    bytes(tsp.TimeStampResp.load(k.rsa_valid.tsr)["time_stamp_token"]["content"]["signer_infos"][0]["signature"]),
-    100)))  # fmt: skip
-
-
-def _drop(oid_name: str) -> Callable[[list[Any]], list[Any]]:
-    return lambda attrs: [a for a in attrs if a["type"].native != oid_name]
-
-
-def _replace_digest(attrs: list[Any]) -> list[Any]:
-    out = [a for a in attrs if a["type"].native != "message_digest"]
-    return [*out, cms.CMSAttribute({"type": "message_digest", "values": [b"\x00" * 32]})]
-
-
-def _content_type_data(attrs: list[Any]) -> list[Any]:
-    out = [a for a in attrs if a["type"].native != "content_type"]
-    return [*out, cms.CMSAttribute({"type": "content_type", "values": ["data"]})]
-
-
-def _ess_other_cert(attrs: list[Any]) -> list[Any]:
-    out = [a for a in attrs if a["type"].native != "signing_certificate_v2"]
-    return [*out, cms.CMSAttribute({"type": "signing_certificate_v2", "values": [{"certs": [{"cert_hash": b"\x11" * 32}]}]})]
-
+    tsa_kit.flip(k.ec_valid.tsr, hashlib.sha256(cert_der(k.ec.cert_pem)).digest())))  # fmt: skip
+add("signingTime altered and re-encoded", "VM-TSA-SIGNATURE", lambda k: k.ec_valid.with_tsr(
+    tsa_kit.signing_time_shifted(k.ec_valid.tsr)))  # fmt: skip
+add("TSTInfo serial altered", "VM-TSA-SIGNATURE", lambda k: k.ec_valid.with_tsr(tsa_kit.serial_plus_one(k.ec_valid.tsr)))
+add("TSTInfo genTime digit flipped", "VM-TSA-SIGNATURE", lambda k: k.ec_valid.with_tsr(
+    tsa_kit.gen_time_digit_flipped(k.ec_valid.tsr)))  # fmt: skip
+add("rsa signature value flipped", "VM-TSA-SIGNATURE", lambda k: k.rsa_valid.with_tsr(
+    tsa_kit.signature_flipped(k.rsa_valid.tsr)))  # fmt: skip
 
 for _name_, _edit, _code in (
-    ("content-type dropped", _drop("content_type"), "VM-TSA-SIGNATURE"),
-    ("content-type id-data", _content_type_data, "VM-TSA-SIGNATURE"),
-    ("messageDigest dropped", _drop("message_digest"), "VM-TSA-SIGNATURE"),
-    ("messageDigest zero", _replace_digest, "VM-TSA-SIGNATURE"),
-    ("signingCertificateV2 dropped", _drop("signing_certificate_v2"), "VM-TSA-SIGNATURE"),
-    ("signingTime dropped", _drop("signing_time"), None),
-    ("ESSCertIDv2 naming another certificate", _ess_other_cert, "VM-TSA-SIGNATURE"),
+    ("content-type dropped", tsa_kit.drop_attr("content_type"), "VM-TSA-SIGNATURE"),
+    ("content-type id-data", tsa_kit.content_type_data, "VM-TSA-SIGNATURE"),
+    ("messageDigest dropped", tsa_kit.drop_attr("message_digest"), "VM-TSA-SIGNATURE"),
+    ("messageDigest zero", tsa_kit.zero_message_digest, "VM-TSA-SIGNATURE"),
+    ("signingCertificateV2 dropped", tsa_kit.drop_attr("signing_certificate_v2"), "VM-TSA-SIGNATURE"),
+    ("signingTime dropped", tsa_kit.drop_attr("signing_time"), None),
+    ("ESSCertIDv2 naming another certificate", tsa_kit.ess_v2_naming(b"\x11" * 32), "VM-TSA-SIGNATURE"),
     ("signed attributes unchanged, re-signed", lambda a: a, None),
 ):
     add(f"validly signed: {_name_}", _code, lambda k, e=_edit: k.ec_valid.with_tsr(
-        rebuild(k.ec_valid.tsr, signer_infos=[resign(k.ec_valid.tsr, k.ec, attrs=e)])))  # fmt: skip
-
-
-def _ess_hash_only(k: Kit) -> Case:
-    cert_hash = hashlib.sha256(cert_der(k.ec.cert_pem)).digest()
-
-    def edit(attrs: list[Any]) -> list[Any]:
-        out = [a for a in attrs if a["type"].native != "signing_certificate_v2"]
-        return [*out, cms.CMSAttribute({"type": "signing_certificate_v2", "values": [{"certs": [{"cert_hash": cert_hash}]}]})]
-
-    return k.ec_valid.with_tsr(rebuild(k.ec_valid.tsr, signer_infos=[resign(k.ec_valid.tsr, k.ec, attrs=edit)]))
-
-
-add("validly signed: ESSCertIDv2 without issuerSerial", None, _ess_hash_only)
-add("two SignerInfos", "VM-TSA-SIGNATURE", lambda k: k.ec_valid.with_tsr(
-    rebuild(k.ec_valid.tsr, signer_infos=[resign(k.ec_valid.tsr, k.ec), resign(k.ec_valid.tsr, k.ec)])))  # fmt: skip
-add("zero SignerInfos", "VM-TSA-SIGNATURE", lambda k: k.ec_valid.with_tsr(rebuild(k.ec_valid.tsr, signer_infos=[])))
+        tsa_kit.resigned(k.ec_valid.tsr, k.ec, attrs=e)))  # fmt: skip
+add("validly signed: ESSCertIDv2 without issuerSerial", None, lambda k: k.ec_valid.with_tsr(tsa_kit.resigned(
+    k.ec_valid.tsr, k.ec, attrs=tsa_kit.ess_v2_naming(hashlib.sha256(cert_der(k.ec.cert_pem)).digest()))))  # fmt: skip
+add("two SignerInfos", "VM-TSA-SIGNATURE", lambda k: k.ec_valid.with_tsr(tsa_kit.rebuild(
+    k.ec_valid.tsr, signer_infos=[tsa_kit.resign(k.ec_valid.tsr, k.ec), tsa_kit.resign(k.ec_valid.tsr, k.ec)])))  # fmt: skip
+add("zero SignerInfos", "VM-TSA-SIGNATURE", lambda k: k.ec_valid.with_tsr(tsa_kit.rebuild(k.ec_valid.tsr, signer_infos=[])))
 
 # unusual signer certificates (all under the EC identity's CA)
 add("leaf: EKU timeStamping + serverAuth", "VM-TSA-EKU", lambda k: k.leaf_case(

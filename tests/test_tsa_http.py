@@ -26,7 +26,6 @@ import socket
 import ssl
 import threading
 import time
-import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,10 +38,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from git_vaultmesh.errors import VaultMeshError
-from git_vaultmesh.tsa import TsaTrust, request_token, verify_token
+from git_vaultmesh.tsa import request_token, verify_token
 from git_vaultmesh.tsa_server import TsaIdentity, TsaServer, make_identity, sign_token
 
-DATA = b'{"v":1,"body":{"type":"release"},"sigs":[]}'
+from tsa_kit import DATA, post, trust_of
+
 LIMIT = 1 << 20  # the client's cap on a response body
 PROXIED_URL = "http://tsa.invalid/tsr"
 PROXY_VARS = (
@@ -212,16 +212,36 @@ def chunked(body: bytes, size: int | None = None) -> bytes:
     )
 
 
+def one_by_one(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+Answer = Callable[[Conn, bytes], None]  # how a token handler sends the token it signed
+
+
+def sized(status: str, *headers: str, before: bytes = b"") -> Answer:
+    """Answer `before`, then `status` and `headers` with the token's Content-Length, then the token; and keep
+    the connection open, as a keep-alive server does."""
+
+    def answer(conn: Conn, tsr: bytes) -> None:
+        conn.send(before + head(status, *headers, f"Content-Length: {len(tsr)}") + tsr)
+        conn.hold()
+
+    return answer
+
+
+def _bad_gateway(conn: Conn) -> None:
+    """A proxy that must not be used: it answers 502 to anything."""
+    conn.read_request()
+    conn.send(head("HTTP/1.1 502 Bad Gateway", "Content-Length: 0"))
+
+
 # --- fixtures and checks --------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def ident() -> TsaIdentity:
     return make_identity("ec")
-
-
-def trust(ident: TsaIdentity) -> TsaTrust:
-    return TsaTrust("t", ident.ca_cert_pem.decode())
 
 
 @dataclass
@@ -252,10 +272,14 @@ class Route:
         return req
 
 
-@pytest.fixture(params=["direct", "proxy"])
-def route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Route:
+def clear_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in PROXY_VARS:
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(params=["direct", "proxy"])
+def route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Route:
+    clear_proxy_env(monkeypatch)
     return Route(request.param, monkeypatch)
 
 
@@ -270,17 +294,28 @@ def refused(url: str, timeout: float, code: str = "VM-TSA-UNREACHABLE") -> tuple
     return info.value, elapsed
 
 
+def refused_promptly(
+    route: Route, handler: Handler, timeout: float = 3, code: str = "VM-TSA-UNREACHABLE", why: str = ""
+) -> VaultMeshError:
+    """Serve `handler` on the route: request_token must fail with exactly `code` within 1.5 s."""
+    with RawServer(handler) as srv:
+        err, elapsed = refused(route.url(srv), timeout, code)
+    assert elapsed < 1.5, f"{elapsed:.2f} s{': ' + why if why else ''} ({err.cause})"
+    return err
+
+
 def names_limit(cause: str) -> bool:
     return bool(re.search(r"1048576|1 ?MiB|1024 ?KiB|1 ?MB\b", cause))
 
 
-def token_handler(ident: TsaIdentity, answer: Callable[[Conn, bytes], None], sent: list[bytes]) -> Handler:
-    """Read the request, sign a real token over its exact body, and answer it with `answer`."""
+def token_handler(ident: TsaIdentity, answer: Answer, sent: list[bytes] | None = None) -> Handler:
+    """Read the request, sign a real token over its exact body (kept in `sent`), and answer it with `answer`."""
 
     def handler(conn: Conn) -> None:
         req = conn.read_request()
         tsr = sign_token(ident, req.body)
-        sent.append(tsr)
+        if sent is not None:
+            sent.append(tsr)
         answer(conn, tsr)
 
     return handler
@@ -289,7 +324,7 @@ def token_handler(ident: TsaIdentity, answer: Callable[[Conn, bytes], None], sen
 def fetch_real_token(
     ident: TsaIdentity,
     route: Route,
-    answer: Callable[[Conn, bytes], None],
+    answer: Answer,
     path: str = "/tsr",
     wait_close: bool = False,
 ) -> bool:
@@ -305,7 +340,7 @@ def fetch_real_token(
         closed = srv.client_closed.wait(1.0) if wait_close else True
     assert elapsed < 1.5, f"the client took {elapsed:.2f} s: it waited for EOF or for its timeout"
     assert sent and tsr == sent[0]
-    info = verify_token(tsr, DATA, trust(ident), nonce)
+    info = verify_token(tsr, DATA, trust_of(ident), nonce)
     assert info.nonce == nonce
     req = route.check(srv, path)
     assert req.method == "POST"
@@ -319,11 +354,7 @@ def fetch_real_token(
 # --- happy paths: a real token through every framing --------------------------------------------------------
 
 
-def _cl_keepalive(conn: Conn, tsr: bytes) -> None:
-    conn.send(
-        head("HTTP/1.1 200 OK", TSR_CT, f"Content-Length: {len(tsr)}", "Connection: keep-alive") + tsr
-    )
-    conn.hold()
+_cl_keepalive = sized("HTTP/1.1 200 OK", TSR_CT, "Connection: keep-alive")
 
 
 def _chunked_keepalive(conn: Conn, tsr: bytes) -> None:
@@ -342,9 +373,7 @@ def _eof_http11(conn: Conn, tsr: bytes) -> None:
     conn.send(tsr[100:])
 
 
-def _http10_content_length(conn: Conn, tsr: bytes) -> None:
-    conn.send(head("HTTP/1.0 200 OK", TSR_CT, f"Content-Length: {len(tsr)}") + tsr)
-    conn.hold()
+_http10_content_length = sized("HTTP/1.0 200 OK", TSR_CT)
 
 
 def _http10_eof(conn: Conn, tsr: bytes) -> None:
@@ -375,26 +404,20 @@ def _mixed_case_chunked(conn: Conn, tsr: bytes) -> None:
     conn.hold()
 
 
-def _busy_headers(conn: Conn, tsr: bytes) -> None:
-    """What a real TSA behind a load balancer sends: many headers, repeated ones, a long one."""
-    conn.send(
-        head(
-            "HTTP/1.1 200 OK",
-            "Date: Mon, 02 Jun 2025 10:00:00 GMT",
-            "Server: Apache",
-            "Set-Cookie: a=1; Path=/",
-            "Set-Cookie: b=2; Path=/",
-            "Cache-Control: no-store",
-            "X-Padding: " + "a" * 4000,
-            TSR_CT,
-            f"Content-Length: {len(tsr)}",
-        )
-        + tsr
-    )
-    conn.hold()
+# what a real TSA behind a load balancer sends: many headers, repeated ones, a long one
+_busy_headers = sized(
+    "HTTP/1.1 200 OK",
+    "Date: Mon, 02 Jun 2025 10:00:00 GMT",
+    "Server: Apache",
+    "Set-Cookie: a=1; Path=/",
+    "Set-Cookie: b=2; Path=/",
+    "Cache-Control: no-store",
+    "X-Padding: " + "a" * 4000,
+    TSR_CT,
+)
 
 
-HAPPY: dict[str, Callable[[Conn, bytes], None]] = {
+HAPPY: dict[str, Answer] = {
     "content-length-keepalive": _cl_keepalive,
     "chunked-keepalive-small-writes": _chunked_keepalive,
     "chunked-keepalive-one-write": _chunked_one_write,
@@ -427,11 +450,7 @@ def test_client_closes_its_socket_after_a_keepalive_answer(framing: str, route: 
     ],
 )
 def test_content_type_case_and_parameters_accepted(ctype: str, route: Route, ident: TsaIdentity) -> None:
-    def answer(conn: Conn, tsr: bytes) -> None:
-        conn.send(head("HTTP/1.1 200 OK", f"Content-Type: {ctype}", f"Content-Length: {len(tsr)}") + tsr)
-        conn.hold()
-
-    fetch_real_token(ident, route, answer)
+    fetch_real_token(ident, route, sized("HTTP/1.1 200 OK", f"Content-Type: {ctype}"))
 
 
 @pytest.mark.parametrize(
@@ -447,14 +466,8 @@ def test_content_type_case_and_parameters_accepted(ctype: str, route: Route, ide
 )
 def test_wrong_or_missing_content_type_refused(ctype: str | None, route: Route, ident: TsaIdentity) -> None:
     """Even with a real, valid token as the body."""
-
-    def answer(conn: Conn, tsr: bytes) -> None:
-        ct = [] if ctype is None else [f"Content-Type: {ctype}"]
-        conn.send(head("HTTP/1.1 200 OK", *ct, f"Content-Length: {len(tsr)}") + tsr)
-        conn.hold()
-
-    with RawServer(token_handler(ident, answer, [])) as srv:
-        err, _ = refused(route.url(srv), timeout=3)
+    ct = [] if ctype is None else [f"Content-Type: {ctype}"]
+    err = refused_promptly(route, token_handler(ident, sized("HTTP/1.1 200 OK", *ct)))
     assert "content-type" in err.cause.lower(), err.cause
 
 
@@ -488,14 +501,8 @@ def test_redirect_refused_and_never_followed(code: int, location: str, route: Ro
 
 @pytest.mark.parametrize("code", [201, 206, 404, 500])
 def test_non_200_refused_even_with_a_token(code: int, route: Route, ident: TsaIdentity) -> None:
-    def answer(conn: Conn, tsr: bytes) -> None:
-        conn.send(head(f"HTTP/1.1 {code} Whatever", TSR_CT, f"Content-Length: {len(tsr)}") + tsr)
-        conn.hold()
-
-    with RawServer(token_handler(ident, answer, [])) as srv:
-        err, elapsed = refused(route.url(srv), timeout=3)
+    err = refused_promptly(route, token_handler(ident, sized(f"HTTP/1.1 {code} Whatever", TSR_CT)))
     assert str(code) in err.cause, err.cause
-    assert elapsed < 1.5
 
 
 # --- refusals: not HTTP, cut short ---------------------------------------------------------------------------
@@ -541,27 +548,17 @@ NON_HTTP: dict[str, Handler] = {
 
 @pytest.mark.parametrize("kind", list(NON_HTTP))
 def test_non_http_answer_is_unreachable(kind: str, route: Route) -> None:
-    with RawServer(NON_HTTP[kind]) as srv:
-        _err, elapsed = refused(route.url(srv), timeout=3)
-    assert elapsed < 1.5
+    refused_promptly(route, NON_HTTP[kind])
 
 
 @pytest.mark.parametrize("status", ["HTTP/1.1 2OO OK", "HTTP/1.1 99999 OK", "HTTP/1.1 -200 OK", "HTTX/1.1 200 OK"])
 def test_bad_status_line_with_a_token_is_refused(status: str, route: Route, ident: TsaIdentity) -> None:
-    def answer(conn: Conn, tsr: bytes) -> None:
-        conn.send(head(status, TSR_CT, f"Content-Length: {len(tsr)}") + tsr)
-        conn.hold()
-
-    with RawServer(token_handler(ident, answer, [])) as srv:
-        _err, elapsed = refused(route.url(srv), timeout=3)
-    assert elapsed < 1.5
+    refused_promptly(route, token_handler(ident, sized(status, TSR_CT)))
 
 
 def test_bare_token_without_http_is_refused(route: Route, ident: TsaIdentity) -> None:
     """An HTTP/0.9-style answer (the body alone) is not HTTP: never accepted as a token."""
-    with RawServer(token_handler(ident, lambda conn, tsr: conn.send(tsr), [])) as srv:
-        _err, elapsed = refused(route.url(srv), timeout=3)
-    assert elapsed < 1.5
+    refused_promptly(route, token_handler(ident, lambda conn, tsr: conn.send(tsr)))
 
 
 HEADER_CUTS = {
@@ -578,9 +575,7 @@ def test_connection_closed_mid_headers(cut: str, route: Route) -> None:
         conn.read_request()
         conn.send(HEADER_CUTS[cut].encode())
 
-    with RawServer(handler) as srv:
-        _err, elapsed = refused(route.url(srv), timeout=3)
-    assert elapsed < 1.5
+    refused_promptly(route, handler)
 
 
 def _cl_half(conn: Conn, tsr: bytes) -> None:
@@ -612,7 +607,7 @@ def _chunked_no_crlf_after_data(conn: Conn, tsr: bytes) -> None:
     conn.send(head("HTTP/1.1 200 OK", TSR_CT, "Transfer-Encoding: chunked") + b"%x\r\n" % len(tsr) + tsr)
 
 
-BODY_CUTS: dict[str, Callable[[Conn, bytes], None]] = {
+BODY_CUTS: dict[str, Answer] = {
     "content-length-half": _cl_half,
     "content-length-whole-token-10-bytes-short": _cl_whole_token_but_short,
     "chunked-no-last-chunk": _chunked_no_last_chunk,
@@ -624,9 +619,7 @@ BODY_CUTS: dict[str, Callable[[Conn, bytes], None]] = {
 
 @pytest.mark.parametrize("cut", list(BODY_CUTS))
 def test_connection_closed_mid_body(cut: str, route: Route, ident: TsaIdentity) -> None:
-    with RawServer(token_handler(ident, BODY_CUTS[cut], [])) as srv:
-        err, elapsed = refused(route.url(srv), timeout=3)
-    assert elapsed < 1.5, f"{elapsed:.2f} s ({err.cause})"
+    refused_promptly(route, token_handler(ident, BODY_CUTS[cut]))
 
 
 @pytest.mark.parametrize("size_line", [b"zz", b"-1", b"", b"0x10", b"1" * 40])
@@ -634,9 +627,7 @@ def test_malformed_chunk_size_is_unreachable(size_line: bytes, route: Route, ide
     def answer(conn: Conn, tsr: bytes) -> None:
         conn.send(head("HTTP/1.1 200 OK", TSR_CT, "Transfer-Encoding: chunked") + size_line + b"\r\n" + tsr)
 
-    with RawServer(token_handler(ident, answer, [])) as srv:
-        _err, elapsed = refused(route.url(srv), timeout=3)
-    assert elapsed < 1.5
+    refused_promptly(route, token_handler(ident, answer))
 
 
 # --- the 1 MiB cap ------------------------------------------------------------------------------------------
@@ -673,10 +664,9 @@ def _oversize(framing: str, total: int, then_hold: bool) -> Handler:
 def test_body_over_1_mib_refused_without_reading_it_all(framing: str, route: Route) -> None:
     """1 MiB + 64 KiB arrive, then the server goes quiet with much more promised: the client must refuse on
     size at once, not wait for the rest (which would end in a timeout)."""
-    with RawServer(_oversize(framing, LIMIT + 65536, then_hold=True)) as srv:
-        err, elapsed = refused(route.url(srv), timeout=2.5)
+    handler = _oversize(framing, LIMIT + 65536, then_hold=True)
+    err = refused_promptly(route, handler, timeout=2.5, why="it waited for the rest of an oversized body")
     assert names_limit(err.cause), err.cause
-    assert elapsed < 1.5, f"{elapsed:.2f} s: the client waited for the rest of an oversized body"
 
 
 @pytest.mark.parametrize("framing", ["content-length-exact", "chunked", "eof"])
@@ -696,13 +686,12 @@ def test_body_size_limit_boundary(framing: str, extra: int, route: Route, ident:
         else:
             conn.send(head("HTTP/1.1 200 OK", TSR_CT, "Connection: close") + body)
 
-    with RawServer(token_handler(ident, answer, [])) as srv:
-        err, elapsed = refused(route.url(srv), timeout=2.5, code="VM-TSA-NOT-DER" if extra == 0 else "VM-TSA-UNREACHABLE")
+    code = "VM-TSA-NOT-DER" if extra == 0 else "VM-TSA-UNREACHABLE"
+    err = refused_promptly(route, token_handler(ident, answer), timeout=2.5, code=code)
     if extra:
         assert names_limit(err.cause), err.cause
     else:
         assert "trailing" in err.cause, err.cause
-    assert elapsed < 1.5
 
 
 # --- the overall deadline -----------------------------------------------------------------------------------
@@ -714,28 +703,27 @@ def _dripper(phase: str, ident: TsaIdentity) -> Handler:
         tsr = sign_token(ident, req.body)
         if phase == "status-line":
             whole = head("HTTP/1.1 200 OK", TSR_CT, f"Content-Length: {len(tsr)}") + tsr
-            conn.drip([whole[i : i + 1] for i in range(len(whole))])
+            conn.drip(one_by_one(whole))
         elif phase == "headers":
             conn.send(b"HTTP/1.1 200 OK\r\n" + TSR_CT.encode() + b"\r\nX-Slow: ")
             conn.drip([b"a"] * 1000)
         elif phase == "content-length-body":
             conn.send(head("HTTP/1.1 200 OK", TSR_CT, f"Content-Length: {len(tsr)}"))
-            conn.drip([tsr[i : i + 1] for i in range(len(tsr))])
+            conn.drip(one_by_one(tsr))
         elif phase == "chunked-body":  # one complete 1-byte chunk at a time
             conn.send(head("HTTP/1.1 200 OK", TSR_CT, "Transfer-Encoding: chunked"))
-            conn.drip([b"1\r\n%s\r\n" % tsr[i : i + 1] for i in range(len(tsr))])
+            conn.drip([b"1\r\n%s\r\n" % byte for byte in one_by_one(tsr)])
         else:  # read-to-EOF body
             conn.send(head("HTTP/1.1 200 OK", TSR_CT))
-            conn.drip([tsr[i : i + 1] for i in range(len(tsr))])
+            conn.drip(one_by_one(tsr))
 
     return handler
 
 
 @pytest.mark.parametrize("phase", ["status-line", "headers", "content-length-body", "chunked-body", "eof-body"])
 def test_drip_feed_cannot_hold_the_client_past_its_timeout(phase: str, route: Route, ident: TsaIdentity) -> None:
-    with RawServer(_dripper(phase, ident)) as srv:
-        err, elapsed = refused(route.url(srv), timeout=0.7)
-    assert elapsed < 1.5, f"a server sending a byte every 50 ms held the client {elapsed:.2f} s (timeout 0.7 s)"
+    why = "a server sending a byte every 50 ms held the client that long (timeout 0.7 s)"
+    err = refused_promptly(route, _dripper(phase, ident), timeout=0.7, why=why)
     assert "0.7" in err.cause, err.cause
 
 
@@ -747,11 +735,8 @@ def _forwarding_proxy(tsa: TsaServer) -> Handler:
 
     def handler(conn: Conn) -> None:
         req = conn.read_request()
-        fwd = urllib.request.Request(
-            tsa.url, data=req.body, method="POST", headers={"Content-Type": req.headers["content-type"]}
-        )
-        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(fwd, timeout=5) as resp:
-            body, ctype = resp.read(), resp.headers["Content-Type"]
+        status, ctype, body = post(tsa.url, req.body, req.headers["content-type"])
+        assert status == 200, status
         conn.send(
             head("HTTP/1.1 200 OK", f"Content-Type: {ctype}", f"Content-Length: {len(body)}", "Connection: close")
             + body
@@ -762,8 +747,7 @@ def _forwarding_proxy(tsa: TsaServer) -> Handler:
 
 @pytest.fixture
 def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    for var in PROXY_VARS:
-        monkeypatch.delenv(var, raising=False)
+    clear_proxy_env(monkeypatch)
     yield monkeypatch
 
 
@@ -776,34 +760,25 @@ def test_environment_proxy_used_for_a_non_loopback_url(
         tsr, nonce = request_token(PROXIED_URL, DATA, timeout=5)
     assert [r.line for r in proxy.requests] == ["POST http://tsa.invalid/tsr HTTP/1.1"]
     assert proxy.requests[0].headers.get("host") == "tsa.invalid"
-    assert verify_token(tsr, DATA, trust(ident), nonce).nonce == nonce
+    assert verify_token(tsr, DATA, trust_of(ident), nonce).nonce == nonce
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_environment_proxy_not_used_for_loopback(host: str, no_proxy_env: pytest.MonkeyPatch, ident: TsaIdentity) -> None:
-    def proxy_handler(conn: Conn) -> None:
-        conn.read_request()
-        conn.send(head("HTTP/1.1 502 Bad Gateway", "Content-Length: 0"))
-
-    with TsaServer(ident, max_lifetime=30) as tsa, RawServer(proxy_handler) as proxy:
+    with TsaServer(ident, max_lifetime=30) as tsa, RawServer(_bad_gateway) as proxy:
         for var in ("http_proxy", "HTTP_PROXY"):
             no_proxy_env.setenv(var, proxy.base)
         url = tsa.url.replace("127.0.0.1", host)
         tsr, nonce = request_token(url, DATA, timeout=5)
     assert proxy.connections == 0 and proxy.requests == []
-    assert verify_token(tsr, DATA, trust(ident), nonce).nonce == nonce
+    assert verify_token(tsr, DATA, trust_of(ident), nonce).nonce == nonce
 
 
 @pytest.mark.parametrize("var", ["no_proxy", "NO_PROXY"])
 @pytest.mark.parametrize("value", ["tsa.invalid", ".invalid", "*", "example.org, tsa.invalid"])
 def test_no_proxy_match_goes_direct(var: str, value: str, no_proxy_env: pytest.MonkeyPatch) -> None:
     """no_proxy matches, so the client goes direct: tsa.invalid does not resolve, and the proxy sees nothing."""
-
-    def proxy_handler(conn: Conn) -> None:
-        conn.read_request()
-        conn.send(head("HTTP/1.1 502 Bad Gateway", "Content-Length: 0"))
-
-    with RawServer(proxy_handler) as proxy:
+    with RawServer(_bad_gateway) as proxy:
         no_proxy_env.setenv("http_proxy", proxy.base)
         no_proxy_env.setenv(var, value)
         err, elapsed = refused(PROXIED_URL, timeout=2)
@@ -817,26 +792,12 @@ def test_no_proxy_match_goes_direct(var: str, value: str, no_proxy_env: pytest.M
 
 def test_interim_100_continue_before_the_answer(route: Route, ident: TsaIdentity) -> None:
     """RFC 9110 15.2: a client MUST parse 1xx responses before the final one, even unasked for."""
-
-    def answer(conn: Conn, tsr: bytes) -> None:
-        conn.send(
-            b"HTTP/1.1 100 Continue\r\n\r\n"
-            + head("HTTP/1.1 200 OK", TSR_CT, f"Content-Length: {len(tsr)}")
-            + tsr
-        )
-        conn.hold()
-
-    fetch_real_token(ident, route, answer)
+    fetch_real_token(ident, route, sized("HTTP/1.1 200 OK", TSR_CT, before=b"HTTP/1.1 100 Continue\r\n\r\n"))
 
 
 def test_status_line_with_empty_reason_phrase(route: Route, ident: TsaIdentity) -> None:
     """RFC 9112 4: reason-phrase may be empty ("HTTP/1.1 200 " then CRLF)."""
-
-    def answer(conn: Conn, tsr: bytes) -> None:
-        conn.send(head("HTTP/1.1 200 ", TSR_CT, f"Content-Length: {len(tsr)}") + tsr)
-        conn.hold()
-
-    fetch_real_token(ident, route, answer)
+    fetch_real_token(ident, route, sized("HTTP/1.1 200 ", TSR_CT))
 
 
 def test_path_and_query_sent_as_given(route: Route, ident: TsaIdentity) -> None:
@@ -854,9 +815,7 @@ def test_endless_headers_refused_before_the_deadline(route: Route) -> None:
             conn.send(line)
         conn.hold()
 
-    with RawServer(handler) as srv:
-        _err, elapsed = refused(route.url(srv), timeout=2.5)
-    assert elapsed < 1.5, f"{elapsed:.2f} s: headers were read until the deadline"
+    refused_promptly(route, handler, timeout=2.5, why="headers were read until the deadline")
 
 
 def _token_or_unreachable(url: str, ident: TsaIdentity) -> str:
@@ -866,7 +825,7 @@ def _token_or_unreachable(url: str, ident: TsaIdentity) -> str:
     except VaultMeshError as exc:
         assert exc.code == "VM-TSA-UNREACHABLE", (exc.code, exc.cause)
         return "refused"
-    verify_token(tsr, DATA, trust(ident), nonce)
+    verify_token(tsr, DATA, trust_of(ident), nonce)
     return "accepted"
 
 
@@ -901,7 +860,7 @@ def test_ambiguous_framing_is_a_token_or_unreachable(kind: str, route: Route, id
         else:
             conn.send(head("HTTP/1.1 200 OK", TSR_CT, "Transfer-Encoding: identity") + tsr)
 
-    with RawServer(token_handler(ident, answer, [])) as srv:
+    with RawServer(token_handler(ident, answer)) as srv:
         started = time.monotonic()
         _token_or_unreachable(route.url(srv), ident)
         assert time.monotonic() - started < 2.5
@@ -911,7 +870,7 @@ def test_ambiguous_framing_is_a_token_or_unreachable(kind: str, route: Route, id
 def test_odd_url_paths_never_crash(path: str, route: Route, ident: TsaIdentity) -> None:
     """A TSA URL from a policy or config with a space or a non-ASCII character: percent-encode it or refuse
     it with VM-TSA-UNREACHABLE, never a UnicodeEncodeError or a malformed request line."""
-    with RawServer(token_handler(ident, _cl_keepalive, [])) as srv:
+    with RawServer(token_handler(ident, _cl_keepalive)) as srv:
         outcome = _token_or_unreachable(route.url(srv, path), ident)
     if outcome == "accepted":
         (req,) = srv.requests
@@ -1043,8 +1002,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture
 def tls_env(monkeypatch: pytest.MonkeyPatch, pki: Pki, tmp_path: Path) -> pytest.MonkeyPatch:
     """No proxy settings; the test CA (and only it) trusted by ssl.create_default_context()."""
-    for var in PROXY_VARS:
-        monkeypatch.delenv(var, raising=False)
+    clear_proxy_env(monkeypatch)
     empty = tmp_path / "no-certs"
     empty.mkdir()
     monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_pem))
@@ -1125,12 +1083,12 @@ def fetch_over_tls(url: str, ident: TsaIdentity, srv: TlsServer, timeout: float 
     elapsed = time.monotonic() - started
     assert elapsed < 1.5, f"the client took {elapsed:.2f} s over TLS"
     assert srv.sent and tsr == srv.sent[0]
-    assert verify_token(tsr, DATA, trust(ident), nonce).nonce == nonce
+    assert verify_token(tsr, DATA, trust_of(ident), nonce).nonce == nonce
     assert len(srv.requests) == 1, [r.line for r in srv.requests]
     return srv.requests[0]
 
 
-def tls_token_server(pki: Pki, ident: TsaIdentity, answer: Callable[[Conn, bytes], None] = _cl_keepalive,
+def tls_token_server(pki: Pki, ident: TsaIdentity, answer: Answer = _cl_keepalive,
                      cert: CertFiles | None = None) -> TlsServer:
     """A TLS TSA signing a real token over the exact request body it decrypts (kept in .sent)."""
     sent: list[bytes] = []
@@ -1152,11 +1110,7 @@ def test_https_direct_real_token(framing: str, host: str, tls_env: pytest.Monkey
 
 
 def test_https_loopback_ignores_https_proxy(tls_env: pytest.MonkeyPatch, pki: Pki, ident: TsaIdentity) -> None:
-    def proxy_handler(conn: Conn) -> None:
-        conn.read_request()
-        conn.send(head("HTTP/1.1 502 Bad Gateway", "Content-Length: 0"))
-
-    with RawServer(proxy_handler) as proxy, tls_token_server(pki, ident) as srv:
+    with RawServer(_bad_gateway) as proxy, tls_token_server(pki, ident) as srv:
         for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
             tls_env.setenv(var, proxy.base)
         fetch_over_tls(srv.url(), ident, srv)
@@ -1302,11 +1256,7 @@ def test_connect_tunnel_closed_by_the_proxy(tls_env: pytest.MonkeyPatch, pki: Pk
 
 
 def test_https_no_proxy_match_goes_direct(tls_env: pytest.MonkeyPatch) -> None:
-    def proxy_handler(conn: Conn) -> None:
-        conn.read_request()
-        conn.send(head("HTTP/1.1 502 Bad Gateway", "Content-Length: 0"))
-
-    with RawServer(proxy_handler) as proxy:
+    with RawServer(_bad_gateway) as proxy:
         tls_env.setenv("https_proxy", proxy.base)
         tls_env.setenv("no_proxy", ".invalid")
         refused("https://tsa.invalid/tsr", timeout=2)
@@ -1322,10 +1272,10 @@ def test_http_proxy_credentials_sent_as_basic(creds: str, var: str, no_proxy_env
                                               ident: TsaIdentity) -> None:
     userinfo, plain = PROXY_CREDS[creds]
     assert plain is not None
-    with RawServer(token_handler(ident, _cl_keepalive, [])) as proxy:
+    with RawServer(token_handler(ident, _cl_keepalive)) as proxy:
         no_proxy_env.setenv(var, f"http://{userinfo}127.0.0.1:{proxy.port}")
         tsr, nonce = request_token(PROXIED_URL, DATA, timeout=2.5)
-    assert verify_token(tsr, DATA, trust(ident), nonce).nonce == nonce
+    assert verify_token(tsr, DATA, trust_of(ident), nonce).nonce == nonce
     (req,) = proxy.requests
     assert req.line == "POST http://tsa.invalid/tsr HTTP/1.1", req.line
     assert req.headers.get("host") == "tsa.invalid", req.headers
@@ -1415,7 +1365,7 @@ def test_tls_drip_fed_answer_bounded_by_the_timeout(tls_env: pytest.MonkeyPatch,
 @pytest.mark.parametrize("via", ["direct", "tunnel"])
 def test_tls_certificate_failure_is_unreachable(cert: str, via: str, tls_env: pytest.MonkeyPatch, pki: Pki,
                                                 ident: TsaIdentity) -> None:
-    with TlsServer(getattr(pki, cert), token_handler(ident, _cl_keepalive, [])) as srv:
+    with TlsServer(getattr(pki, cert), token_handler(ident, _cl_keepalive)) as srv:
         if via == "direct":
             err, elapsed = refused(srv.url(), timeout=2.5)
         else:
