@@ -326,8 +326,6 @@ def _parse_token(token: Node, status: int) -> ParsedToken:
         _not_tsr(f"its token has content type {content_type}, signedData ({OID_SIGNED_DATA}) was required")
     signed = ci.take(ctx(0), "content").only("the ContentInfo content")
     ci.done()
-    if signed.tag != SEQUENCE:
-        _not_tsr("the ContentInfo content is not a SignedData SEQUENCE")
     sd = signed.reader("the SignedData")
     sd.take(INTEGER, "version").integer("the SignedData version")
     sd.take(SET, "digestAlgorithms").children()
@@ -339,10 +337,7 @@ def _parse_token(token: Node, status: int) -> ParsedToken:
     encap.done()
     if wrapped is None:
         _not_tsr("the SignedData carries no encapsulated TSTInfo")
-    inner = wrapped.only("the eContent")
-    if inner.tag != OCTET_STRING:
-        _not_tsr(f"the eContent is a {der.tag_name(inner.tag)}, an OCTET STRING was required")
-    econtent = inner.octets("the eContent")
+    econtent = wrapped.only("the eContent").octets("the eContent")
     cert_set = sd.opt(ctx(0))
     sd.opt(ctx(1))  # crls: not used (validity is judged at genTime from the chain alone)
     signer_infos = tuple(sd.take(SET, "signerInfos").children())
@@ -443,9 +438,7 @@ def request_token(url: str, data: bytes, timeout: float = 10.0) -> tuple[bytes, 
     from .tsa_http import post
 
     request_der, nonce = build_request(data)
-    status, ctype, body = post(url, request_der, timeout)
-    if status != 200:
-        _fail("VM-TSA-UNREACHABLE", f"the TSA at {url} answered HTTP {status}; HTTP 200 was required")
+    ctype, body = post(url, request_der, timeout)
     if ctype != "application/timestamp-reply":
         what = f": {_describe_non_der(body)}" if body else ""
         _fail(

@@ -47,8 +47,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def post(url: str, body: bytes, timeout: float) -> tuple[int, str, bytes]:
-    """POST an application/timestamp-query; return (200, media type in lower case, body).
+def post(url: str, body: bytes, timeout: float) -> tuple[str, bytes]:
+    """POST an application/timestamp-query; return the HTTP 200 answer's (media type in lower case, body).
 
     A redirect or any other status, and every transport failure, raise VM-TSA-UNREACHABLE naming what
     happened."""
@@ -141,7 +141,7 @@ class _Exchange:
         default = 443 if self.scheme == "https" else 80
         return self.host_text if self.port == default else f"{self.host_text}:{self.port}"
 
-    def post(self, target: str, body: bytes) -> tuple[int, str, bytes]:
+    def post(self, target: str, body: bytes) -> tuple[str, bytes]:
         via = self.proxy
         host, port = (via.host, via.port) if via is not None else (self.host, self.port)
         # An ASCII host as bytes: a str would be IDNA-encoded, whose first use imports unicodedata (~3 ms).
@@ -263,7 +263,7 @@ class _Exchange:
             if not 100 <= status < 200:
                 return status, reason, headers
 
-    def _answer(self) -> tuple[int, str, bytes]:
+    def _answer(self) -> tuple[str, bytes]:
         status, reason, headers = self._head()
         if 300 <= status < 400:
             _fail(f"the TSA at {self.url} answered HTTP {status} redirecting to {headers.get('location', '?')}; "
@@ -276,18 +276,18 @@ class _Exchange:
         if coding is not None:
             if coding.strip().lower() != "chunked":
                 _fail(f"the TSA at {self.url} sent Transfer-Encoding {coding[:40]!r}; only chunked is supported")
-            return 200, ctype, self._chunked()
+            return ctype, self._chunked()
         length = headers.get("content-length")
         if length is not None:
             if not (length.isascii() and length.isdigit()):
                 _fail(f"the TSA at {self.url} sent Content-Length {length[:40]!r}, not a number")
             n = int(length)
             self._cap(n)
-            return 200, ctype, self._exactly(n, "body")
+            return ctype, self._exactly(n, "body")
         while chunk := self._recv():  # no length: the body ends when the server closes
             self.buf += chunk
             self._cap(len(self.buf))
-        return 200, ctype, self.buf
+        return ctype, self.buf
 
     def _cap(self, size: int) -> None:
         if size > MAX_RESPONSE_BYTES:
