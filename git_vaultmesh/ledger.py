@@ -223,12 +223,20 @@ class AppendResult:
 Precheck = Callable[[Repo, Head], Sequence[Entry]]
 
 
+class _Rebuild(Exception):
+    """`confirm` withdrew the built commit: build again from what the precheck returns now."""
+
+
 def append(
     repo: Repo, key: SigningKey, entries: Sequence[Entry] | Precheck, *,
-    keep: Sequence[str] = (), max_attempts: int = MAX_ATTEMPTS,
+    keep: Sequence[str] = (), max_attempts: int = MAX_ATTEMPTS, confirm: Callable[[], bool] | None = None,
 ) -> AppendResult:
     """Append entries as one log commit; `entries` may be a callable re-evaluated on every attempt
-    (it sees the current head and may refuse, e.g. a tag that was recorded meanwhile)."""
+    (it sees the current head and may refuse, e.g. a tag that was recorded meanwhile).
+
+    `confirm`, when given, is asked after the commit is built and before the refs move (the point of no
+    return): False withdraws that commit, and the attempt starts again from `entries`. It lets a check run
+    while the commit is built (record verifies fresh tokens that way) without anything unchecked landing."""
     for attempt in range(1, max_attempts + 1):
         with _appender_turn(repo):
             head = read_head(repo)
@@ -236,7 +244,10 @@ def append(
             if not todo:
                 raise VaultMeshError("VM-USAGE", "nothing to append",
                                      "the calling command passed no entry: please report this as a bug")
-            result = _try_append(repo, key, head, todo, keep)
+            try:
+                result = _try_append(repo, key, head, todo, keep, confirm=confirm)
+            except _Rebuild:
+                continue
         if result is not None:
             return AppendResult(result, head.size, todo, attempt)
         stale = ref_locks(repo, older_than=STALE_LOCK_SECONDS)
@@ -320,7 +331,7 @@ def locked_error(locks: Sequence[str]) -> VaultMeshError:
 def _try_append(
     repo: Repo, key: SigningKey, head: Head, todo: list[Entry], keep: Sequence[str],
     *, expected_log: str | None | bool = False, all_entries: Sequence[Entry] | None = None,
-    notes_parents: Sequence[str] = (),
+    notes_parents: Sequence[str] = (), confirm: Callable[[], bool] | None = None,
 ) -> str | None:
     """Build the commit on `head` and CAS the refs. `expected_log` (when not False) is the value REF_LOG
     must still have — differs from head.commit only for pull, which appends onto the remote's log; then
@@ -382,6 +393,8 @@ def _try_append(
         ref = KEEP_PREFIX + oid
         if repo.ref_oid(ref) is None:
             updates.append(RefUpdate(ref, oid, None))
+    if confirm is not None and not confirm():
+        raise _Rebuild
     return commit if repo.update_refs(updates) else None
 
 

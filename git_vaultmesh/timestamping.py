@@ -32,7 +32,7 @@ from .entry import NO_TOKEN_TYPES, Entry, canonical, make_entry, now_rfc3339, sh
 from .errors import VaultMeshError
 from .ledger import checkpoint_text
 from .policy import Policy
-from .tsa_fetch import Endpoint, fetch
+from .tsa_fetch import Endpoint, Fetched, fetch, verify_fetched
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -350,9 +350,6 @@ def warm_up(repo: Repo) -> None:
         box.append(settings)
         if any(k.startswith("vaultmesh.tsa.") and k.endswith(".url") for k in settings.git_keys()):
             try:
-                # ec.ECDSA() imports cryptography's OpenSSL backend on first use (~5 ms): pay for it here too.
-                from cryptography.hazmat.backends.openssl import backend  # noqa: F401
-
                 from . import tsa, tsa_http  # noqa: F401
             except ImportError:  # pragma: no cover - the real import in the caller reports it
                 pass
@@ -397,6 +394,14 @@ class StampOutcome:
     tsas: dict[str, list[str]] = field(default_factory=dict)  # stamped entry id -> TSAs that gave a token
     problems: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)  # entry ids left with fewer tokens than required
+    _verdict: Callable[[], bool] | None = field(default=None, repr=False)
+
+    def confirm(self) -> bool:
+        """Wait for the tokens in `entries` to be verified. True: all of them verified. False: some did not,
+        and `entries` (and the rest) were rebuilt from those that did; append those instead. Pass it to
+        ledger.append as `confirm`: it is asked just before the refs move, so the check overlaps the build."""
+        verdict, self._verdict = self._verdict, None
+        return True if verdict is None else verdict()
 
     def as_json(self, entry_id: str) -> dict[str, Any]:
         return {"tsas": self.tsas.get(entry_id, []), "pending": entry_id in self.pending,
@@ -427,7 +432,8 @@ def settings_for(repo: Repo, settings: Settings | None = None) -> tuple[float, i
 
 def stamp_entries(repo: Repo, key: SigningKey, policy: Policy, targets: Sequence[Entry]) -> StampOutcome:
     """Tokens from every TSA of `policy` (the policy the targets will be judged by) over each target's line,
-    as one signed `timestamp` entry per target, to append in the same append as the targets.
+    as one signed `timestamp` entry per target, to append in the same append as the targets, with the
+    outcome's `confirm` passed to ledger.append (the tokens are still being verified when this returns).
 
     Never raises because of a TSA: an unreachable, slow or misbehaving TSA leaves the entry pending (listed in
     `problems` and `pending`) so the caller still appends what it set out to record."""
@@ -446,10 +452,40 @@ def stamp_entries(repo: Repo, key: SigningKey, policy: Policy, targets: Sequence
     if signer is None or not signer.may_sign("timestamp"):
         out.problems.append(f"your key {key.fingerprint} may not sign timestamp entries under the policy")
         eps = []
-    results = fetch([(t.line, ep) for t in targets for ep in eps], timeout=timeout, workers=jobs)
+    # Fetched now, verified in a thread while the caller signs and builds the append (confirm() waits for
+    # it before the refs move): the verifier's imports (cryptography, ~25 ms) and checks are off the path.
+    work = [(t.line, ep) for t in targets for ep in eps]
+    fetched = fetch(work, timeout=timeout, workers=jobs, verify=False)
+    base_problems = list(out.problems)
+    _tally(out, key, policy, log_id, targets, fetched, len(eps), base_problems)
+    if not any(f.tsr is not None for f in fetched):
+        return out
+    box: list[list[Fetched]] = []
+    thread = threading.Thread(target=lambda: box.append(verify_fetched(work, fetched)), daemon=True,
+                              name="vaultmesh-tsa-verify")
+    thread.start()
+
+    def verdict() -> bool:
+        thread.join()
+        checked = box[0] if box else verify_fetched(work, fetched)  # a crashed thread: raise here, in the open
+        if all((c.tsr is None) == (f.tsr is None) for c, f in zip(checked, fetched, strict=True)):
+            return True
+        _tally(out, key, policy, log_id, targets, checked, len(eps), base_problems)
+        return False
+
+    out._verdict = verdict
+    return out
+
+
+def _tally(out: StampOutcome, key: SigningKey, policy: Policy, log_id: str, targets: Sequence[Entry],
+           results: Sequence[Fetched], per_target: int, base_problems: list[str]) -> None:
+    """Fill `out` from the tokens obtained: one signed `timestamp` entry per target that got any, the TSAs
+    that gave one, the problems, and the targets left pending."""
+    out.problems = list(base_problems)
+    out.tsas, out.pending = {}, []
     bodies: list[dict[str, Any]] = []
     for n, t in enumerate(targets):
-        got = results[n * len(eps):(n + 1) * len(eps)]
+        got = results[n * per_target:(n + 1) * per_target]
         tokens = [(f.tsa, f.tsr) for f in got if f.tsr is not None]
         for f in got:
             if f.error is not None:
@@ -462,8 +498,6 @@ def stamp_entries(repo: Repo, key: SigningKey, policy: Policy, targets: Sequence
         if tokens:
             bodies.append(timestamp_body(log_id, tokens, entry=t.id))
     out.entries = sign_bodies(key, bodies)
-    return out
-
 
 def keep_known(stamps: Sequence[Entry], policy: Policy) -> list[Entry]:
     """The timestamp entries whose every token names a TSA of `policy` (used when the policy changed between

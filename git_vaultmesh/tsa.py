@@ -19,16 +19,11 @@ import base64
 import binascii
 import functools
 import hashlib
+import os
 import re
-import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import NoReturn
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from typing import TYPE_CHECKING, NoReturn
 
 from . import der
 from .der import (
@@ -45,6 +40,16 @@ from .der import (
     ctx,
 )
 from .errors import VaultMeshError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    _PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None
+
+# cryptography is imported where a signature is checked, not here: requesting and parsing a token need only
+# der.py, so `record` can fetch a token while cryptography (~25 ms of imports) loads in the thread that will
+# verify it (timestamping.stamp_entries).
 
 __all__ = [
     "ParsedToken",
@@ -80,11 +85,7 @@ OID_EXT_BASIC_CONSTRAINTS = "2.5.29.19"
 OID_EXT_EKU = "2.5.29.37"
 
 # Digests accepted for the CMS signature, ESSCertIDv2 and messageDigest: SHA-1 and weaker are refused.
-_DIGESTS: dict[str, tuple[str, Callable[[], hashes.HashAlgorithm]]] = {
-    OID_SHA256: ("sha256", hashes.SHA256),
-    OID_SHA384: ("sha384", hashes.SHA384),
-    OID_SHA512: ("sha512", hashes.SHA512),
-}
+_DIGESTS: dict[str, str] = {OID_SHA256: "sha256", OID_SHA384: "sha384", OID_SHA512: "sha512"}  # hashlib names
 # Signature algorithm OIDs that name their digest; in a SignerInfo it must equal the digestAlgorithm.
 _RSA_PKCS1_WITH: dict[str, str] = {
     "1.2.840.113549.1.1.11": OID_SHA256,
@@ -96,11 +97,7 @@ _ECDSA_WITH: dict[str, str] = {
     "1.2.840.10045.4.3.3": OID_SHA384,
     "1.2.840.10045.4.3.4": OID_SHA512,
 }
-_EC_CURVES: dict[str, Callable[[], ec.EllipticCurve]] = {
-    "1.2.840.10045.3.1.7": ec.SECP256R1,
-    "1.3.132.0.34": ec.SECP384R1,
-    "1.3.132.0.35": ec.SECP521R1,
-}
+_EC_CURVES = {"1.2.840.10045.3.1.7": "SECP256R1", "1.3.132.0.34": "SECP384R1", "1.3.132.0.35": "SECP521R1"}
 _MIN_RSA_BITS = 2048
 _DER_NULL = b"\x05\x00"
 _MAX_CHAIN_DEPTH = 4  # intermediates between the signer and the policy CA
@@ -421,7 +418,7 @@ def build_request(data: bytes, nonce: int | None = None) -> tuple[bytes, int]:
     certReq makes the TSA include its certificate, so a token verifies offline from the policy's CA alone.
     """
     if nonce is None:
-        nonce = secrets.randbits(64)
+        nonce = int.from_bytes(os.urandom(8), "big")  # 64 random bits (os.urandom: secrets costs an import)
     elif nonce < 0:
         raise ValueError("the nonce must be a non-negative integer")
     imprint = der.encode(SEQUENCE, _SHA256_ALG + der.encode(OCTET_STRING, hashlib.sha256(data).digest()))
@@ -658,13 +655,15 @@ class _Cert:
     def is_ca(self) -> bool:
         return self.ca and (self.key_usage is None or "keyCertSign" in self.key_usage)
 
-    def public_key(self) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None:
+    def public_key(self) -> _PublicKey:
         """The subject key (RSA or EC on P-256/384/521), or None for any other kind."""
         if not self._key_loaded:
             self._key, self._key_loaded = self._load_key(), True
         return self._key
 
-    def _load_key(self) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None:
+    def _load_key(self) -> _PublicKey:
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
         oid, params = self.key_alg
         try:
             if oid == OID_RSA_ENCRYPTION and (params is None or params.raw == _DER_NULL):
@@ -676,7 +675,7 @@ class _Cert:
             if oid == OID_EC_PUBLIC_KEY and params is not None and params.tag == OID:
                 curve = _EC_CURVES.get(params.oid())
                 if curve is not None:
-                    return ec.EllipticCurvePublicKey.from_encoded_point(curve(), self.key_bits)
+                    return ec.EllipticCurvePublicKey.from_encoded_point(getattr(ec, curve)(), self.key_bits)
         except (DerError, ValueError):
             return None
         return None
@@ -735,7 +734,11 @@ def _describe_sid(sid: Node) -> str:
         return f"an unparsable signer identifier: {exc.detail}"
 
 
-_PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None
+def _hash(oid: str) -> hashes.HashAlgorithm:
+    from cryptography.hazmat.primitives import hashes
+
+    name = _DIGESTS[oid]
+    return hashes.SHA256() if name == "sha256" else hashes.SHA384() if name == "sha384" else hashes.SHA512()
 
 
 def _verify_signature(key: _PublicKey, alg: tuple[str, Node | None], digest_oid: str | None, signature: bytes,
@@ -747,34 +750,39 @@ def _verify_signature(key: _PublicKey, alg: tuple[str, Node | None], digest_oid:
     named = _RSA_PKCS1_WITH.get(sig_oid) or _ECDSA_WITH.get(sig_oid)
     if digest_oid is not None and named is not None and named != digest_oid:
         _fail("VM-TSA-SIGNATURE", f"the signature algorithm {sig_oid} names another digest than the "
-                                  f"SignerInfo's digestAlgorithm {_DIGESTS[digest_oid][0]}; they must agree")
+                                  f"SignerInfo's digestAlgorithm {_DIGESTS[digest_oid]}; they must agree")
     digest = named or digest_oid
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+
     try:
         if sig_oid == OID_RSA_ENCRYPTION and digest_oid is not None or sig_oid in _RSA_PKCS1_WITH:
             if params is not None and params.raw != _DER_NULL:
                 _fail("VM-TSA-SIGNATURE", f"RSA PKCS#1 v1.5 signature parameters {params.raw.hex()}; NULL or "
                                           "none was required")
             assert digest is not None
-            _rsa_key(key).verify(signature, signed, padding.PKCS1v15(), _DIGESTS[digest][1]())
+            _rsa_key(key).verify(signature, signed, padding.PKCS1v15(), _hash(digest))
         elif sig_oid == OID_RSASSA_PSS:
             pss, digest = _pss_padding(params, digest_oid)
-            _rsa_key(key).verify(signature, signed, pss, _DIGESTS[digest][1]())
+            _rsa_key(key).verify(signature, signed, pss, _hash(digest))
         elif sig_oid in _ECDSA_WITH or sig_oid == OID_EC_PUBLIC_KEY and digest_oid is not None:
             if not isinstance(key, ec.EllipticCurvePublicKey):
                 _fail("VM-TSA-SIGNATURE", f"the signature is ECDSA but the signer key is {_key_desc(key)}; an "
                                           "EC key on P-256, P-384 or P-521 was required")
             assert digest is not None
-            key.verify(signature, signed, ec.ECDSA(_DIGESTS[digest][1]()))
+            key.verify(signature, signed, ec.ECDSA(_hash(digest)))
         else:
             _fail("VM-TSA-SIGNATURE", f"the signature algorithm {sig_oid} is not supported; RSA PKCS#1 v1.5, "
                                       "RSASSA-PSS or ECDSA with SHA-256/384/512 was required")
     except InvalidSignature:
-        name = _DIGESTS[digest][0] if digest in _DIGESTS else "?"
+        name = _DIGESTS.get(digest or "", "?")
         _fail("VM-TSA-SIGNATURE", f"{what} ({sig_oid}, {name}) does not verify over {over} with the key of "
                                   f"{who!r}: it was altered")
 
 
 def _rsa_key(key: _PublicKey) -> rsa.RSAPublicKey:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     if not isinstance(key, rsa.RSAPublicKey):
         _fail("VM-TSA-SIGNATURE", f"the signature is RSA but the signer key is {_key_desc(key)}")
     if key.key_size < _MIN_RSA_BITS:
@@ -783,6 +791,8 @@ def _rsa_key(key: _PublicKey) -> rsa.RSAPublicKey:
 
 
 def _key_desc(key: _PublicKey) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     if isinstance(key, rsa.RSAPublicKey):
         return f"RSA-{key.key_size}"
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -818,7 +828,9 @@ def _pss_padding(params: Node | None, digest_oid: str | None) -> tuple[padding.P
         _fail("VM-TSA-SIGNATURE", "the RSASSA-PSS trailer field is not 1 (0xBC)")
     if salt < 0:
         _fail("VM-TSA-SIGNATURE", f"the RSASSA-PSS salt length {salt} is negative")
-    return padding.PSS(mgf=padding.MGF1(_DIGESTS[mgf_hash][1]()), salt_length=salt), hash_oid
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    return padding.PSS(mgf=padding.MGF1(_hash(mgf_hash)), salt_length=salt), hash_oid
 
 
 def _signed_attributes(attrs: Node | None) -> tuple[bytes, dict[str, list[Node]]]:
@@ -885,7 +897,7 @@ def _check_ess(by_type: dict[str, list[Node]], cert: _Cert) -> None:
             if hash_oid not in _DIGESTS:
                 _fail("VM-TSA-SIGNATURE",
                       f"the ESSCertIDv2 hash algorithm is {hash_oid}; SHA-256/384/512 was required")
-        want = hashlib.new(_DIGESTS[hash_oid][0] if v2 else "sha1", cert.der).digest()
+        want = hashlib.new(_DIGESTS[hash_oid] if v2 else "sha1", cert.der).digest()
         got = first.take(OCTET_STRING, "certHash").octets()
         if got != want:
             _fail(
@@ -1077,7 +1089,7 @@ def _check_signer_info(node: Node, pool: list[_Cert], econtent: bytes) -> _Cert:
         )
     md = _single(by_type, OID_ATTR_MESSAGE_DIGEST, "messageDigest")
     digest = md.octets("the messageDigest") if md.tag == OCTET_STRING else b""
-    want = hashlib.new(_DIGESTS[digest_oid][0], econtent).digest()
+    want = hashlib.new(_DIGESTS[digest_oid], econtent).digest()
     if digest != want:
         _fail(
             "VM-TSA-SIGNATURE",

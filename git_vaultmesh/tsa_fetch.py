@@ -36,11 +36,15 @@ class Fetched:
     tsa: str
     tsr: bytes | None
     error: VaultMeshError | None
-    info: TokenInfo | None = None
+    info: TokenInfo | None = None  # set once the token verified
+    nonce: int | None = None  # the nonce requested (verify_fetched checks it)
 
 
-def fetch(jobs: Sequence[tuple[bytes, Endpoint]], *, timeout: float, workers: int) -> list[Fetched]:
+def fetch(jobs: Sequence[tuple[bytes, Endpoint]], *, timeout: float, workers: int,
+          verify: bool = True) -> list[Fetched]:
     """A verified token (or the reason for none) for each (data, TSA), at most `workers` requests in flight.
+    With verify=False the tokens are only parsed (status, imprint, nonce): the caller must pass them through
+    verify_fetched before anything is appended.
 
     A TSA that failed GIVE_UP_AFTER times in a row is not asked again within the batch: a dead TSA costs a
     timeout per worker, not one per entry."""
@@ -58,7 +62,7 @@ def fetch(jobs: Sequence[tuple[bytes, Endpoint]], *, timeout: float, workers: in
             return Fetched(ep.name, None, gave_up)
         try:
             tsr, nonce = request_token(ep.url, data, timeout)
-            info = verify_token(tsr, data, TsaTrust(ep.name, ep.ca_cert, ep.spki_pin), nonce)
+            info = verify_token(tsr, data, TsaTrust(ep.name, ep.ca_cert, ep.spki_pin), nonce) if verify else None
         except VaultMeshError as exc:
             with lock:
                 streak[ep.name] = streak.get(ep.name, 0) + 1
@@ -67,7 +71,7 @@ def fetch(jobs: Sequence[tuple[bytes, Endpoint]], *, timeout: float, workers: in
             return Fetched(ep.name, None, exc)
         with lock:
             streak[ep.name] = 0
-        return Fetched(ep.name, tsr, None, info)
+        return Fetched(ep.name, tsr, None, info, nonce)
 
     if len(jobs) <= 1:
         return [one(j) for j in jobs]
@@ -75,3 +79,22 @@ def fetch(jobs: Sequence[tuple[bytes, Endpoint]], *, timeout: float, workers: in
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
         return list(pool.map(one, jobs))
+
+
+def verify_fetched(jobs: Sequence[tuple[bytes, Endpoint]], fetched: Sequence[Fetched]) -> list[Fetched]:
+    """Each token fetched with verify=False, verified against its TSA's policy trust (nonce included); a
+    token that fails becomes its error."""
+    from .tsa import TsaTrust, verify_token
+
+    out: list[Fetched] = []
+    for (data, ep), got in zip(jobs, fetched, strict=True):
+        if got.tsr is None or got.info is not None:
+            out.append(got)
+            continue
+        try:
+            info = verify_token(got.tsr, data, TsaTrust(ep.name, ep.ca_cert, ep.spki_pin), got.nonce)
+        except VaultMeshError as exc:
+            out.append(Fetched(got.tsa, None, exc))
+            continue
+        out.append(Fetched(got.tsa, got.tsr, None, info, got.nonce))
+    return out

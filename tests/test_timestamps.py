@@ -350,3 +350,56 @@ def test_pull_does_not_carry_archive_timestamps_of_a_diverged_log(
     assert rc == 0, failed(report)
     envs = [e.body.get("environment") for e in entries(ledger_repo) if e.type == "deploy"]
     assert envs == ["theirs", "ours"]
+
+
+# --- fetched first, verified while the append is built ----------------------------------------------------
+
+
+def test_confirm_withdraws_a_built_commit_before_the_refs_move(ledger_repo: Path) -> None:
+    """ledger.append's `confirm` is asked after the commit is built and before the refs move; False withdraws
+    that commit and the attempt starts again from the precheck, whose answer may have changed."""
+    stamp_a, stamp_b = b"\x30\x03\x02\x01\x01", b"\x30\x03\x02\x01\x02"  # two different (bogus) token bodies
+    with Repo.discover(ledger_repo) as r:
+        key = signing_key(r)
+        before = ledger.read_head(r)
+        assert before.log_id is not None
+        first, second = sign_bodies(key, [timestamp_body(before.log_id, [("t", stamp_a)], checkpoint=1),
+                                          timestamp_body(before.log_id, [("t", stamp_b)], checkpoint=1)])
+        offered: list[Entry] = [first]
+        asked: list[str | None] = []
+
+        def confirm() -> bool:
+            asked.append(r.ref_oid(ledger.REF_LOG))  # the refs have not moved yet when confirm is asked
+            if len(asked) == 1:
+                offered[0] = second  # the first build is withdrawn: the next attempt appends this instead
+                return False
+            return True
+
+        result = ledger.append(r, key, lambda _repo, _head: list(offered), confirm=confirm)
+        assert asked == [before.commit, before.commit]
+        assert result.attempts == 2
+        log = ledger.load(r)[1]
+    assert log[-1].id == second.id and first.id not in {e.id for e in log}
+
+
+def test_record_fetches_without_cryptography_and_verifies_in_a_thread(ledger_repo: Path, server: TsaServer,
+                                                                       tmp_path: Path) -> None:
+    """Requesting and parsing a token needs der.py only; cryptography loads in the verifying thread. A token
+    that fails there is never appended (the pinned TSA below), while the good one is."""
+    probe = ("import sys\nfrom git_vaultmesh import tsa\n"
+             f"tsr, nonce = tsa.request_token({server.url!r}, b'x', 5)\n"
+             "tsa.parse_response(tsr)\n"
+             "print(sorted(m for m in sys.modules if m.startswith('cryptography')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+    other = make_identity("ec")
+    add_tsa(ledger_repo, "main", server, tmp_path)
+    add_tsa(ledger_repo, "pinned", server, tmp_path, "--offline", "--pin-spki", spki_pin_of(other.cert_pem))
+    before = len(entries(ledger_repo))
+    res = run(ledger_repo, "record", "HEAD", "--environment", "prod", "--json")
+    assert res.returncode == 0, res.stderr
+    stamps = [e for e in entries(ledger_repo)[before:] if e.type == "timestamp"]
+    assert [[t["tsa"] for t in e.body["tokens"]] for e in stamps] == [["main"]]
+    assert json.loads(res.stdout)["timestamps"]["tsas"] == ["main"] and "VM-TSA-PIN" in res.stderr

@@ -427,7 +427,7 @@ def append_change(st: State, key: SigningKey, entry: Entry) -> tuple[ledger.Appe
         return [entry, *stamps.entries]
 
     try:
-        return ledger.append(st.repo, key, still_current), stamps
+        return ledger.append(st.repo, key, still_current, confirm=stamps.confirm), stamps
     except _Stale as exc:
         raise VaultMeshError("VM-POLICY-STALE", f"another policy entry (#{exc.args[0]}) was appended meanwhile"
                              if exc.args[0] >= 0 else "the same change was appended meanwhile",

@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
 
     keep = [commit] if not is_tag else []
     try:
-        result = ledger.append(repo, key, still_new, keep=keep)
+        result = ledger.append(repo, key, still_new, keep=keep, confirm=stamps.confirm if stamps else None)
     except _AlreadyThere as same:
         msg = f"an identical receipt (same body digest) is already entry #{same.seq} ({same.entry.id[:12]})"
         if args.json:
