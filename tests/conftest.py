@@ -17,6 +17,21 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _children_run_this_checkout() -> None:
+    """Every `python -m git_vaultmesh` / `git vaultmesh` a test starts imports the package from this checkout,
+    not whatever copy happens to be installed (a stale install would be tested instead of the change), and
+    from bytecode compiled once here: under PYTHONDONTWRITEBYTECODE each child would recompile every module."""
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "git_vaultmesh"), quiet=1)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+
+
+_children_run_this_checkout()
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test Author",
     "GIT_AUTHOR_EMAIL": "author@example.org",
