@@ -23,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from . import der
 from .der import (
@@ -160,8 +160,8 @@ def _fail(code: str, cause: str, hint: str | None = None) -> NoReturn:
 # --- public data types --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TsaTrust:
+# NamedTuples, not dataclasses: each frozen dataclass costs ~1 ms to create at import, inside record's budget.
+class TsaTrust(NamedTuple):
     """What a policy says about one TSA: the CA its signer must chain to, and optionally a key pin."""
 
     name: str
@@ -169,8 +169,7 @@ class TsaTrust:
     spki_pin: str | None = None  # base64(SHA-256(DER SubjectPublicKeyInfo of the signer certificate))
 
 
-@dataclass(frozen=True)
-class TokenInfo:
+class TokenInfo(NamedTuple):
     """The facts of a verified token; the caller judges later expiry (archive timestamps) from these."""
 
     gen_time: datetime
@@ -770,7 +769,7 @@ def _verify_signature(key: _PublicKey, alg: tuple[str, Node | None], digest_oid:
                 _fail("VM-TSA-SIGNATURE", f"the signature is ECDSA but the signer key is {_key_desc(key)}; an "
                                           "EC key on P-256, P-384 or P-521 was required")
             assert digest is not None
-            key.verify(signature, signed, ec.ECDSA(_hash(digest)))
+            key.verify(signature, signed, _ecdsa(_hash(digest)))
         else:
             _fail("VM-TSA-SIGNATURE", f"the signature algorithm {sig_oid} is not supported; RSA PKCS#1 v1.5, "
                                       "RSASSA-PSS or ECDSA with SHA-256/384/512 was required")
@@ -778,6 +777,32 @@ def _verify_signature(key: _PublicKey, alg: tuple[str, Node | None], digest_oid:
         name = _DIGESTS.get(digest or "", "?")
         _fail("VM-TSA-SIGNATURE", f"{what} ({sig_oid}, {name}) does not verify over {over} with the key of "
                                   f"{who!r}: it was altered")
+
+
+def _ecdsa(algorithm: hashes.HashAlgorithm) -> ec.ECDSA:
+    return _verifying_ecdsa()(algorithm)
+
+
+@functools.cache
+def _verifying_ecdsa() -> type[ec.ECDSA]:
+    """ec.ECDSA without its constructor, which imports cryptography's whole OpenSSL backend (~5 ms, ciphers
+    included) only to check deterministic-signing support, which verifying never uses. The subclass answers
+    the two properties an ECDSA verifier reads."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    class Verifying(ec.ECDSA):
+        def __init__(self, algorithm: hashes.HashAlgorithm) -> None:  # no super().__init__(): that is the point
+            self._chosen = algorithm
+
+        @property
+        def algorithm(self) -> hashes.HashAlgorithm:
+            return self._chosen
+
+        @property
+        def deterministic_signing(self) -> bool:
+            return False
+
+    return Verifying
 
 
 def _rsa_key(key: _PublicKey) -> rsa.RSAPublicKey:

@@ -183,6 +183,8 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _public_fields(value: Any) -> set[str]:
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple (TokenInfo)
+        return set(value._fields)
     if not dataclasses.is_dataclass(value):
         return set()
     return {f.name for f in dataclasses.fields(value) if not f.name.startswith("_")}
