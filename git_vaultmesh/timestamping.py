@@ -327,10 +327,11 @@ _warm: tuple[threading.Thread, int, list[Settings]] | None = None  # (thread, id
 
 def warm_up(repo: Repo) -> None:
     """Call first thing in a command that may timestamp. In a background thread: read the vaultmesh.* config
-    (one git process for every key) and, if any TSA URL is configured, import the RFC 3161 client (tsa.py with
-    der.py and cryptography's public-key primitives, tsa_http.py, and cryptography's OpenSSL backend, which
-    ECDSA() loads on first use: ~20 ms of CPU, measured), so that both overlap the git and gpg work the command
-    does before it needs a token.
+    (one git process for every key) and, if any TSA URL is configured, import the light RFC 3161 client (tsa.py
+    with der.py, tsa_http.py with socket: ~6 ms; cryptography is not imported here but by the thread that
+    verifies the token, see stamp_entries), so that both overlap the git and gpg work the command does before
+    it needs a token. Importing cryptography here too was measured slower: it then competes for the
+    interpreter lock with the command's own git calls.
 
     Measured against a helper process doing the imports on another core: the thread won on a loaded 2-core
     machine (no second interpreter to start) and costs a command without TSAs only the thread itself."""
@@ -498,6 +499,7 @@ def _tally(out: StampOutcome, key: SigningKey, policy: Policy, log_id: str, targ
         if tokens:
             bodies.append(timestamp_body(log_id, tokens, entry=t.id))
     out.entries = sign_bodies(key, bodies)
+
 
 def keep_known(stamps: Sequence[Entry], policy: Policy) -> list[Entry]:
     """The timestamp entries whose every token names a TSA of `policy` (used when the policy changed between

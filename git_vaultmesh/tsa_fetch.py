@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .errors import VaultMeshError
 
 if TYPE_CHECKING:
-    from .tsa import TokenInfo
+    from .tsa import TokenInfo, TsaTrust
 
 GIVE_UP_AFTER = 3  # failures in a row after which a TSA is taken as down for the rest of a batch
 
@@ -29,6 +29,11 @@ class Endpoint:
     url: str
     ca_cert: str
     spki_pin: str | None = None
+
+    def trust(self) -> TsaTrust:
+        from .tsa import TsaTrust
+
+        return TsaTrust(self.name, self.ca_cert, self.spki_pin)
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ def fetch(jobs: Sequence[tuple[bytes, Endpoint]], *, timeout: float, workers: in
 
     A TSA that failed GIVE_UP_AFTER times in a row is not asked again within the batch: a dead TSA costs a
     timeout per worker, not one per entry."""
-    from .tsa import TsaTrust, request_token, verify_token
+    from .tsa import request_token, verify_token
 
     lock = threading.Lock()
     streak: dict[str, int] = {}
@@ -62,7 +67,7 @@ def fetch(jobs: Sequence[tuple[bytes, Endpoint]], *, timeout: float, workers: in
             return Fetched(ep.name, None, gave_up)
         try:
             tsr, nonce = request_token(ep.url, data, timeout)
-            info = verify_token(tsr, data, TsaTrust(ep.name, ep.ca_cert, ep.spki_pin), nonce) if verify else None
+            info = verify_token(tsr, data, ep.trust(), nonce) if verify else None
         except VaultMeshError as exc:
             with lock:
                 streak[ep.name] = streak.get(ep.name, 0) + 1
@@ -84,7 +89,7 @@ def fetch(jobs: Sequence[tuple[bytes, Endpoint]], *, timeout: float, workers: in
 def verify_fetched(jobs: Sequence[tuple[bytes, Endpoint]], fetched: Sequence[Fetched]) -> list[Fetched]:
     """Each token fetched with verify=False, verified against its TSA's policy trust (nonce included); a
     token that fails becomes its error."""
-    from .tsa import TsaTrust, verify_token
+    from .tsa import verify_token
 
     out: list[Fetched] = []
     for (data, ep), got in zip(jobs, fetched, strict=True):
@@ -92,7 +97,7 @@ def verify_fetched(jobs: Sequence[tuple[bytes, Endpoint]], fetched: Sequence[Fet
             out.append(got)
             continue
         try:
-            info = verify_token(got.tsr, data, TsaTrust(ep.name, ep.ca_cert, ep.spki_pin), got.nonce)
+            info = verify_token(got.tsr, data, ep.trust(), got.nonce)
         except VaultMeshError as exc:
             out.append(Fetched(got.tsa, None, exc))
             continue
