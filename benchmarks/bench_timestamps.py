@@ -36,8 +36,8 @@ from git_vaultmesh import ledger  # noqa: E402
 from git_vaultmesh.config import signing_key  # noqa: E402
 from git_vaultmesh.entry import now_rfc3339  # noqa: E402
 from git_vaultmesh.git import Repo  # noqa: E402
-from git_vaultmesh.timestamping import sign_bodies  # noqa: E402
-from git_vaultmesh.tsa_server import TsaServer, make_identity  # noqa: E402
+from git_vaultmesh.rfc3161.server import TsaServer, make_identity  # noqa: E402
+from git_vaultmesh.rfc3161.timestamping import sign_bodies  # noqa: E402
 
 GIT_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",

@@ -495,8 +495,8 @@ class FuzzContext:
 def make_fuzz_context(root: Path, led: Ledger | None = None) -> FuzzContext:
     """Build the seeds: a ledger with two releases (v1.0 at commit 1, v1.1 at commit 3) and a deploy, a proof
     bundle with a consistency proof, and a TSA token over its release line."""
-    from git_vaultmesh.tsa import TsaTrust, build_request
-    from git_vaultmesh.tsa_server import make_identity, sign_token
+    from git_vaultmesh.rfc3161.server import make_identity, sign_token
+    from git_vaultmesh.rfc3161.tsa import TsaTrust, build_request
 
     own = led is None
     if led is None:
@@ -634,9 +634,9 @@ def fuzz_targets(ctx: FuzzContext) -> list[FuzzTarget]:
     from hypothesis import strategies as st
 
     from git_vaultmesh import entry as entry_mod
-    from git_vaultmesh import tsa
     from git_vaultmesh.commands import check_proof
     from git_vaultmesh.config import SCHEMA, Settings
+    from git_vaultmesh.rfc3161 import tsa
 
     entry_codes = {"VM-ENTRY-MALFORMED", "VM-ENTRY-UNKNOWN-TYPE"}
     byte_ops = st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 2**16), st.integers(0, 255)),

@@ -471,7 +471,7 @@ class Verification:
             r.passed("entry.threshold", "every entry in scope meets its signing threshold")
 
     def _check_tokens(self, loaded: Loaded) -> None:
-        """RFC 3161 tokens (timestamping.py has the rules): every token of a timestamp entry in scope must verify
+        """RFC 3161 tokens (rfc3161/timestamping.py has the rules): every token of a timestamp entry in scope must verify
         (its own code otherwise, even when enough others do), and every entry in scope needs as many distinct
         policy TSAs with a valid token as its policy requires (VM-TSA-PENDING, or --allow-pending)."""
         r = self.report
@@ -479,7 +479,7 @@ class Verification:
         requires = any(p is not None and p.tokens_required for p in self.policies)
         if not requires and not any(e is not None and e.type == "timestamp" for e in entries):
             return
-        from .timestamping import TokenBook, verification_now
+        from .rfc3161.timestamping import TokenBook, verification_now
 
         now = verification_now()
         if os.environ.get("VAULTMESH_NOW"):

@@ -9,7 +9,7 @@ TokenInfo/ParsedToken fields on acceptance, the same error code on rejection.
 
 The parsing and checking code is kept as it was (the existing tests proved it); only the HTTP client
 (request_token and its helpers) is dropped, since the oracle only parses and verifies. What is data or wording,
-not judgement, comes from git_vaultmesh.tsa instead of a copy: the OIDs, the PKI status names, _fail with its
+not judgement, comes from git_vaultmesh.rfc3161.tsa instead of a copy: the OIDs, the PKI status names, _fail with its
 hints (so it raises the package's VaultMeshError and codes compare directly), the error wording helpers
 (_describe_non_der, _not_tsr, _iso), and the public TsaTrust and TokenInfo. Its own ParsedToken stays: it holds
 asn1crypto SignerInfos. So does its own _check_der_shape, which, unlike the lean reader's, accepts non-minimal
@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from git_vaultmesh.errors import VaultMeshError
-from git_vaultmesh.tsa import (
+from git_vaultmesh.rfc3161.tsa import (
     _PKI_STATUS,
     OID_ATTR_CONTENT_TYPE,
     OID_ATTR_MESSAGE_DIGEST,
@@ -98,7 +98,7 @@ _DER_NULL = b"\x05\x00"
 _MAX_CHAIN_DEPTH = 4  # intermediates between the signer and the policy CA
 
 
-# --- public data types (TsaTrust and TokenInfo: git_vaultmesh.tsa's) ----------------------------------------
+# --- public data types (TsaTrust and TokenInfo: git_vaultmesh.rfc3161.tsa's) ----------------------------------------
 
 
 @dataclass(frozen=True)

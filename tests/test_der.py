@@ -10,8 +10,8 @@ from asn1crypto import core
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from git_vaultmesh import der
-from git_vaultmesh.der import DerError
+from git_vaultmesh.rfc3161 import der
+from git_vaultmesh.rfc3161.der import DerError
 
 
 def node(hexstr: str) -> der.Node:

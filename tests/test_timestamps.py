@@ -25,9 +25,9 @@ from git_vaultmesh import ledger, merkle
 from git_vaultmesh.config import signing_key
 from git_vaultmesh.entry import Entry
 from git_vaultmesh.git import Repo
-from git_vaultmesh.timestamping import archive_data, sign_bodies, timestamp_body
-from git_vaultmesh.tsa import request_token, spki_pin_of, verify_token
-from git_vaultmesh.tsa_server import TsaIdentity, TsaServer, make_identity, write_identity
+from git_vaultmesh.rfc3161.server import TsaIdentity, TsaServer, make_identity, write_identity
+from git_vaultmesh.rfc3161.timestamping import archive_data, sign_bodies, timestamp_body
+from git_vaultmesh.rfc3161.tsa import request_token, spki_pin_of, verify_token
 
 from cli_helpers import assert_error, ok, ok_json, run
 from conftest import GpgKey, gen_gpg_key, git
@@ -299,7 +299,7 @@ def test_tsa_serve_loopback_with_identity_and_lifetime(repo: Path, tmp_path: Pat
         url = first.split(" listening on ")[1].split()[0]
         assert url.startswith("http://127.0.0.1:")
         tsr, nonce = request_token(url, b"data", timeout=5)
-        from git_vaultmesh.tsa import TsaTrust
+        from git_vaultmesh.rfc3161.tsa import TsaTrust
 
         trust = TsaTrust("x", (ident_dir / "ca.pem").read_text(), spki_pin_of((ident_dir / "tsa.pem").read_bytes()))
         verify_token(tsr, b"data", trust, nonce)
@@ -386,7 +386,7 @@ def test_record_fetches_without_cryptography_and_verifies_in_a_thread(ledger_rep
                                                                        tmp_path: Path) -> None:
     """Requesting and parsing a token needs der.py only; cryptography loads in the verifying thread. A token
     that fails there is never appended (the pinned TSA below), while the good one is."""
-    probe = ("import sys\nfrom git_vaultmesh import tsa\n"
+    probe = ("import sys\nfrom git_vaultmesh.rfc3161 import tsa\n"
              f"tsr, nonce = tsa.request_token({server.url!r}, b'x', 5)\n"
              "tsa.parse_response(tsr)\n"
              "print(sorted(m for m in sys.modules if m.startswith('cryptography')))")

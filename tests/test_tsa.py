@@ -25,16 +25,7 @@ from asn1crypto import tsp
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from git_vaultmesh.errors import VaultMeshError
-from git_vaultmesh.tsa import (
-    TsaTrust,
-    build_request,
-    parse_response,
-    request_token,
-    spki_pin_of,
-    token_gen_time,
-    verify_token,
-)
-from git_vaultmesh.tsa_server import (
+from git_vaultmesh.rfc3161.server import (
     TEST_POLICY_OID,
     TsaIdentity,
     TsaServer,
@@ -42,6 +33,15 @@ from git_vaultmesh.tsa_server import (
     make_identity,
     sign_token,
     write_identity,
+)
+from git_vaultmesh.rfc3161.tsa import (
+    TsaTrust,
+    build_request,
+    parse_response,
+    request_token,
+    spki_pin_of,
+    token_gen_time,
+    verify_token,
 )
 
 from tsa_kit import (
@@ -595,7 +595,7 @@ def test_serve_forever_stops_on_sigterm(tmp_path: Path, ec_ident: TsaIdentity) -
     script = (
         "import signal, sys, threading, time\n"
         "from pathlib import Path\n"
-        "from git_vaultmesh.tsa_server import TsaServer, load_identity\n"
+        "from git_vaultmesh.rfc3161.server import TsaServer, load_identity\n"
         f"srv = TsaServer(load_identity(Path({str(tmp_path / 'id')!r})), max_lifetime=20)\n"
         "def ready():\n"
         "    while signal.getsignal(signal.SIGTERM) is signal.SIG_DFL: time.sleep(0.01)\n"

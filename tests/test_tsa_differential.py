@@ -1,4 +1,4 @@
-"""Differential test: the lean RFC 3161 verifier (git_vaultmesh.tsa) against the previous one (reference_tsa).
+"""Differential test: the lean RFC 3161 verifier (git_vaultmesh.rfc3161.tsa) against the previous one (reference_tsa).
 
 reference_tsa is the asn1crypto + cryptography.x509 verifier that git_vaultmesh/tsa.py replaced. Both get the
 same tokens, policy CAs, pins, data and nonces, and must give the same verdict for verify_token,
@@ -75,9 +75,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import git_vaultmesh.tsa as lean
+import git_vaultmesh.rfc3161.tsa as lean
 from git_vaultmesh.errors import VaultMeshError
-from git_vaultmesh.tsa_server import TsaIdentity, TsaServer, make_identity, sign_token
+from git_vaultmesh.rfc3161.server import TsaIdentity, TsaServer, make_identity, sign_token
 
 import reference_tsa as ref
 import tsa_kit

@@ -38,8 +38,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from git_vaultmesh.errors import VaultMeshError
-from git_vaultmesh.tsa import request_token, verify_token
-from git_vaultmesh.tsa_server import TsaIdentity, TsaServer, make_identity, sign_token
+from git_vaultmesh.rfc3161.server import TsaIdentity, TsaServer, make_identity, sign_token
+from git_vaultmesh.rfc3161.tsa import request_token, verify_token
 
 from tsa_kit import DATA, post, trust_of
 

@@ -26,8 +26,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from git_vaultmesh.tsa import TsaTrust, build_request, spki_pin_of
-from git_vaultmesh.tsa_server import TsaIdentity, sign_token
+from git_vaultmesh.rfc3161.server import TsaIdentity, sign_token
+from git_vaultmesh.rfc3161.tsa import TsaTrust, build_request, spki_pin_of
 
 DATA = b'{"v":1,"body":{"type":"release"},"sigs":[]}'
 OPENSSL = shutil.which("openssl")

@@ -163,7 +163,7 @@ def _start_tsa(repo_dir: Path) -> Any:
         import importlib
 
         importlib.import_module("git_vaultmesh.commands.tsa")
-        from ..tsa_server import TsaServer, make_identity
+        from ..rfc3161.server import TsaServer, make_identity
     except ImportError:
         return None
     ident = make_identity("ec")

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                                      RefUpdate(ledger.REF_LOG, head.commit or "", head.commit)])
         if repaired:
             problems, head, entries = findings(repo)
-    from ..timestamping import doctor_warnings
+    from ..rfc3161.timestamping import doctor_warnings
 
     warnings = doctor_warnings(head.log_id, entries)  # TSA certificates about to expire: advice, not a failure
     if args.json:

@@ -411,7 +411,7 @@ class _Stale(Exception):
 def append_change(st: State, key: SigningKey, entry: Entry) -> tuple[ledger.AppendResult, Any]:
     """Append an already judged policy change, with RFC 3161 tokens from the TSAs of the policy it is judged
     by (that policy may require them), refusing if another policy entry landed meanwhile."""
-    from ..timestamping import keep_known, stamp_entries
+    from ..rfc3161.timestamping import keep_known, stamp_entries
 
     cur = st.current.policy
     stamps = stamp_entries(st.repo, key, cur, [entry])

@@ -102,7 +102,7 @@ def repo_name(repo: Repo) -> str:
 
 def run(args: argparse.Namespace) -> int:
     repo = Repo.discover()
-    from ..timestamping import warm_up
+    from ..rfc3161.timestamping import warm_up
 
     warm_up(repo)  # if a TSA URL is configured, load the RFC 3161 client in the background while git/gpg work
     rev: str = args.rev
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         raise VaultMeshError("VM-USAGE", exc.cause, "shorten --message/--evidence") from None
     stamps = None
     if policy.tsas:  # RFC 3161 tokens over the entry line, appended with it; a TSA failure leaves it pending
-        from ..timestamping import keep_known, stamp_entries
+        from ..rfc3161.timestamping import keep_known, stamp_entries
 
         stamps = stamp_entries(repo, key, policy, [entry])
 

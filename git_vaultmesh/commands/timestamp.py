@@ -22,8 +22,8 @@ from ..entry import Entry
 from ..errors import VaultMeshError
 from ..git import Repo
 from ..policy import Policy, claimed_timeline
-from ..signing import SigningKey
-from ..timestamping import (
+from ..rfc3161.fetch import fetch
+from ..rfc3161.timestamping import (
     HINT_PENDING,
     TokenBook,
     endpoints,
@@ -33,7 +33,7 @@ from ..timestamping import (
     sign_bodies,
     timestamp_body,
 )
-from ..tsa_fetch import fetch
+from ..signing import SigningKey
 from ..ui import print_json, warn
 
 

@@ -88,7 +88,7 @@ def _check_pin(pin: str | None) -> str | None:
 
 def probe(name: str, url: str, ca_pem: str, pin: str | None, timeout: float) -> Any:
     """One real token from the TSA over a throwaway imprint, verified against the CA and pin given."""
-    from ..tsa import TsaTrust, request_token, verify_token
+    from ..rfc3161.tsa import TsaTrust, request_token, verify_token
 
     data = b"git-vaultmesh tsa add probe " + os.urandom(16)
     trust = TsaTrust(name, ca_pem, pin)
@@ -102,7 +102,7 @@ def probe(name: str, url: str, ca_pem: str, pin: str | None, timeout: float) -> 
 
 
 def _add(args: argparse.Namespace) -> int:
-    from ..timestamping import settings_for
+    from ..rfc3161.timestamping import settings_for
     from .policy import append_change, load_state, write_proposal
 
     repo = Repo.discover()
@@ -224,8 +224,8 @@ def _list(args: argparse.Namespace) -> int:
 # --- serve -------------------------------------------------------------------------------------------------
 
 def _serve(args: argparse.Namespace) -> int:
-    from ..tsa import spki_pin_of
-    from ..tsa_server import TsaServer, load_identity, make_identity, write_identity
+    from ..rfc3161.server import TsaServer, load_identity, make_identity, write_identity
+    from ..rfc3161.tsa import spki_pin_of
 
     ca_path: Path | None = None
     if args.identity:

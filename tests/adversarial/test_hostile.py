@@ -389,7 +389,7 @@ def test_every_code_the_package_uses_is_registered() -> None:
 def test_every_error_the_package_raises_carries_a_hint() -> None:
     """Code, cause and a fix: a literal None or a missing hint argument is a bug (tsa._fail falls back to
     its per-code _HINTS table, so each code it raises without a hint must be in that table)."""
-    from git_vaultmesh import tsa
+    from git_vaultmesh.rfc3161 import tsa
 
     missing = []
     for path, call, code in _package_calls():

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import VaultMeshError
+from ..errors import VaultMeshError
 
 if TYPE_CHECKING:
     from .tsa import TokenInfo, TsaTrust

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .errors import VaultMeshError
+from ..errors import VaultMeshError
 
 
 # asn1crypto declares timeStampToken mandatory; RFC 3161 makes it OPTIONAL (absent on rejection).

@@ -23,7 +23,7 @@ import time
 import urllib.parse
 from typing import NoReturn
 
-from .errors import VaultMeshError
+from ..errors import VaultMeshError
 
 MAX_RESPONSE_BYTES = 1 << 20
 _MAX_HEADER_BYTES = 64 * 1024  # the status line and all header lines together

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
+from ..errors import VaultMeshError
 from . import der
 from .der import (
     BIT_STRING,
@@ -39,7 +40,6 @@ from .der import (
     Node,
     ctx,
 )
-from .errors import VaultMeshError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives import hashes
@@ -431,7 +431,7 @@ def request_token(url: str, data: bytes, timeout: float = 10.0) -> tuple[bytes, 
     Checks status, imprint and nonce at once (a proxy or TSA answering another request is caught here, while
     the request can still be retried), but not the trust chain: that is verify_token's job.
     """
-    from .tsa_http import post
+    from .client import post
 
     request_der, nonce = build_request(data)
     ctype, body = post(url, request_der, timeout)

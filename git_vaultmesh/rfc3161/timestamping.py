@@ -27,17 +27,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from . import merkle
-from .entry import NO_TOKEN_TYPES, Entry, canonical, make_entry, now_rfc3339, sha256_hex
-from .errors import VaultMeshError
-from .ledger import checkpoint_text
-from .policy import Policy
-from .tsa_fetch import Endpoint, Fetched, fetch, verify_fetched
+from .. import merkle
+from ..entry import NO_TOKEN_TYPES, Entry, canonical, make_entry, now_rfc3339, sha256_hex
+from ..errors import VaultMeshError
+from ..ledger import checkpoint_text
+from ..policy import Policy
+from .fetch import Endpoint, Fetched, fetch, verify_fetched
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .git import Repo
-    from .signing import SigningKey
+    from ..config import Settings
+    from ..git import Repo
+    from ..signing import SigningKey
     from .tsa import TokenInfo
 
 DEFAULT_TIMEOUT = 10.0  # seconds per TSA request (vaultmesh.tsaTimeout)
@@ -95,7 +95,7 @@ def timestamp_body(log_id: str, tokens: Sequence[tuple[str, bytes]], *, entry: s
 
 def sign_bodies(key: SigningKey, bodies: Sequence[dict[str, Any]], jobs: int = SIGN_JOBS) -> list[Entry]:
     """Entries for bodies signed by key; several gpg/ssh-keygen processes at once for large batches."""
-    from .signing import sign
+    from ..signing import sign
 
     def one(body: dict[str, Any]) -> Entry:
         return make_entry(body, [{"format": key.format, "signer": key.fingerprint,
@@ -328,7 +328,7 @@ _warm: tuple[threading.Thread, int, list[Settings]] | None = None  # (thread, id
 def warm_up(repo: Repo) -> None:
     """Call first thing in a command that may timestamp. In a background thread: read the vaultmesh.* config
     (one git process for every key) and, if any TSA URL is configured, import the light RFC 3161 client (tsa.py
-    with der.py, tsa_http.py with socket: ~6 ms; cryptography is not imported here but by the thread that
+    with der.py, rfc3161/client.py with socket: ~6 ms; cryptography is not imported here but by the thread that
     verifies the token, see stamp_entries), so that both overlap the git and gpg work the command does before
     it needs a token. Importing cryptography here too was measured slower: it then competes for the
     interpreter lock with the command's own git calls.
@@ -341,7 +341,7 @@ def warm_up(repo: Repo) -> None:
     box: list[Settings] = []
 
     def load() -> None:
-        from .config import Settings
+        from ..config import Settings
 
         try:
             settings = Settings(repo)
@@ -351,7 +351,7 @@ def warm_up(repo: Repo) -> None:
         box.append(settings)
         if any(k.startswith("vaultmesh.tsa.") and k.endswith(".url") for k in settings.git_keys()):
             try:
-                from . import tsa, tsa_http  # noqa: F401
+                from . import client, tsa  # noqa: F401
             except ImportError:  # pragma: no cover - the real import in the caller reports it
                 pass
 
@@ -372,7 +372,7 @@ def _take_warm(repo: Repo) -> Settings | None:
 
 def endpoints(repo: Repo, policy: Policy, settings: Settings | None = None) -> tuple[list[Endpoint], list[str]]:
     """(TSAs of the policy with a URL in git config, names of those without one)."""
-    from .config import Settings
+    from ..config import Settings
 
     settings = settings or Settings(repo)
     found: list[Endpoint] = []
@@ -410,7 +410,7 @@ class StampOutcome:
 
     def warn(self, entry_id: str) -> None:
         """Warnings on stderr: why a TSA gave no token, and that the entry is pending (never an error)."""
-        from .ui import warn
+        from ..ui import warn
 
         for p in self.problems:
             warn(p)
@@ -421,7 +421,7 @@ class StampOutcome:
 
 def settings_for(repo: Repo, settings: Settings | None = None) -> tuple[float, int]:
     """(seconds per TSA request, requests in flight) from vaultmesh.tsaTimeout and vaultmesh.tsaJobs."""
-    from .config import Settings
+    from ..config import Settings
 
     s = settings or Settings(repo)
     jobs = s.get("tsajobs")
@@ -441,7 +441,7 @@ def stamp_entries(repo: Repo, key: SigningKey, policy: Policy, targets: Sequence
     out = StampOutcome()
     if not policy.tsas or not targets:
         return out
-    from .config import Settings
+    from ..config import Settings
 
     log_id = str(targets[0].body["log"])
     signer = policy.signer(key.fingerprint)
@@ -553,7 +553,7 @@ def expiry_warnings(book: TokenBook, policy: Policy, *, horizon_days: int = 90) 
 
 def doctor_warnings(log_id: str | None, entries: Sequence[Entry]) -> list[str]:
     """`doctor`'s TSA expiry warnings for a log (policies as claimed: doctor verifies no signature)."""
-    from .policy import claimed_timeline
+    from ..policy import claimed_timeline
 
     timeline = claimed_timeline(entries)
     if log_id is None or timeline.final is None or not timeline.final.tsas:
