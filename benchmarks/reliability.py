@@ -705,7 +705,7 @@ def fuzz_targets(ctx: FuzzContext) -> list[FuzzTarget]:
         outcome, res = expect_clean(lambda: ledger.parse_checkpoint(data), lambda c: c == "VM-CHECKPOINT-MALFORMED",
                                     "parse_checkpoint")
         if outcome == "ok":
-            if ledger.checkpoint_text(res.log_id, res.size, res.root) != data:
+            if ledger.checkpoint_text(res.log_id, res.size, res.root, res.policies) != data:
                 raise Unclean(f"parse_checkpoint accepted a non-canonical checkpoint {data!r}")
             return "accepted"
         return str(res)

@@ -61,6 +61,15 @@ def checkpoint_text(log_id: str, size: int, root: bytes) -> bytes:
     return f"vaultmesh/{log_id}\n{size}\n{base64.b64encode(root).decode()}\n".encode()
 
 
+def checkpoint_matches(cp: bytes, log_id: str, leaves: list[bytes], is_policy: list[bool]) -> bool:
+    """docs/formats.md: the checkpoint of these entries, either as written before policy commitments (three
+    lines) or with the extension line "policy <n> <base64 root>": n policy entries, root over their leaves."""
+    body = checkpoint_text(log_id, len(leaves), mth(leaves))
+    policy_leaves = [leaf for leaf, p in zip(leaves, is_policy) if p]
+    extended = body + f"policy {len(policy_leaves)} {base64.b64encode(mth(policy_leaves)).decode()}\n".encode()
+    return cp in (body, extended)
+
+
 class Fail(Exception):
     """A check failed; the message says what was found against what was required."""
 
@@ -430,7 +439,7 @@ def parse_entry(blob: bytes, seq: int, log_id: str | None) -> dict[str, Any]:
     return obj
 
 
-def check_chain(git: Git, leaves: list[bytes], log_id: str) -> list[int]:
+def check_chain(git: Git, leaves: list[bytes], log_id: str, is_policy: list[bool]) -> list[int]:
     """DESIGN §1: "every new log commit's tree contains all previous entries unchanged": each log commit only
     adds the next entries, and its checkpoint is that of exactly the entries it then holds."""
     out = git.run("log", "--first-parent", "--reverse", "--raw", "--no-renames", "--no-abbrev", "--root",
@@ -455,7 +464,8 @@ def check_chain(git: Git, leaves: list[bytes], log_id: str) -> list[int]:
         for leaf in leaves[frontier.size:frontier.size + len(added)]:
             frontier.append(leaf)
         cp = git.obj(f"{commit}:checkpoint")
-        if cp is None or cp[1] != checkpoint_text(log_id, frontier.size, frontier.root()):
+        size = frontier.size
+        if cp is None or not checkpoint_matches(cp[1], log_id, leaves[:size], is_policy[:size]):
             raise Fail(f"log commit {commit[:12]}: its checkpoint is not that of its {frontier.size} entries")
         sizes.append(frontier.size)
     report("log.append-only", True, f"{len(commits)} log commit(s), each adds entries and checkpoints them")
@@ -704,10 +714,11 @@ def verify(git: Git, trust_root: str, release: str | None) -> None:
     lines = [b[:-1] if b.endswith(b"\n") else b for b in blobs]
     leaves, log_id = [leaf_hash(line) for line in lines], entries[0]["body"]["log"]
     root = mth(leaves)
-    report("log.checkpoint", cp == checkpoint_text(log_id, len(lines), root), f"size {len(lines)} root "
-           f"{root.hex()}" + ("" if cp == checkpoint_text(log_id, len(lines), root) else f"; checkpoint: {cp!r}"))
+    is_policy = [e is not None and e["body"]["type"] == "policy" for e in entries]
+    cp_ok = checkpoint_matches(cp, log_id, leaves, is_policy)
+    report("log.checkpoint", cp_ok, f"size {len(lines)} root {root.hex()}" + ("" if cp_ok else f"; checkpoint: {cp!r}"))
     try:
-        before = check_chain(git, leaves, log_id)[-2]  # the log size before the head append
+        before = check_chain(git, leaves, log_id, is_policy)[-2]  # the log size before the head append
     except Fail as exc:
         report("log.append-only", False, str(exc))
         before = len(lines)

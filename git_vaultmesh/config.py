@@ -6,6 +6,7 @@ how to do things (which key signs, where TSAs are, timeouts), never what to acce
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,16 @@ def signing_key(repo: Repo) -> Any:
                              "git config vaultmesh.signingKey <gpg fingerprint> (or user.signingkey)")
     fmt = settings.signing_format()
     return resolve_signing_key(fmt, name, timeout=settings.timeout("gpgtimeout", 30.0))  # type: ignore[arg-type]
+
+
+_FINGERPRINT = re.compile(r"^(?:[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}|SHA256:[A-Za-z0-9+/]{43})$")
+
+
+def require_fingerprint(value: str | None, setting: str) -> str:
+    """A trust root must be a whole OpenPGP fingerprint (40 or 64 hex) or an SSH SHA256: fingerprint. Anything
+    else (empty, a key id, a placeholder) is a usage error naming the setting — never a weaker mode."""
+    if value is None or not _FINGERPRINT.match(value.strip()):
+        raise VaultMeshError("VM-USAGE", f"{setting} {value!r} is not a fingerprint",
+                             f"give {setting} the genesis signer's full fingerprint: 40 or 64 hex characters "
+                             "(gpg --with-colons --fingerprint) or SHA256:… (ssh-keygen -lf KEY.pub)")
+    return value.strip()

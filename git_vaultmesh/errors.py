@@ -77,8 +77,9 @@ CODES: dict[str, str] = {
     # --- proofs ------------------------------------------------------------------------------------
     "VM-PROOF-MALFORMED": "a proof bundle is not valid JSON of the documented schema",
     "VM-PROOF-INVALID": "a proof in the bundle does not verify",
-    "VM-PROOF-UNTRUSTED": "the bundle's checkpoint or entry is not signed by the trust root",
     "VM-PROOF-NO-PATH": "the commit is not part of the release's history",
+    "VM-PROOF-VERSION": "the bundle is in an older format (vaultmesh-proof-v1) that this version no longer reads",
+    "VM-PROOF-INCOMPLETE": "the bundle leaves out a policy entry its checkpoint commits to (or the checkpoint commits to none)",
     # --- RFC 3161 timestamps -----------------------------------------------------------------------
     "VM-TSA-PENDING": "an entry has fewer valid timestamp tokens than its policy requires",
     "VM-TSA-EMPTY": "a timestamp token is empty",

@@ -119,6 +119,10 @@ class Repo:
         # --no-replace-objects: refs/replace/* (which a fetch can bring) must never change what we hash
         return [self._exe, "--no-replace-objects", f"--git-dir={self.git_dir}", *args]
 
+    def reachable_objects(self, commit: str) -> set[str]:
+        """Every object id reachable from `commit` (commits, trees, blobs), real objects only."""
+        return set(self.run("rev-list", "--objects", "--no-object-names", commit).decode().split())
+
     def run(
         self, *args: str, input: bytes | None = None, check: bool = True,
         env: Mapping[str, str] | None = None,

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,20 @@ REMOTES_PREFIX = "refs/vaultmesh/remotes/"
 CHECKPOINT = "checkpoint"
 CHECKPOINT_SIG = "checkpoint.sig"
 FRONTIER_TRAILER = "Vaultmesh-Frontier:"
+POLICY_TRAILER = "Vaultmesh-Policy-Frontier:"
 MAX_ATTEMPTS = 64
 
 
-def checkpoint_text(log_id: str, size: int, root: bytes) -> bytes:
-    """C2SP tlog-checkpoint body: origin line, tree size, base64 root hash."""
-    return f"vaultmesh/{log_id}\n{size}\n{base64.b64encode(root).decode()}\n".encode()
+def checkpoint_text(log_id: str, size: int, root: bytes, policies: tuple[int, bytes] | None = None) -> bytes:
+    """C2SP tlog-checkpoint body: origin line, tree size, base64 root hash, and our one extension line
+    `policy <n> <base64 root>` committing to the policy entries among those `size` entries (see policy_commitment)."""
+    text = f"vaultmesh/{log_id}\n{size}\n{base64.b64encode(root).decode()}\n"
+    if policies is not None:
+        text += f"{POLICY_LINE} {policies[0]} {base64.b64encode(policies[1]).decode()}\n"
+    return text.encode()
+
+
+POLICY_LINE = "policy"
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,20 @@ class Checkpoint:
     log_id: str
     size: int
     root: bytes
+    policies: tuple[int, bytes] | None = None  # (count, RFC 6962 root over the policy entries' lines)
+
+
+def policy_commitment(lines: Sequence[bytes], entries: Sequence[Entry | None]) -> tuple[int, bytes]:
+    """(n, root): the n policy entries among these, and the RFC 6962 root over their lines in log order.
+
+    A checkpoint carrying it lets a proof bundle show that it left no policy entry out: a bundle carries
+    every policy entry, and their count and root must be the signed ones."""
+    leaves = [merkle.leaf_hash(line) for line, e in zip(lines, entries) if e is not None and e.type == "policy"]
+    return len(leaves), merkle.root_from_leaf_hashes(leaves)
+
+
+def _decimal(text: str) -> int | None:
+    return int(text) if text.isdigit() and (text == "0" or not text.startswith("0")) else None
 
 
 def parse_checkpoint(data: bytes, where: str = "checkpoint") -> Checkpoint:
@@ -56,20 +78,33 @@ def parse_checkpoint(data: bytes, where: str = "checkpoint") -> Checkpoint:
     except UnicodeDecodeError:
         raise bad("not ASCII") from None
     lines = text.split("\n")
-    if len(lines) < 4 or lines[3] != "" or not lines[0].startswith("vaultmesh/"):
-        raise bad("expected 'vaultmesh/<log_id>\\n<size>\\n<base64 root>\\n'")
-    if not lines[1].isdigit() or (lines[1] != "0" and lines[1].startswith("0")):
+    if len(lines) not in (4, 5) or lines[-1] != "" or not lines[0].startswith("vaultmesh/"):
+        raise bad("expected 'vaultmesh/<log_id>\\n<size>\\n<base64 root>\\n[policy <n> <base64 root>\\n]'")
+    size = _decimal(lines[1])
+    if size is None:
         raise bad(f"size {lines[1]!r} is not a decimal integer")
-    try:
-        root = base64.b64decode(lines[2], validate=True)
-    except ValueError:
-        raise bad("root is not base64") from None
-    if len(root) != 32 or base64.b64encode(root).decode() != lines[2]:
-        raise bad("root is not a base64 SHA-256 hash")
+
+    def b64hash(field: str, what: str) -> bytes:
+        try:
+            raw = base64.b64decode(field, validate=True)
+        except ValueError:
+            raise bad(f"{what} is not base64") from None
+        if len(raw) != 32 or base64.b64encode(raw).decode() != field:
+            raise bad(f"{what} is not a base64 SHA-256 hash")
+        return raw
+
+    root = b64hash(lines[2], "root")
+    policies = None
+    if len(lines) == 5:
+        parts = lines[3].split(" ")
+        count = _decimal(parts[1]) if len(parts) == 3 and parts[0] == POLICY_LINE else None
+        if count is None or count > size:
+            raise bad(f"extension line {lines[3]!r} is not 'policy <n> <base64 root>' with n <= size")
+        policies = (count, b64hash(parts[2], "policy root"))
     log_id = lines[0][len("vaultmesh/"):]
-    if checkpoint_text(log_id, int(lines[1]), root) != data:
+    if checkpoint_text(log_id, size, root, policies) != data:
         raise bad("extra lines or non-canonical encoding")
-    return Checkpoint(log_id, int(lines[1]), root)
+    return Checkpoint(log_id, size, root, policies)
 
 
 def note_paths(oid: str) -> tuple[str, str]:
@@ -86,6 +121,7 @@ class Head:
     notes: str | None
     log_id: str | None
     frontier: merkle.CompactRange
+    policy_frontier: merkle.CompactRange = field(default_factory=lambda: merkle.CompactRange.from_leaf_hashes([]))
 
     @property
     def size(self) -> int:
@@ -112,29 +148,32 @@ def read_head(repo: Repo, ref: str = REF_LOG) -> Head:
         raise VaultMeshError("VM-CHECKPOINT-MISSING", f"log commit {commit} has no checkpoint",
                              "run `git vaultmesh verify --all` to see what was damaged")
     cp = parse_checkpoint(repo.read_object(cp_oid)[1], f"checkpoint of {commit}")
-    frontier = _frontier_from_message(message.decode(errors="replace"), cp)
-    if frontier is None:  # message lost or forged: recompute from the entries themselves
-        entries = read_entries(repo, commit)
+    text = message.decode(errors="replace")
+    frontier = _range_from_message(text, FRONTIER_TRAILER, cp.size, cp.root)
+    policies = (_range_from_message(text, POLICY_TRAILER, *cp.policies) if cp.policies is not None else None)
+    if frontier is None or policies is None:  # message lost or forged, or a checkpoint from before policy
+        entries = read_entries(repo, commit)  # lines: recompute from the entries themselves
         frontier = merkle.CompactRange.from_leaf_hashes([merkle.leaf_hash(e.line) for e in entries])
         if frontier.size != cp.size or frontier.root() != cp.root:
             raise VaultMeshError("VM-CHECKPOINT-MISMATCH",
                                  f"checkpoint of {commit} says size {cp.size}, the tree holds {frontier.size} "
                                  "entries with another root",
                                  "run `git vaultmesh verify --all`; do not append to a damaged log")
-    return Head(commit, tree, notes, cp.log_id, frontier)
+        policies = merkle.CompactRange.from_leaf_hashes([merkle.leaf_hash(e.line) for e in entries
+                                                         if e.type == "policy"])
+    return Head(commit, tree, notes, cp.log_id, frontier, policies)
 
 
-def _frontier_from_message(message: str, cp: Checkpoint) -> merkle.CompactRange | None:
-    """The compact range the appender left in the commit message, trusted only if it reproduces the root."""
+def _range_from_message(message: str, trailer: str, size: int, root: bytes) -> merkle.CompactRange | None:
+    """A compact range the appender left in the commit message, trusted only if it reproduces the root."""
     for line in message.splitlines():
-        if line.startswith(FRONTIER_TRAILER):
-            parts = line[len(FRONTIER_TRAILER):].split()
+        if line.startswith(trailer):
+            parts = line[len(trailer):].split()
             try:
-                size = int(parts[0])
-                rng = merkle.CompactRange.from_frontier(size, [bytes.fromhex(h) for h in parts[1:]])
+                rng = merkle.CompactRange.from_frontier(int(parts[0]), [bytes.fromhex(h) for h in parts[1:]])
             except (ValueError, IndexError):
                 return None
-            if rng.size == cp.size and rng.root() == cp.root:
+            if rng.size == size and rng.root() == root:
                 return rng
     return None
 
@@ -181,6 +220,79 @@ def load(repo: Repo) -> tuple[Head, list[Entry]]:
         raise VaultMeshError("VM-NOT-INITIALIZED", f"{REF_LOG} does not exist",
                              "run `git vaultmesh init` (or `git vaultmesh pull` to fetch a colleague's ledger)")
     return head, read_entries(repo, head.commit)
+
+
+@dataclass
+class View:
+    """The log read once, tolerantly: every command that judges the ledger reads it through this.
+
+    `entries[i]` is None where entry #i could not be parsed (its problem is in `problems`, with the check name
+    it belongs to); a gap in the numbering is a problem too, and the entries present are still read so the
+    rest can be judged."""
+
+    ref: str
+    head: str
+    lines: list[bytes]
+    entries: list[Entry | None]
+    leaves: list[bytes]
+    problems: list[tuple[str, VaultMeshError]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.lines)
+
+    @property
+    def log_id(self) -> str | None:
+        e = self.entries[0] if self.entries else None
+        return str(e.body.get("log")) if e is not None else None
+
+    def carried(self) -> dict[int, Entry]:
+        return {i: e for i, e in enumerate(self.entries) if e is not None}
+
+
+def read_view(repo: Repo, ref: str = REF_LOG) -> View:
+    """Read every entry of the log at `ref` in one batch. Raises VM-NOT-INITIALIZED / VM-LOG-CORRUPT when
+    there is no log to judge at all; anything less is recorded in `problems`."""
+    head = repo.ref_oid(ref)
+    if head is None:
+        raise VaultMeshError("VM-NOT-INITIALIZED", f"{ref} is absent",
+                             "run `git vaultmesh init`, or fetch the ledger refs from a peer")
+    try:
+        kind = repo.read_object(head)[0]
+    except KeyError:
+        kind = "missing object"
+    if kind != "commit":
+        raise VaultMeshError("VM-LOG-CORRUPT", f"{ref} points at a {kind} ({head}), not a commit",
+                             "restore refs/vaultmesh/log from a replica (refs/vaultmesh/remotes/*) or a peer")
+    problems: list[tuple[str, VaultMeshError]] = []
+    try:
+        items = entry_items(repo, head)
+    except VaultMeshError as exc:
+        if exc.code != "VM-LOG-GAP":
+            raise
+        problems.append(("log.layout", exc))
+        items = sorted((seq, it.path, it.oid) for it in repo.ls_tree(head, "entries")
+                       if (seq := seq_of_path(it.path)) is not None)
+    try:
+        blobs = repo.read_blobs([oid for _, _, oid in items])
+    except (KeyError, ValueError) as exc:  # ValueError: cat-file died mid-stream on a corrupt object
+        what = f"entry blob {exc} is missing" if isinstance(exc, KeyError) else "an entry blob is corrupt"
+        raise VaultMeshError("VM-LOG-CORRUPT", f"{what} in the object store",
+                             "restore the ledger objects from a replica; run `git fsck`") from None
+    lines: list[bytes] = []
+    entries: list[Entry | None] = []
+    for (seq, _, _), blob in zip(items, blobs):
+        where = f"entry #{seq}"
+        try:
+            line = split_blob(blob, where)
+            lines.append(line)
+            entries.append(parse_line(line, where))
+        except VaultMeshError as exc:
+            problems.append((f"entry.{seq}.format", exc))
+            if len(lines) == len(entries):
+                lines.append(blob)
+            entries.append(None)
+    return View(ref, head, lines, entries, [merkle.leaf_hash(x) for x in lines], problems)
 
 
 def find_entries(repo: Repo, head: Head, needle: dict[str, Any]) -> list[tuple[int, Entry]]:
@@ -342,13 +454,16 @@ def _try_append(
             raise VaultMeshError("VM-ENTRY-WRONG-LOG", f"entry names log {e.body.get('log')}, this log is {log_id}",
                                  "entries cannot move between ledgers")
     frontier = head.frontier.copy()
+    policies = head.policy_frontier.copy()
     blobs: list[bytes] = []
     paths: list[str] = []
     for i, e in enumerate(todo):
         frontier.append(merkle.leaf_hash(e.line))
+        if e.type == "policy":
+            policies.append(merkle.leaf_hash(e.line))
         blobs.append(e.line + b"\n")
         paths.append(entry_path(head.size + i))
-    cp = checkpoint_text(log_id, frontier.size, frontier.root())
+    cp = checkpoint_text(log_id, frontier.size, frontier.root(), (policies.size, policies.root()))
     cp_sig = sign(key, cp, armor=True).encode()
     # notes: the note on a subject commit is the lines of every entry about it, in log order
     by_subject: dict[str, list[bytes]] = {}
@@ -364,6 +479,7 @@ def _try_append(
     message = (
         f"vaultmesh: append {len(todo)} entr{'y' if len(todo) == 1 else 'ies'} (size {frontier.size})\n\n"
         f"{FRONTIER_TRAILER} {frontier.size} {' '.join(h.hex() for h in frontier.hashes)}\n"
+        f"{POLICY_TRAILER} {policies.size} {' '.join(h.hex() for h in policies.hashes)}\n"
     )
     commit = repo.commit_tree(tree, [head.commit] if head.commit else [], message)
     log_old = head.commit if expected_log is False else expected_log

@@ -7,9 +7,9 @@ objects that compose (all-of, k-of-n) in the style of sigstore's verification po
 
 from __future__ import annotations
 
-import hashlib
+import bisect
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
@@ -198,7 +198,8 @@ class AllOf:
 
     def evaluate(self, signers: frozenset[str]) -> RuleResult:
         results = [r.evaluate(signers) for r in self.rules]
-        return RuleResult(all(r.ok for r in results), "; ".join(r.detail for r in results),
+        ok = bool(results) and all(r.ok for r in results)  # all of nothing is not a pass
+        return RuleResult(ok, "; ".join(r.detail for r in results),
                           tuple(p for r in results for p in r.present),
                           tuple(m for r in results for m in r.missing))
 
@@ -218,7 +219,7 @@ def pinned(policies: Iterable[Policy]) -> list[PolicySigner]:
     return list(seen.values())
 
 
-# --- judging policy changes (the same rule `verify` applies, for the `policy` and `cosign` verbs) -----
+# --- judging signatures ------------------------------------------------------------------------------
 
 NO_THRESHOLD_TYPES = frozenset({"cosign", "timestamp", "witness"})  # never judged by a threshold of their own
 
@@ -241,7 +242,9 @@ class SignatureCheck:
 def check_signatures(policy: Policy, auth_type: str, entry: Entry, verifier: Verifier) -> SignatureCheck:
     """Verify every signature of `entry` against the keys `policy` pins for `auth_type`, at the entry's time.
 
-    Mirrors verification._sig_signers so the CLI refuses before appending exactly what verify would reject."""
+    The one per-signature rule: verify, check-proof, `policy` and `cosign` all reach it through a Timeline."""
+    if not entry.sigs:
+        return SignatureCheck(frozenset(), (("VM-SIG-MISSING", "no signature (absent)"),))
     good: set[str] = set()
     problems: list[tuple[str, str]] = []
     at = _entry_time(entry.body)
@@ -264,6 +267,44 @@ def check_signatures(policy: Policy, auth_type: str, entry: Entry, verifier: Ver
     return SignatureCheck(frozenset(good), tuple(problems))
 
 
+class Judge(Protocol):
+    """How a reading of the timeline judges an entry's signatures under a policy, for an entry type."""
+
+    def __call__(self, policy: Policy, auth_type: str, entry: Entry) -> SignatureCheck: ...
+
+
+def verified_judge(verifier: Verifier) -> Judge:
+    """The verified reading: every signature checked by gpgv / ssh-keygen against pinned keys."""
+
+    def judge(policy: Policy, auth_type: str, entry: Entry) -> SignatureCheck:
+        return check_signatures(policy, auth_type, entry, verifier)
+
+    return judge
+
+
+def claimed_judge(policy: Policy, auth_type: str, entry: Entry) -> SignatureCheck:
+    """The claimed reading: each signature's `signer` claim taken at its word (no gpg at all), for the
+    cheap read paths (`log`, `cosign`, `record`); verify is the authority."""
+    good = {s["signer"] for s in entry.sigs if (p := policy.signer(s["signer"])) is not None
+            and p.may_sign(auth_type)}
+    return SignatureCheck(frozenset(good), ())
+
+
+def pinned_keys(entries: Iterable[Entry]) -> list[Any]:
+    """Every copy of every key any policy entry carried: a later copy may add a revocation or a new expiry,
+    and the Verifier merges them (which policy pins a key at a position is decided by the timeline)."""
+    from .signing import PinnedKey
+
+    keys: list[PinnedKey] = []
+    for e in entries:
+        if e.type != "policy":
+            continue
+        for s in e.body.get("signers", []) or []:
+            if isinstance(s, dict) and all(isinstance(s.get(k), str) for k in ("format", "fingerprint", "public_key")):
+                keys.append(PinnedKey(s["format"], s["fingerprint"], s["public_key"]))
+    return keys
+
+
 @dataclass(frozen=True)
 class Judgement:
     """A policy entry judged against the policy in force before it."""
@@ -272,25 +313,149 @@ class Judgement:
     code: str | None
     detail: str
     rule: RuleResult | None = None
+    sigs: SignatureCheck | None = None
 
 
-def judge_change(current: Policy, entry: Entry, verifier: Verifier) -> Judgement:
-    """Is `entry` (a policy body) adopted after `current`? Every signature valid and pinned, threshold met."""
-    try:
-        Policy.from_body(entry.body, "the policy change")
-    except VaultMeshError as exc:
-        return Judgement(False, exc.code, exc.cause)
-    sigs = check_signatures(current, "policy", entry, verifier)
+def judge_change(current: Policy, entry: Entry, judge: Judge | Verifier) -> Judgement:
+    """Is `entry` (a policy body) adopted after `current`? `policy apply` / `tsa add` ask before appending."""
+    sigs = (judge if callable(judge) else verified_judge(judge))(current, "policy", entry)
+    return adoption(current, entry, sigs)
+
+
+def adoption(current: Policy, entry: Entry, sigs: SignatureCheck) -> Judgement:
+    """The one adoption rule, applied by the timeline at every policy entry: every signature valid and pinned,
+    the body a valid policy, and the "policy" threshold of `current` met by the good signatures."""
     if sigs.problems:
         code, detail = sigs.problems[0]
         more = f" (and {len(sigs.problems) - 1} more)" if len(sigs.problems) > 1 else ""
-        return Judgement(False, code, detail + more)
+        return Judgement(False, code, detail + more, None, sigs)
+    try:
+        Policy.from_body(entry.body, "the policy change")
+    except VaultMeshError as exc:
+        return Judgement(False, exc.code, exc.cause, None, sigs)
     rule = signing_rule(current, "policy").evaluate(sigs.good)
     if not rule.ok:
         return Judgement(False, "VM-POLICY-UNAUTHORIZED",
                          f"signed by {', '.join(rule.present) or 'no pinned signer'}: {rule.detail}; "
-                         f"missing: {', '.join(rule.missing) or '-'}", rule)
-    return Judgement(True, None, f"signed by {', '.join(rule.present)}: {rule.detail}", rule)
+                         f"missing: {', '.join(rule.missing) or '-'}", rule, sigs)
+    return Judgement(True, None, f"signed by {', '.join(rule.present)}: {rule.detail}", rule, sigs)
+
+
+# --- the one replay of the log: statements, signatures, policy timeline, cosigns ------------------------
+
+@dataclass
+class Judged:
+    """One entry as the replay saw it. `refused` is a statement rule (wrong log, repeated statement, second
+    release of a tag) that takes the entry out of every count; `sigs` is its own signatures under the policy in
+    force at its position (a cosign is judged for its target's type); `change` is a policy entry's adoption."""
+
+    seq: int
+    entry: Entry
+    refused: tuple[str, str] | None = None
+    sigs: SignatureCheck | None = None
+    change: Judgement | None = None
+    target: int | None = None  # a cosign's target position (None: names no earlier entry)
+
+
+@dataclass
+class Timeline:
+    """Which policy is in force at each position, and how every carried entry was judged.
+
+    Built by `replay` — the single implementation behind verify, check-proof, record, cosign, policy, pull
+    and doctor. `carried` may be a whole log or the sparse set of entries a proof bundle carries (which must
+    include every policy entry: the replay cannot tell a missing one from none)."""
+
+    log_id: str
+    genesis: Judged
+    genesis_rule: RuleResult
+    adopted: list[tuple[int, Policy]]  # (position, policy), genesis first, ascending
+    judged: dict[int, Judged]
+    signers: dict[int, set[str]]  # valid pinned signers of an entry, counted cosigns included
+
+    def at(self, seq: int) -> Policy:
+        """The policy an entry at `seq` is judged by: the last one adopted before it (genesis judges itself)."""
+        i = bisect.bisect_left([p for p, _ in self.adopted], seq) - 1
+        return self.adopted[max(i, 0)][1]
+
+    @property
+    def final(self) -> Policy:
+        return self.adopted[-1][1]
+
+    @property
+    def final_seq(self) -> int:
+        return self.adopted[-1][0]
+
+    def rejected(self) -> list[Judged]:
+        return [j for j in self.judged.values() if j.entry.type == "policy" and j.seq and
+                (j.refused is not None or (j.change is not None and not j.change.ok))]
+
+
+def replay(carried: Mapping[int, Entry], judge: Judge) -> Timeline:
+    """Walk the carried entries in log order once, judging each by the policy in force at its position.
+
+    Raises VM-LOG-GENESIS / VM-POLICY-INVALID when there is no usable genesis: nothing can be judged then."""
+    genesis = carried.get(0)
+    if genesis is None or genesis.type != "policy":
+        raise VaultMeshError("VM-LOG-GENESIS", "entry #0 is absent, unparseable or not a policy entry",
+                             "a ledger starts with the genesis policy written by `git vaultmesh init`")
+    policy = Policy.from_body(genesis.body, "genesis policy (entry #0)")
+    log_id = str(genesis.body.get("log"))
+    g = Judged(0, genesis, sigs=judge(policy, "policy", genesis))
+    g_rule = signing_rule(policy, "policy").evaluate(g.sigs.good if g.sigs else frozenset())
+    tl = Timeline(log_id, g, g_rule, [(0, policy)], {0: g}, {0: set(g.sigs.good) if g.sigs and not
+                                                                g.sigs.problems else set()})
+    digests: dict[str, int] = {genesis.body_digest: 0}
+    releases: dict[str, int] = {}
+    for seq in sorted(carried):
+        if seq == 0:
+            continue
+        e = carried[seq]
+        j = tl.judged[seq] = Judged(seq, e)
+        j.refused = _statement_rule(seq, e, log_id, digests, releases)
+        if j.refused is not None:
+            continue
+        auth_type = e.type
+        if e.type == "cosign":
+            j.target = digests.get(str(e.body.get("entry")))
+            target = tl.judged.get(j.target) if j.target is not None else None
+            auth_type = target.entry.type if target is not None else e.type
+        j.sigs = judge(policy, auth_type, e)
+        if e.type == "policy":
+            j.change = adoption(policy, e, j.sigs)
+            if j.change.ok:
+                policy = Policy.from_body(e.body, f"policy entry #{seq}")
+                tl.adopted.append((seq, policy))
+        if j.sigs.problems:
+            continue
+        tl.signers.setdefault(seq, set()).update(j.sigs.good)
+        if e.type == "cosign" and j.target is not None:
+            then, target_type = tl.at(j.target), tl.judged[j.target].entry.type
+            # a cosigner counts only if pinned for the target's type both when it was made and when it co-signs
+            tl.signers.setdefault(j.target, set()).update(
+                f for f in j.sigs.good if (s := then.signer(f)) is not None and s.may_sign(target_type))
+    return tl
+
+
+def _statement_rule(seq: int, e: Entry, log_id: str, digests: dict[str, int],
+                    releases: dict[str, int]) -> tuple[str, str] | None:
+    """Entries that count for nothing: replayed from another log, repeating a statement, a second release."""
+    where = f"entry #{seq} ({e.id[:12]}, {e.type})"
+    if e.body.get("log") != log_id:
+        return ("VM-ENTRY-WRONG-LOG", f"{where} names log {e.body.get('log')}, this log is {log_id} (replayed entry)")
+    if e.body_digest in digests:
+        return ("VM-ENTRY-DUPLICATE",
+                f"{where} repeats the statement of entry #{digests[e.body_digest]} (same body digest)")
+    digests[e.body_digest] = seq
+    if e.type == "release" and e.subject_ref:
+        if e.subject_ref in releases:
+            return ("VM-ENTRY-DUPLICATE",
+                    f"{where}: a second release for {e.subject_ref} (first: entry #{releases[e.subject_ref]})")
+        releases[e.subject_ref] = seq
+    return None
+
+
+def policy_entries(entries: Sequence[Entry | None]) -> dict[int, Entry]:
+    return {i: e for i, e in enumerate(entries) if e is not None and e.type == "policy"}
 
 
 @dataclass(frozen=True)
@@ -303,32 +468,15 @@ class InForce:
     rejected: tuple[tuple[int, Entry, Judgement], ...]
 
 
-def in_force(policy_entries: Sequence[tuple[int, Entry]], verifier: Verifier) -> InForce:
-    """Walk the log's policy entries in order (genesis first), adopting each one the policy before it signed.
-
-    `verify` is the authority over the whole log; this is the same adoption rule over policy entries only,
-    so the `policy` verb builds on what verify will accept rather than on the newest entry whatever it is."""
-    if not policy_entries or policy_entries[0][0] != 0:
-        raise VaultMeshError("VM-LOG-GENESIS", "entry #0 is not a policy entry",
-                             "a ledger starts with the genesis policy written by `git vaultmesh init`")
-    seq0, genesis = policy_entries[0]
-    policy = Policy.from_body(genesis.body, "genesis policy (entry #0)")
-    current = (seq0, genesis)
-    rejected: list[tuple[int, Entry, Judgement]] = []
-    seen = {genesis.body_digest}
-    for seq, e in policy_entries[1:]:
-        if e.body.get("log") != genesis.body.get("log") or e.body_digest in seen:
-            rejected.append((seq, e, Judgement(False, "VM-ENTRY-DUPLICATE" if e.body_digest in seen else
-                                               "VM-ENTRY-WRONG-LOG", "replayed or repeated policy entry")))
-            continue
-        seen.add(e.body_digest)
-        j = judge_change(policy, e, verifier)
-        if not j.ok:
-            rejected.append((seq, e, j))
-            continue
-        policy = Policy.from_body(e.body, f"policy entry #{seq}")
-        current = (seq, e)
-    return InForce(policy, current[0], current[1], tuple(rejected))
+def in_force(found: Sequence[tuple[int, Entry]], verifier: Verifier) -> InForce:
+    """The verified timeline over the log's policy entries (the `policy` verb builds on what verify accepts)."""
+    tl = replay(dict(found), verified_judge(verifier))
+    rejected = []
+    for j in tl.rejected():
+        why = (Judgement(False, j.refused[0], j.refused[1]) if j.refused is not None else j.change)
+        assert why is not None
+        rejected.append((j.seq, j.entry, why))
+    return InForce(tl.final, tl.final_seq, tl.judged[tl.final_seq].entry, tuple(rejected))
 
 
 # --- pending signatures, cheaply (for `log` and `cosign`: no signature is verified here) ---------------
@@ -355,70 +503,29 @@ class SigStatus:
 
 
 @dataclass(frozen=True)
-class Timeline:
-    """Policy at each position and claimed signature status per entry, from signer names alone."""
+class ClaimedView:
+    """The claimed reading of a whole log: policy in force per position, signature status per entry."""
 
     policies: tuple[Policy | None, ...]  # policy in force for entry i
     status: dict[int, SigStatus]
     final: Policy | None
 
 
-def _fast_body_digest(e: Entry) -> str:
-    """Body digest without re-canonicalising: a parsed line is canonical `{"body":B,"sigs":[…],"v":1}` whose
-    sigs hold only strings (no unescaped quote), so B ends at the last `,"sigs":[`. Falls back otherwise."""
-    start, end = len(b'{"body":'), e.line.rfind(b',"sigs":[')
-    if e.line.startswith(b'{"body":') and end > start:
-        return hashlib.sha256(e.line[start:end]).hexdigest()
-    return e.body_digest
-
-
-def claimed_timeline(entries: Sequence[Entry | None]) -> Timeline:
-    """One pass over the entries, trusting each signature's `signer` claim (verify is the authority).
-
-    A policy entry is taken as in force when its claimed signers meet the previous policy's "policy"
-    threshold; a cosign adds its claimed signer when pinned (for the target's type) both at the target's
-    position and at its own. Cost: no gpg/ssh process at all, so `log` stays fast on large ledgers."""
-    policies: list[Policy | None] = []
-    claimed: dict[int, set[str]] = {}
-    by_digest: dict[str, int] = {}
-    policy: Policy | None = None
-    any_cosign = any(e is not None and e.type == "cosign" for e in entries)
-    for seq, e in enumerate(entries):
-        policies.append(policy)
-        if e is None:
-            continue
-        if any_cosign:
-            by_digest.setdefault(_fast_body_digest(e), seq)
-        signers = {s["signer"] for s in e.sigs}
-        if e.type == "policy":
-            try:
-                new = Policy.from_body(e.body, f"policy entry #{seq}")
-            except VaultMeshError:
-                continue
-            if policy is None:
-                policy = policies[seq] = new  # genesis judges itself
-            if signing_rule(policies[seq] or new, "policy").evaluate(frozenset(signers)).ok:
-                policy = new
-            claimed[seq] = signers
-        elif e.type == "cosign":
-            target = by_digest.get(str(e.body.get("entry")))
-            target_e = entries[target] if target is not None else None
-            then = policies[target] if target is not None else None
-            if target is None or target_e is None or then is None or policy is None:
-                continue
-            claimed.setdefault(target, set()).update(
-                f for f in signers
-                if (a := then.signer(f)) is not None and a.may_sign(target_e.type)
-                and (b := policy.signer(f)) is not None and b.may_sign(target_e.type))
-        else:
-            claimed.setdefault(seq, set()).update(signers)
+def claimed_timeline(entries: Sequence[Entry | None]) -> ClaimedView:
+    """The timeline's claimed reading over a whole log: no gpg/ssh process at all, so `log` stays fast."""
+    carried = {i: e for i, e in enumerate(entries) if e is not None}
+    try:
+        tl = replay(carried, claimed_judge)
+    except VaultMeshError:
+        return ClaimedView(tuple(None for _ in entries), {}, None)
+    policies = tuple(tl.at(i) for i in range(len(entries)))
     status: dict[int, SigStatus] = {}
     rules: dict[tuple[int, str], Rule] = {}
-    for seq, e in enumerate(entries):
+    for seq, e in carried.items():
         pol = policies[seq]
-        if e is None or pol is None or e.type in NO_THRESHOLD_TYPES:
+        if pol is None or e.type in NO_THRESHOLD_TYPES or tl.judged[seq].refused is not None:
             continue
         rule = rules.get((id(pol), e.type)) or rules.setdefault((id(pol), e.type), signing_rule(pol, e.type))
-        res = rule.evaluate(frozenset(claimed.get(seq, set())))
+        res = rule.evaluate(frozenset(tl.signers.get(seq, set())))
         status[seq] = SigStatus(res.present, res.missing, pol.threshold(e.type))
-    return Timeline(tuple(policies), status, policy)
+    return ClaimedView(policies, status, tl.final)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -132,7 +134,7 @@ def test_prove_and_check_proof(ledger_repo: Path, tmp_path: Path, gpg_key: GpgKe
         assert code in res.stderr, res.stderr
         assert "Traceback" not in res.stderr
 
-    check(data, "VM-PROOF-UNTRUSTED", trust="0" * 40)
+    check(data, "VM-TRUST-ROOT-MISMATCH", trust="0" * 40)
     alt = json.loads(json.dumps(data))
     alt["commit"]["index"] += 1
     check(alt, "VM-PROOF-INVALID")
@@ -140,21 +142,28 @@ def test_prove_and_check_proof(ledger_repo: Path, tmp_path: Path, gpg_key: GpgKe
     alt["commit"]["inclusion"][0] = "00" * 32
     check(alt, "VM-PROOF-INVALID")
     alt = json.loads(json.dumps(data))
-    alt["entries"][-1]["line"] = alt["entries"][-1]["line"].replace('"release"', '"deploy"')
+    rel = next(x for x in alt["entries"] if x["index"] == alt["release"])
+    rel["line"] = rel["line"].replace('"release"', '"deploy"')
     check(alt, "VM-PROOF-INVALID")
     alt = json.loads(json.dumps(data))
     alt["checkpoint"]["text"] = alt["checkpoint"]["text"].replace("\n3\n", "\n4\n")
     check(alt, "VM-PROOF-INVALID")
     alt = json.loads(json.dumps(data))
-    del alt["keys"]
+    del alt["commit"]
     check(alt, "VM-PROOF-MALFORMED")
     check({"format": "nope"}, "VM-PROOF-MALFORMED")
+    check(dict(data, format="vaultmesh-proof-v1"), "VM-PROOF-VERSION")
+    alt = json.loads(json.dumps(data))
+    alt["entries"] = [x for x in alt["entries"] if x["index"] != 0]  # leave the genesis policy out
+    check(alt, "VM-PROOF-INCOMPLETE")
 
-    # a bundle re-signed by an attacker key is untrusted even if internally consistent
+    # the checkpoint re-signed by an attacker key is refused even though the bundle is internally consistent
     mallory = gen_gpg_key(gpg_key.home, "Mallory")
     alt = json.loads(json.dumps(data))
-    alt["keys"][0]["fingerprint"] = mallory.fingerprint
-    check(alt, "VM-PROOF-UNTRUSTED")
+    alt["checkpoint"]["sig"] = subprocess.run(
+        ["gpg", "--batch", "--armor", "--detach-sign", "-u", mallory.fingerprint], input=alt["checkpoint"]["text"],
+        capture_output=True, text=True, check=True, env=dict(os.environ, GNUPGHOME=gpg_key.home)).stdout
+    check(alt, "VM-CHECKPOINT-SIG")
 
     res = vm(empty, "check-proof", "--trust-root", gpg_key.fingerprint, str(tmp_path / "absent.json"))
     assert res.returncode == 1 and "VM-FILE-UNREADABLE" in res.stderr

@@ -13,32 +13,14 @@ from typing import Any
 from .. import ledger
 from ..git import RefUpdate, Repo
 from ..ui import print_json
+from ..verification import doctor
 
 
 def findings(repo: Repo) -> tuple[list[str], ledger.Head, list[Any]]:
+    """The failed checks of verification.doctor, one line each (they name their code)."""
+    report = doctor(repo)
     head, entries = ledger.load_consistent(repo)
-    expected = ledger.notes_for(entries)
-    problems: list[str] = []
-    actual: dict[str, str] = {}
-    if head.notes is not None:
-        for it in repo.ls_tree(head.notes):
-            actual[it.path.replace("/", "")] = it.oid
-    blobs = dict(zip(actual, repo.read_blobs(list(actual.values()))))
-    for subject, content in expected.items():
-        if subject not in actual:
-            problems.append(f"note for {subject[:12]} is absent")
-        elif blobs[subject] != content:
-            problems.append(f"note for {subject[:12]} differs from the log")
-    for subject in actual:
-        if subject not in expected:
-            problems.append(f"note on {subject[:12]} names no entry of the log")
-    for e in entries:
-        c = e.subject_commit
-        if c and not repo.has_object(c):
-            problems.append(f"entry {e.id[:12]}: subject commit {c[:12]} is missing (VM-SUBJECT-MISSING)")
-    for lock in ledger.ref_locks(repo, older_than=ledger.STALE_LOCK_SECONDS):
-        problems.append(f"stale lock {lock} (VM-REF-LOCKED): a git process died holding it; remove it if no git "
-                        "process is running in this repository")
+    problems = [f"{c.detail} ({c.code})" for c in report.checks if not c.ok]
     return problems, head, entries
 
 
@@ -46,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     repo = Repo.discover()
     problems, head, entries = findings(repo)
     repaired = False
-    if args.repair and any("note" in p for p in problems):
+    if args.repair and any("VM-NOTES-MISMATCH" in p for p in problems):
         notes = ledger.rebuild_notes(repo, head.commit, entries, [head.notes] if head.notes else [])
         repaired = repo.update_refs([RefUpdate(ledger.REF_NOTES, notes, head.notes),
                                      RefUpdate(ledger.REF_LOG, head.commit or "", head.commit)])

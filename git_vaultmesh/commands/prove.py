@@ -1,10 +1,11 @@
 """`prove`: a self-contained bundle proving a commit is in a release, the release is in the log, and the
 log is signed — verifiable offline by `check-proof` (or by hand: docs/verify-by-hand.md).
 
-Bundle schema "vaultmesh-proof-v1" (docs/formats.md): checkpoint + its signature; the policy signers' keys;
-every policy entry, the release entry and its cosigns, each with an RFC 9162 inclusion proof against the
-checkpoint; the commit's raw object with its inclusion proof in the release's history tree; optionally a
-consistency proof from an earlier release's history.
+Bundle schema "vaultmesh-proof-v2" (docs/formats.md): the head checkpoint and its signature; every policy
+entry (the checkpoint's `policy` line commits to them all), the release entry, its cosigns and timestamps, each
+with an RFC 9162 inclusion proof against the checkpoint; the commit's raw object with its inclusion proof in the
+release's history tree; optionally a consistency proof from an earlier release's history. No key material of
+its own: the checker takes keys from the policy entries.
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ from .. import history, ledger, merkle
 from ..entry import Entry
 from ..errors import VaultMeshError
 from ..git import Repo
-from ..policy import Policy, pinned
+from ..verification.proof import FORMAT
 from .show import select
-
-FORMAT = "vaultmesh-proof-v1"
 
 
 def release_entry(repo: Repo, entries: list[Entry], tag: str) -> tuple[int, Entry]:
@@ -69,23 +68,23 @@ def build(repo: Repo, commit_rev: str, tag: str, from_tag: str | None) -> dict[s
     except ValueError:
         raise VaultMeshError("VM-PROOF-NO-PATH", f"commit {commit[:12]} is not in the history of {tag}",
                              f"check `git merge-base --is-ancestor {commit[:12]} {tag}`") from None
-    log_leaves = [merkle.leaf_hash(e.line) for e in entries]
     cp_oid = repo.path_oid(head.commit, ledger.CHECKPOINT)
     sig_oid = repo.path_oid(head.commit, ledger.CHECKPOINT_SIG)
     if cp_oid is None or sig_oid is None:
         raise VaultMeshError("VM-CHECKPOINT-MISSING", "the log head has no signed checkpoint", "run verify --all")
-    include = [i for i, e in enumerate(entries) if e.type == "policy"]
-    include += [seq] + [i for i, e in enumerate(entries) if e.type == "cosign" and e.body.get("entry") == rel.body_digest]
-    policies = [Policy.from_body(entries[i].body) for i in include if entries[i].type == "policy"]
+    cp_text = repo.read_object(cp_oid)[1]
+    if ledger.parse_checkpoint(cp_text, "the head checkpoint").policies is None:
+        raise VaultMeshError("VM-PROOF-INCOMPLETE", "the head checkpoint was written before checkpoints committed "
+                             "to the policy entries, so no bundle can show that it leaves none out",
+                             "append anything with this version (e.g. `git vaultmesh record`), then prove again")
+    about = {rel.id, rel.body_digest}
+    include = {i for i, e in enumerate(entries) if e.type == "policy"} | {seq}
+    include |= {i for i, e in enumerate(entries) if e.type in ("cosign", "timestamp") and e.body.get("entry") in about}
     bundle: dict[str, Any] = {
         "format": FORMAT,
         "log": head.log_id,
-        "checkpoint": {"text": repo.read_object(cp_oid)[1].decode(), "sig": repo.read_object(sig_oid)[1].decode()},
-        "keys": [{"name": s.name, "format": s.format, "fingerprint": s.fingerprint, "public_key": s.public_key}
-                 for s in pinned(policies)],
-        "entries": [{"index": i, "line": entries[i].line.decode(),
-                     "inclusion": [h.hex() for h in merkle.inclusion_proof(log_leaves, i)]}
-                    for i in sorted(set(include))],
+        "checkpoint": {"text": cp_text.decode(), "sig": repo.read_object(sig_oid)[1].decode()},
+        "entries": [],
         "release": seq,
         "commit": {"oid": commit, "raw": base64.b64encode(raw).decode(), "index": index,
                    "inclusion": [h.hex() for h in merkle.inclusion_proof(leaves, index)]},
@@ -93,14 +92,18 @@ def build(repo: Repo, commit_rev: str, tag: str, from_tag: str | None) -> dict[s
     if from_tag:
         fseq, frel = release_entry(repo, entries, from_tag)
         fsize = int(frel.body["history"]["size"])
-        if fseq >= seq or fsize > len(leaves) or merkle.root_from_leaf_hashes(leaves[:fsize]).hex() != \
+        if fseq == seq:
+            raise VaultMeshError("VM-USAGE", f"--from {from_tag} names the release being proved",
+                                 "pass an earlier release to --from, or leave --from out")
+        if fseq > seq or fsize > len(leaves) or merkle.root_from_leaf_hashes(leaves[:fsize]).hex() != \
                 frel.body["history"]["root"]:
             raise VaultMeshError("VM-PROOF-NO-PATH", f"{from_tag}'s history is not a prefix of {tag}'s",
                                  "pick an earlier release whose commit is an ancestor")
-        bundle["entries"].append({"index": fseq, "line": frel.line.decode(),
-                                  "inclusion": [h.hex() for h in merkle.inclusion_proof(log_leaves, fseq)]})
-        bundle["entries"].sort(key=lambda x: x["index"])
+        include.add(fseq)
         bundle["consistency"] = {"from": fseq, "proof": [h.hex() for h in merkle.consistency_proof(leaves, fsize)]}
+    log_leaves = [merkle.leaf_hash(e.line) for e in entries]
+    bundle["entries"] = [{"index": i, "line": entries[i].line.decode(),
+                          "inclusion": [h.hex() for h in merkle.inclusion_proof(log_leaves, i)]} for i in sorted(include)]
     return bundle
 
 

@@ -12,7 +12,7 @@ from ..config import signing_key
 from ..entry import Entry, canonical, check_body, hash_file, make_entry, now_rfc3339, parse_line
 from ..errors import VaultMeshError
 from ..git import Repo
-from ..policy import Policy, SigStatus, signing_rule
+from ..policy import Policy, SigStatus, claimed_judge, replay, signing_rule
 from ..signing import SigningKey, sign
 from ..ui import print_json, warn
 
@@ -49,12 +49,10 @@ def artifacts_from_args(paths: list[str], digests: list[str]) -> list[dict[str, 
 
 
 def current_policy(repo: Repo, head: ledger.Head) -> Policy:
-    """The newest policy entry in the log (verify judges whether it was validly adopted)."""
+    """The policy in force at the head: the timeline's claimed reading over the policy entries (no gpg run;
+    verify is the authority, and judges the same timeline with every signature checked)."""
     found = ledger.find_entries(repo, head, {"type": "policy"})
-    if not found:
-        raise VaultMeshError("VM-LOG-GENESIS", "the log holds no policy entry", "the ledger is damaged")
-    seq, entry = found[-1]
-    return Policy.from_body(entry.body, f"policy entry #{seq}")
+    return replay({seq: e for seq, e in found if e.type == "policy"}, claimed_judge).final
 
 
 def require_signer(policy: Policy, key: SigningKey, entry_type: str) -> None:

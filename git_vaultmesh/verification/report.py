@@ -1,0 +1,90 @@
+"""What a verdict is made of: named checks, each passed or failed with a stable code, a detail and a hint.
+
+`Report.ok` is true only when at least one check ran and none failed: a report with no checks is not a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import CODES, VaultMeshError
+
+HINTS: dict[str, str] = {
+    "VM-LOG-NOT-APPEND-ONLY": "restore refs/vaultmesh/log from a replica (refs/vaultmesh/remotes/*) or a peer",
+    "VM-LOG-GAP": "restore refs/vaultmesh/log from a replica; entries are never removed",
+    "VM-LOG-ROLLBACK": "someone rewound the ledger; fetch it again from a trusted replica",
+    "VM-LOG-FORKED": "this is not the ledger verified here before; compare with a trusted replica",
+    "VM-TRUST-ROOT-MISMATCH": "the log was replaced by one with another genesis; do not trust it",
+    "VM-CHECKPOINT-MISMATCH": "the checkpoint does not commit to these entries: the log was edited",
+    "VM-CHECKPOINT-SIG": "checkpoints are signed by a policy signer at every append; this one was not",
+    "VM-NOTES-MISMATCH": "run `git vaultmesh doctor --repair` to rebuild notes from the log",
+    "VM-SIG-MISSING": "re-record the receipt with a signing key",
+    "VM-SIG-INVALID": "the entry or its signature was altered after signing",
+    "VM-SIG-UNPINNED": "only keys pinned in the policy count; add the signer with `policy add-signer`",
+    "VM-SIG-NOT-AUTHORIZED": "ask the policy signers to extend the signer's types",
+    "VM-SIG-PENDING": "collect the missing signatures with `git vaultmesh cosign`",
+    "VM-TAG-MOVED": "the tag was moved after it was recorded; restore it to the recorded object",
+    "VM-TAG-MISSING": "the recorded tag was deleted; fetch tags (git fetch --tags) or restore it",
+    "VM-HISTORY-MISMATCH": "the history under the tag was rewritten after recording",
+    "VM-ARTIFACT-MISMATCH": "the artifact is not the file that was released",
+    "VM-TSA-PENDING": "run `git vaultmesh timestamp --pending` once the TSA is reachable",
+}
+
+
+@dataclass
+class Check:
+    check: str
+    ok: bool
+    code: str | None
+    detail: str
+    hint: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"check": self.check, "ok": self.ok, "code": self.code, "detail": self.detail, "hint": self.hint}
+
+
+@dataclass
+class Report:
+    trust: str = "tofu"
+    checks: list[Check] = field(default_factory=list)
+    allowed: list[str] = field(default_factory=list)
+    log_id: str | None = None
+    size: int = 0
+    root: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def passed(self, check: str, detail: str) -> None:
+        self.checks.append(Check(check, True, None, detail, None))
+
+    def failed(self, check: str, code: str, detail: str, hint: str | None = None) -> None:
+        if code not in CODES:
+            raise ValueError(f"unregistered error code {code!r}")
+        self.checks.append(Check(check, False, code, detail, hint or HINTS.get(code)))
+
+    def error(self, check: str, exc: VaultMeshError) -> None:
+        self.failed(check, exc.code, exc.cause, exc.hint)
+
+    def codes(self) -> list[str]:
+        return [c.code for c in self.checks if c.code]
+
+    def has_failed(self, check: str) -> bool:
+        return any(c.check == check and not c.ok for c in self.checks)
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ok": self.ok, "trust": self.trust, "checks": [c.as_json() for c in self.checks]}
+        if self.allowed:
+            out["allowed"] = self.allowed
+        return out
+
+
+def summarize(report: Report) -> Iterable[str]:
+    for c in report.checks:
+        mark = "ok  " if c.ok else "FAIL"
+        yield f"{mark} {c.check}: {c.detail}" + (f" [{c.code}]" if c.code else "")
+        if not c.ok and c.hint:
+            yield f"     hint: {c.hint}"

@@ -1,0 +1,268 @@
+"""What REV names, and the subjects of the receipts in scope: the tag still points where it was recorded,
+the commit and tree are present, the history and tree digest recompute, no replace ref changes what git
+shows, and the artifacts given hash to the recorded digests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from .. import history, merkle
+from ..entry import Entry, hash_file
+from ..errors import VaultMeshError
+from ..git import Repo
+from .context import Context, Options, Scope, where
+
+
+def scope_for(repo: Repo, opts: Options, entries: Sequence[Entry | None]) -> Scope:
+    """The entries naming the target, what refers to them, and the base releases their histories build on."""
+    if opts.all or opts.target is None:
+        return Scope(everything=True)
+    target = opts.target
+    commit = repo.rev_parse(target, "commit")
+    ref = repo.full_ref(target) or (f"refs/tags/{target}" if not target.startswith("refs/") else target)
+    direct = {i for i, e in enumerate(entries)
+              if e is not None and (e.subject_ref == ref or (commit and e.subject_commit == commit))}
+    positions = set(direct)
+    named = {entries[i].id for i in direct} | {entries[i].body_digest for i in direct}  # type: ignore[union-attr]
+    positions |= {i for i, e in enumerate(entries) if e is not None and e.body.get("entry") in named}
+    id_pos = {e.id: i for i, e in enumerate(entries) if e is not None}
+    frontier = [i for i in positions if entries[i] is not None and entries[i].type == "release"]  # type: ignore[union-attr]
+    while frontier:
+        e = entries[frontier.pop()]
+        assert e is not None
+        base = (e.body.get("history") or {}).get("base")
+        if isinstance(base, dict) and base.get("entry") in id_pos:
+            j = id_pos[base["entry"]]
+            if j not in positions:
+                positions.add(j)
+                frontier.append(j)
+    return Scope(False, positions, direct, ref)
+
+
+def targets(ctx: Context) -> list[int] | None:
+    """REV is recorded: some receipt names it (a tag needs a release receipt); None when it is not."""
+    r = ctx.report
+    entries = ctx.carried
+    if ctx.scope.everything:
+        return sorted(entries)
+    assert ctx.repo is not None and ctx.opts.target is not None
+    target = ctx.opts.target
+    positions = sorted(ctx.scope.positions)
+    direct = [i for i in positions if i in entries and entries[i].type not in ("cosign", "timestamp")]
+    if not direct:
+        if ctx.repo.rev_parse(target) is None:
+            r.failed("subject.recorded", "VM-BAD-REV", f"{target!r} names no object here and no receipt names it",
+                     "check the tag name; fetch tags with `git fetch --tags`")
+        else:
+            r.failed("subject.recorded", "VM-NOT-RECORDED", f"no receipt in the ledger names {target}",
+                     f"record it: git vaultmesh record {target}")
+        return None
+    ref = ctx.scope.ref
+    if ref and ref.startswith("refs/tags/") and not any(
+            entries[i].type == "release" and entries[i].subject_ref == ref for i in direct):
+        # a tag is a release claim: receipts that merely name its commit (a deploy) do not vouch for it
+        r.failed("subject.recorded", "VM-NOT-RECORDED",
+                 f"no release receipt names {ref} (receipts naming its commit: {', '.join('#' + str(i) for i in direct)})",
+                 f"record the release: git vaultmesh record {target}")
+        return None
+    r.passed("subject.recorded", f"{target}: {len(direct)} receipt(s) ({', '.join('#' + str(i) for i in direct)})")
+    return positions
+
+
+def _receipts(ctx: Context, positions: Sequence[int]) -> list[tuple[int, Entry]]:
+    return [(i, e) for i in positions if (e := ctx.carried.get(i)) is not None and e.type in ("release", "deploy")]
+
+
+def release_tags(ctx: Context, positions: Sequence[int]) -> None:
+    """A recorded tag still points at the recorded tag object (or commit)."""
+    r = ctx.report
+    assert ctx.repo is not None
+    for seq, e in _receipts(ctx, positions):
+        subj = e.body.get("subject", {})
+        ref = subj.get("ref")
+        if not ref or e.type != "release":
+            continue
+        now = ctx.repo.ref_oid(ref)
+        expect = subj.get("tag") or subj.get("commit")
+        if now is None:
+            r.failed("release.tag", "VM-TAG-MISSING", f"{where(seq, e)}: {ref} is absent (recorded at {expect})")
+        elif now != expect:
+            r.failed("release.tag", "VM-TAG-MOVED", f"{where(seq, e)}: {ref} is now {now}, recorded {expect}")
+        else:
+            r.passed("release.tag", f"{where(seq, e)}: {ref} still points at {str(expect)[:12]}")
+
+
+def subject_objects(ctx: Context, positions: Sequence[int]) -> None:
+    """The recorded commit is present and has the recorded tree; a missing one is reported, never skipped."""
+    r = ctx.report
+    assert ctx.repo is not None
+    for seq, e in _receipts(ctx, positions):
+        subj = e.body.get("subject", {})
+        commit = subj.get("commit")
+        if not commit or not ctx.repo.has_object(commit):
+            ctx.missing_subjects.add(str(commit))
+            r.failed("subject.present", "VM-SUBJECT-MISSING", f"{where(seq, e)}: recorded commit {commit} is not "
+                     "in this repository", "fetch refs/vaultmesh/keep/* and tags from a replica")
+            continue
+        tree = ctx.repo.rev_parse(commit, "tree")
+        if tree != subj.get("tree"):
+            r.failed("subject.tree", "VM-HISTORY-MISMATCH",
+                     f"{where(seq, e)}: commit {commit[:12]} has tree {tree}, recorded {subj.get('tree')}")
+
+
+def _present_releases(ctx: Context, positions: Sequence[int]) -> list[tuple[int, Entry]]:
+    return [(s, e) for s, e in _receipts(ctx, positions)
+            if e.type == "release" and str(e.subject_commit) not in ctx.missing_subjects]
+
+
+def histories(ctx: Context, positions: Sequence[int]) -> None:
+    """Each release's history tree recomputes from the commits under it, extending the base it names."""
+    for seq, e in _present_releases(ctx, positions):
+        _history(ctx, seq, e)
+
+
+def _history(ctx: Context, seq: int, e: Entry) -> None:
+    r = ctx.report
+    repo = ctx.repo
+    assert repo is not None
+    w = where(seq, e)
+    h = e.body.get("history")
+    commit = str(e.subject_commit)
+    try:
+        if not isinstance(h, dict) or h.get("alg") != history.ALG or h.get("order") != history.ORDER:
+            raise ValueError("history must name alg rfc6962-sha256 and order vaultmesh-topo-v1")
+        size, root = int(h["size"]), bytes.fromhex(h["root"])
+        frontier = merkle.CompactRange.from_frontier(size, [bytes.fromhex(x) for x in h["frontier"]])
+        base_info = h.get("base")
+        consistency = [bytes.fromhex(x) for x in h.get("consistency", [])]
+    except (ValueError, KeyError, TypeError) as exc:
+        r.failed("release.history", "VM-ENTRY-MALFORMED", f"{w}: history field malformed ({exc})")
+        return
+    base: history.Base | None = None
+    if base_info is not None:
+        id_pos = {x.id: i for i, x in ctx.carried.items()}
+        bpos = id_pos.get(str(base_info.get("entry")))
+        be = ctx.carried.get(bpos) if bpos is not None else None
+        if bpos is None or bpos >= seq or be is None or be.type != "release":
+            r.failed("release.base", "VM-HISTORY-BASE",
+                     f"{w}: base {str(base_info.get('entry'))[:12]} is not an earlier release in this log")
+            return
+        bh = be.body["history"]
+        try:
+            bfront = merkle.CompactRange.from_frontier(int(bh["size"]), [bytes.fromhex(x) for x in bh["frontier"]])
+        except (ValueError, KeyError, TypeError):
+            r.failed("release.base", "VM-HISTORY-BASE", f"{w}: base entry #{bpos} has a malformed history")
+            return
+        if (int(base_info.get("size", -1)) != int(bh["size"]) or base_info.get("root") != bh["root"]
+                or bfront.root().hex() != bh["root"]):
+            r.failed("release.base", "VM-HISTORY-BASE", f"{w}: base size/root differ from base entry #{bpos}'s own history")
+            return
+        bcommit = str(be.subject_commit)
+        if not repo.has_object(bcommit) or not repo.is_ancestor(bcommit, commit):
+            r.failed("release.base", "VM-HISTORY-BASE",
+                     f"{w}: base release #{bpos} (commit {bcommit[:12]}) is no longer an ancestor of {commit[:12]}: "
+                     "history was rewritten")
+            return
+        if not merkle.verify_consistency(int(bh["size"]), size, bytes.fromhex(bh["root"]), root, consistency):
+            r.failed("release.base", "VM-HISTORY-BASE",
+                     f"{w}: consistency proof from base #{bpos} (size {bh['size']}) to size {size} fails")
+            return
+        base = history.Base(be.id, bcommit, int(bh["size"]), bytes.fromhex(bh["root"]), bfront)
+    try:
+        got = history.compute(repo, commit, base)
+    except VaultMeshError as exc:
+        r.error("release.history", exc)
+        return
+    if got.root != root or got.size != size or got.frontier.hashes != frontier.hashes:
+        r.failed("release.history", "VM-HISTORY-MISMATCH",
+                 f"{w}: history recomputed now has {got.size} commits, root {got.root.hex()[:16]}…; recorded "
+                 f"{size} commits, root {root.hex()[:16]}…")
+    else:
+        r.passed("release.history", f"{w}: history of {size} commits recomputed, root matches")
+
+
+def tree_digests(ctx: Context, positions: Sequence[int]) -> None:
+    """Each release's Git-EVTag-v0-SHA512 digest recomputes (submodules as the receipt says they were taken)."""
+    from ..evtag import tree_digest
+
+    r = ctx.report
+    assert ctx.repo is not None
+    for seq, e in _present_releases(ctx, positions):
+        try:
+            partial = e.body.get("submodules") == "not-included"
+            td = tree_digest(ctx.repo, str(e.subject_commit), require_submodules=not partial,
+                             include_submodules=not partial)
+        except VaultMeshError as exc:
+            r.error("release.tree-digest", exc)
+            continue
+        if td.digest != e.body.get("tree_digest"):
+            r.failed("release.tree-digest", "VM-TREE-DIGEST-MISMATCH",
+                     f"{where(seq, e)}: Git-EVTag-v0-SHA512 is {td.digest[:16]}…, recorded "
+                     f"{str(e.body.get('tree_digest'))[:16]}…")
+        else:
+            r.passed("release.tree-digest", f"{where(seq, e)}: Git-EVTag-v0-SHA512 matches")
+
+
+def replacements(ctx: Context, positions: Sequence[int]) -> None:
+    """git.py hashes the real objects (--no-replace-objects), but checkout, log and archive honour
+    refs/replace/*: a replacement reachable from a recorded subject means git shows other content than was
+    recorded, so it fails (fail-closed) instead of verifying objects nobody sees."""
+    repo = ctx.repo
+    assert repo is not None
+    prefix = os.environ.get("GIT_REPLACE_REF_BASE") or "refs/replace/"
+    prefix = prefix if prefix.endswith("/") else prefix + "/"
+    replaced = {name[len(prefix):]: oid for name, oid in repo.refs(prefix).items()}
+    if not replaced:
+        return
+    for seq, e in _receipts(ctx, positions):
+        commit = str(e.subject_commit)
+        if commit in ctx.missing_subjects:
+            continue
+        reachable = repo.reachable_objects(commit)
+        tag = (e.body.get("subject") or {}).get("tag")
+        if tag:
+            reachable.add(tag)  # a replaced tag object makes `git checkout TAG` peel to another commit
+        for oid in sorted(replaced.keys() & reachable):
+            kind = repo.read_object(oid)[0]
+            code = {"commit": "VM-HISTORY-MISMATCH", "tag": "VM-TAG-MOVED"}.get(kind, "VM-TREE-DIGEST-MISMATCH")
+            ctx.report.failed(
+                "subject.replaced", code,
+                f"{where(seq, e)}: a replace ref substitutes {replaced[oid][:12]} for {kind} {oid[:12]} of the "
+                f"recorded {e.type}: git checkout, log and archive show other content than was recorded",
+                f"remove it (git replace -d {oid}) unless you made it; verify hashes the real objects")
+
+
+def artifacts(ctx: Context, positions: Sequence[int]) -> None:
+    """Each artifact given hashes to the digest recorded under its name by a receipt naming REV itself (a
+    base release is in scope for its history, not for the artifacts given for REV)."""
+    r = ctx.report
+    given: dict[str, list[tuple[str, str]]] = {}  # name -> each (sha256, path) given with that name
+    for path in ctx.opts.artifacts:
+        try:
+            given.setdefault(os.path.basename(path), []).append((hash_file(path)[0], path))
+        except VaultMeshError as exc:
+            r.error("artifact", exc)
+    matched: set[str] = set()
+    for seq, e in _receipts(ctx, positions):
+        if str(e.subject_commit) in ctx.missing_subjects:
+            continue
+        if not (ctx.scope.everything or seq in ctx.scope.direct):
+            continue
+        for art in e.body.get("artifacts", []) or []:
+            name = art["name"]
+            for got, path in given.get(name, []):
+                matched.add(name)
+                if got != art["sha256"]:
+                    r.failed("artifact", "VM-ARTIFACT-MISMATCH",
+                             f"{where(seq, e)}: {path} has sha256 {got}, recorded {art['sha256']}")
+                else:
+                    r.passed("artifact", f"{where(seq, e)}: {path} matches its recorded sha256")
+    for name, paths in given.items():
+        if name not in matched:
+            for _, path in paths:
+                r.failed("artifact", "VM-ARTIFACT-NOT-RECORDED", f"{path}: no receipt in scope names an artifact "
+                         f"{name!r}", "pass the artifact that was recorded, or record this one")
+
+
+SUBJECT_RULES = (release_tags, subject_objects, histories, tree_digests, replacements, artifacts)
