@@ -210,15 +210,6 @@ def signing_rule(policy: Policy, entry_type: str) -> Rule:
     return KOfN(policy.threshold(entry_type), allowed)
 
 
-def pinned(policies: Iterable[Policy]) -> list[PolicySigner]:
-    """Every signer any of these policies ever pinned (the keys a verifier must know)."""
-    seen: dict[str, PolicySigner] = {}
-    for p in policies:
-        for s in p.signers:
-            seen.setdefault(s.fingerprint, s)
-    return list(seen.values())
-
-
 # --- judging signatures ------------------------------------------------------------------------------
 
 NO_THRESHOLD_TYPES = frozenset({"cosign", "timestamp", "witness"})  # never judged by a threshold of their own
@@ -452,10 +443,6 @@ def _statement_rule(seq: int, e: Entry, log_id: str, digests: dict[str, int],
                     f"{where}: a second release for {e.subject_ref} (first: entry #{releases[e.subject_ref]})")
         releases[e.subject_ref] = seq
     return None
-
-
-def policy_entries(entries: Sequence[Entry | None]) -> dict[int, Entry]:
-    return {i: e for i, e in enumerate(entries) if e is not None and e.type == "policy"}
 
 
 @dataclass(frozen=True)

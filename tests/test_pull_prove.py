@@ -195,3 +195,37 @@ def test_demo_runs_green(tmp_path: Path) -> None:
     out = json.loads(res.stdout)
     assert out["ok"] is True
     assert [s["exit"] for s in out["steps"]][-1] == 1  # the tampered ledger was rejected
+
+
+def test_proof_v2_vector(tmp_path: Path) -> None:
+    """The committed bundle of docs/formats.md §10 verifies with nothing but its trust root; as v1 it is refused;
+    each of its checks is needed (one flipped byte in the checkpoint signature, the commit, a proof)."""
+    vector = json.loads((Path(__file__).parent / "vectors" / "proof_v2.json").read_text())
+    root, bundle = vector["trust_root"], vector["bundle"]
+
+    def run(b: dict[str, object]) -> tuple[int, dict[str, object]]:
+        p = tmp_path / "b.json"
+        p.write_text(json.dumps(b))
+        res = vm(tmp_path, "check-proof", "--trust-root", root, str(p), "--json")
+        assert "Traceback" not in res.stderr
+        return res.returncode, json.loads(res.stdout)
+
+    rc, out = run(bundle)
+    assert rc == 0 and out["ok"] is True and out["trust"] == "pinned", out
+    assert {c["check"] for c in out["checks"]} >= {"proof.inclusion", "proof.policies", "log.genesis",
+                                                  "log.trust-root", "entry.signatures", "entry.threshold",
+                                                  "log.checkpoint", "proof.commit"}
+    rc, out = run(dict(bundle, format="vaultmesh-proof-v1"))
+    assert rc == 1 and [c["code"] for c in out["checks"] if not c["ok"]] == ["VM-PROOF-VERSION"]
+    sig = bundle["checkpoint"]["sig"]
+    lines = sig.split("\n")
+    body = next(i for i, x in enumerate(lines) if x and not x.startswith("-----") and ":" not in x)
+    flipped = lines[body][:10] + ("A" if lines[body][10] != "A" else "B") + lines[body][11:]
+    bad = json.loads(json.dumps(bundle))
+    bad["checkpoint"]["sig"] = "\n".join(lines[:body] + [flipped] + lines[body + 1:])
+    rc, out = run(bad)
+    assert rc == 1 and "VM-CHECKPOINT-SIG" in [c["code"] for c in out["checks"]], out
+    bad = json.loads(json.dumps(bundle))
+    bad["commit"]["oid"] = "0" * 40
+    rc, out = run(bad)
+    assert rc == 1 and "VM-PROOF-INVALID" in [c["code"] for c in out["checks"]], out
