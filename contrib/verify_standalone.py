@@ -44,7 +44,7 @@ ALLOWED_FIELDS = {
     "decision": COMMON | {"title", "status"},
     "cosign": {"type", "log", "recorded_at", "entry", "message"},
     "timestamp": {"type", "log", "recorded_at", "entry", "checkpoint", "tokens", "message"},
-    "witness": COMMON | {"peer", "checkpoint", "checkpoint_sig"},
+    "witness": COMMON | {"peer", "checkpoint", "checkpoint_sig", "cosignature", "consistency"},
     "merge": COMMON | {"peer", "entries"},
     "import": COMMON | {"source", "original", "verified", "unverified"},
 }

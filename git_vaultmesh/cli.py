@@ -215,17 +215,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the throwaway directory and print its path")
     _json(p)
 
+    _federate(add)
+
     p = add("doctor", "check the local ledger's derived data (notes) and repair it")
     p.add_argument("--repair", action="store_true", help="rebuild refs/notes/vaultmesh from the log")
     _json(p)
     return parser
 
 
+def _federate(add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add("federate", "watch other teams' ledgers: add a peer, sync (verify + witness), status, merge",
+            "A peer is a separate log with its own signers. `sync` fetches its refs/vaultmesh/log into\n"
+            "refs/vaultmesh/remotes/<peer>/log only after verifying it with the peer's own policy and your pin\n"
+            "of its trust root, and checking it extends what you witnessed of it before (RFC 9162 consistency);\n"
+            "then a signed `witness` entry (with a C2SP cosignature) records the checkpoint you saw. A peer that\n"
+            "rewound, rewrote or equivocated is reported with its own code and kept as evidence, never merged.")
+    sub = p.add_subparsers(dest="federate_command", metavar="SUBCOMMAND")
+    fadd = _adder(sub)
+    q = fadd("add", "configure a peer: a name and any git URL (file:// included)")
+    q.add_argument("name", help="a plain name for the peer (refs/vaultmesh/remotes/<name>/log)")
+    q.add_argument("url", help="the peer's repository URL")
+    q.add_argument("--trust-root", metavar="FPR", help="the peer's genesis signer (default: pinned on first sync)")
+    _json(q)
+    q = fadd("sync", "fetch, verify and witness peers (all configured peers by default)")
+    q.add_argument("names", nargs="*", metavar="NAME", help="the peers to sync")
+    _json(q)
+    q = fadd("status", "each peer's last witnessed checkpoint, entries and verdict; the merged view")
+    q.add_argument("--strict", action="store_true", help="exit non-zero when the merged view has conflicts")
+    _json(q)
+    q = fadd("merge", "append a signed merge entry recording the merged view's inputs and root")
+    _json(q)
+
+
 COMMANDS: dict[str, str] = {
     "init": "init", "record": "record", "verify": "verify", "show": "show", "log": "log",
     "prove": "prove", "check-proof": "check_proof", "pull": "pull", "demo": "demo", "doctor": "doctor",
     "policy": "policy", "cosign": "cosign",
-    "tsa": "tsa", "timestamp": "timestamp",
+    "tsa": "tsa", "timestamp": "timestamp", "federate": "federate",
 }
 
 

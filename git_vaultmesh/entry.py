@@ -32,7 +32,7 @@ ALLOWED_FIELDS: dict[str, frozenset[str]] = {
     "decision": frozenset(_COMMON | {"title", "status"}),
     "cosign": frozenset({"type", "log", "recorded_at", "entry", "message"}),
     "timestamp": frozenset({"type", "log", "recorded_at", "entry", "checkpoint", "tokens", "message"}),
-    "witness": frozenset(_COMMON | {"peer", "checkpoint", "checkpoint_sig"}),
+    "witness": frozenset(_COMMON | {"peer", "checkpoint", "checkpoint_sig", "cosignature", "consistency"}),
     "merge": frozenset(_COMMON | {"peer", "entries"}),
     "import": frozenset(_COMMON | {"source", "original", "verified", "unverified"}),
 }
@@ -221,6 +221,27 @@ def check_body(body: dict[str, Any], where: str = "entry") -> None:
         _check_timestamp(body, bad)
     if typ == "release" and ("subject" not in body or "history" not in body):
         raise bad("a release body needs subject and history")
+    if typ == "witness":
+        _check_witness(body, bad)
+
+
+def _check_witness(body: dict[str, Any], bad: Any) -> None:
+    """{"peer": {"name", "log"}, "checkpoint": <the peer's checkpoint body>, "checkpoint_sig": <its signature>,
+    "cosignature": {"vkey", "line"}, "consistency": {"size", "root", "proof"}} — judged by federation."""
+    peer = body.get("peer")
+    if not isinstance(peer, dict) or set(peer) != {"name", "log"} or not all(isinstance(v, str) for v in peer.values()):
+        raise bad("witness body.peer must be exactly {name, log} strings")
+    for k in ("checkpoint", "checkpoint_sig"):
+        if not isinstance(body.get(k), str):
+            raise bad(f"witness body.{k} must be a string")
+    cos = body.get("cosignature")
+    if cos is not None and (not isinstance(cos, dict) or set(cos) != {"vkey", "line"}
+                            or not all(isinstance(v, str) for v in cos.values())):
+        raise bad("witness body.cosignature must be exactly {vkey, line} strings")
+    cons = body.get("consistency")
+    if cons is not None and (not isinstance(cons, dict) or set(cons) != {"size", "root", "proof"}
+                             or not isinstance(cons["size"], int) or not isinstance(cons["proof"], list)):
+        raise bad("witness body.consistency must be exactly {size, root, proof}")
 
 
 _TSA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -31,6 +31,12 @@ CODES: dict[str, str] = {
     "VM-REF-LOCKED": "a ledger ref is locked: by another git process, or a stale *.lock left by one that crashed",
     "VM-REMOTE-FAILED": "fetching or reading a remote's ledger failed",
     "VM-REMOTE-DIVERGED": "a remote's log does not extend the copy of it we saw last",
+    "VM-PEER-UNKNOWN": "no federation peer of that name is configured (vaultmesh.peer.<name>.url)",
+    "VM-PEER-UNREACHABLE": "a federation peer's ledger could not be fetched",
+    "VM-PEER-ROLLBACK": "a peer's log is smaller than the checkpoint of it we witnessed (rewound)",
+    "VM-PEER-FORKED": "a peer's log does not extend the checkpoint of it we witnessed (rewritten or replaced)",
+    "VM-PEER-EQUIVOCATION": "a peer signed two different views of its log (same size, different roots)",
+    "VM-FEDERATION-CONFLICT": "the merged view holds two statements about one release that disagree",
     "VM-FILE-UNREADABLE": "an input file (proof bundle, certificate, key) cannot be read or parsed",
     # --- ledger structure ------------------------------------------------------------------------
     "VM-LOG-CORRUPT": "a ledger object is missing or unreadable, or the log tree has an unexpected layout",

@@ -30,6 +30,13 @@ class Options:
     remember: bool = True  # store the verified checkpoint for rollback detection
     log_ref: str = ledger.REF_LOG  # pull verifies a fetched copy before adopting it
     subjects: bool = True  # tags, history, tree digests, artifacts (pull checks the log alone)
+    # entries and checkpoints below this size were verified before and the caller has checked that the log is
+    # consistent with that verified prefix (federation: the last witnessed checkpoint): their signatures are
+    # taken as claimed, policy entries excepted (the timeline is always verified)
+    known_size: int = 0
+    # the log is ours or a replica of ours, so this clone's vaultmesh.trustRoot pins it; a federation peer's log
+    # has its own trust root (trust_root, or trust on first use), never ours
+    own_log: bool = True
 
 
 @dataclass

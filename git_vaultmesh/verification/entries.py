@@ -15,7 +15,7 @@ def timeline(ctx: Context) -> None:
     """Replay the entries (genesis first) into the policy timeline; a log without a usable genesis stops here."""
     r = ctx.report
     try:
-        tl = replay(ctx.carried, verified_judge(ctx.verifier()))
+        tl = replay(ctx.carried, verified_judge(ctx.verifier()), ctx.opts.known_size)
     except VaultMeshError as exc:
         check = "log.genesis"
         if exc.code == "VM-POLICY-INVALID":

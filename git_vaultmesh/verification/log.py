@@ -134,7 +134,7 @@ def checkpoints(ctx: Context, commits: Sequence[LogCommit]) -> None:
         if not _policy_line_ok(ctx, label, cp, size):
             bad += 1
             continue
-        if idx == last or ctx.scope.everything:
+        if idx == last or (ctx.scope.everything and size > ctx.opts.known_size):
             prev = min(commits[idx - 1].size, len(leaves)) if idx else 0
             if not checkpoint_signed(ctx, label, blobs[c.checkpoint], blobs[c.signature],
                                      [ctx.policy_at(n) for n in (prev, size)]):
