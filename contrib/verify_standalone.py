@@ -37,7 +37,7 @@ ENTRY_PATH = re.compile(r"entries/(\d{3})/(\d{3})/(\d{12})\.json")
 # The body fields each entry type may carry (docs/formats.md; git_vaultmesh/entry.py ALLOWED_FIELDS).
 COMMON = {"type", "log", "recorded_at", "component", "version", "subject", "artifacts", "evidence", "message"}
 ALLOWED_FIELDS = {
-    "policy": COMMON | {"signers", "thresholds", "tsas", "tokens_required"},
+    "policy": COMMON | {"signers", "thresholds", "tsas", "tokens_required", "note_keys"},
     "release": COMMON | {"history", "tree_digest", "submodules"},
     "deploy": COMMON | {"environment"},
     "adr": COMMON | {"title", "status", "document"},
@@ -395,7 +395,7 @@ def read_log(git: Git) -> tuple[list[bytes], bytes, bytes]:
         m = ENTRY_PATH.fullmatch(path)
         if mode != "100644":
             raise Fail(f"{path} has mode {mode}; the log holds only regular files (100644)")
-        if path in ("checkpoint", "checkpoint.sig"):
+        if path in ("checkpoint", "checkpoint.sig", "checkpoint.note"):  # the note: Ed25519, not checked here
             files[path] = oid
         elif m and entry_path(int(m.group(3))) == path:
             entries[int(m.group(3))] = oid
@@ -403,7 +403,7 @@ def read_log(git: Git) -> tuple[list[bytes], bytes, bytes]:
             raise Fail(f"unexpected path {path!r}: the log holds entries/<a>/<b>/<seq>.json, checkpoint(.sig)")
     if sorted(entries) != list(range(len(entries))):
         raise Fail(f"entry #{min(set(range(len(entries) + 1)) - set(entries))} is missing: seq runs from 0")
-    if set(files) != {"checkpoint", "checkpoint.sig"}:
+    if not {"checkpoint", "checkpoint.sig"} <= set(files) <= {"checkpoint", "checkpoint.sig", "checkpoint.note"}:
         raise Fail("checkpoint or checkpoint.sig is absent")
     blobs = [git.obj(entries[seq]) for seq in range(len(entries))] + [git.obj(files["checkpoint"]),
                                                                       git.obj(files["checkpoint.sig"])]
@@ -455,7 +455,8 @@ def check_chain(git: Git, leaves: list[bytes], log_id: str, is_policy: list[bool
             status, m = meta.split()[-1], ENTRY_PATH.fullmatch(path)
             if status == "A" and m:
                 commits[-1][1].append(int(m.group(3)))
-            elif path not in ("checkpoint", "checkpoint.sig") or status not in ("A", "M"):
+            elif not (path in ("checkpoint", "checkpoint.sig") and status in ("A", "M")
+                      or path == "checkpoint.note" and status in ("A", "M", "D")):
                 raise Fail(f"log commit {commits[-1][0][:12]} changes {path} ({status}): appends only add entries")
     frontier, sizes = Frontier(), []
     for commit, added in commits:

@@ -128,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     q = padd("remove-signer", "unpin a signer (rotation); what they signed while trusted stays valid")
     q.add_argument("name", help="signer name")
     propose(q)
+    q = padd("set-note-key", "sign every checkpoint also as a C2SP signed note (Ed25519), for tlog witnesses",
+             "Pin a C2SP verifier key named vaultmesh/<log id> in the policy; from then on every append writes\n"
+             "checkpoint.note (the checkpoint as a signed note) beside checkpoint.sig, and verify requires it.\n"
+             "Without --vkey, a key is made under the git dir (vaultmesh/note.key) and its verifier key pinned.")
+    q.add_argument("--vkey", help="pin this verifier key (<name>+<hex id>+<base64 key>) instead of a local one")
+    q.add_argument("--remove", action="store_true", help="unpin the note key: checkpoints are no longer notes")
+    propose(q)
+
     q = padd("set-threshold", "require K distinct signers for entries of TYPE from now on",
              "Require K distinct pinned signers (own signature plus cosigns) for entries of TYPE appended\n"
              "after this change; TYPE '*' sets the default. Entries below it are pending (VM-SIG-PENDING).")

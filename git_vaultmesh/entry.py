@@ -25,7 +25,7 @@ NO_TOKEN_TYPES = frozenset({"timestamp", "cosign", "witness"})
 
 _COMMON = {"type", "log", "recorded_at", "component", "version", "subject", "artifacts", "evidence", "message"}
 ALLOWED_FIELDS: dict[str, frozenset[str]] = {
-    "policy": frozenset(_COMMON | {"signers", "thresholds", "tsas", "tokens_required"}),
+    "policy": frozenset(_COMMON | {"signers", "thresholds", "tsas", "tokens_required", "note_keys"}),
     "release": frozenset(_COMMON | {"history", "tree_digest", "submodules"}),
     "deploy": frozenset(_COMMON | {"environment"}),
     "adr": frozenset(_COMMON | {"title", "status", "document"}),

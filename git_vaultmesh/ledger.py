@@ -30,6 +30,7 @@ KEEP_PREFIX = "refs/vaultmesh/keep/"
 REMOTES_PREFIX = "refs/vaultmesh/remotes/"
 CHECKPOINT = "checkpoint"
 CHECKPOINT_SIG = "checkpoint.sig"
+CHECKPOINT_NOTE = "checkpoint.note"  # the checkpoint as a C2SP signed note, when the policy pins a note key
 FRONTIER_TRAILER = "Vaultmesh-Frontier:"
 POLICY_TRAILER = "Vaultmesh-Policy-Frontier:"
 MAX_ATTEMPTS = 64
@@ -465,17 +466,20 @@ def _try_append(
         paths.append(entry_path(head.size + i))
     cp = checkpoint_text(log_id, frontier.size, frontier.root(), (policies.size, policies.root()))
     cp_sig = sign(key, cp, armor=True).encode()
+    cp_note = _checkpoint_note(repo, head, log_id, todo, cp)
     # notes: the note on a subject commit is the lines of every entry about it, in log order
     by_subject: dict[str, list[bytes]] = {}
     for e in todo:
         if e.subject_commit:
             by_subject.setdefault(e.subject_commit, []).append(e.line + b"\n")
     note_blobs = [read_note(repo, head.notes, oid) + b"".join(lines) for oid, lines in by_subject.items()]
-    oids = repo.write_blobs(blobs + [cp, cp_sig] + note_blobs)
+    oids = repo.write_blobs(blobs + [cp, cp_sig] + note_blobs + ([cp_note] if cp_note else []))
     add = dict(zip(paths, oids[: len(paths)]))
     add[CHECKPOINT] = oids[len(paths)]
     add[CHECKPOINT_SIG] = oids[len(paths) + 1]
-    tree = repo.build_tree(head.tree, add)
+    if cp_note:
+        add[CHECKPOINT_NOTE] = oids[-1]
+    tree = repo.build_tree(head.tree, add, remove=[] if cp_note else [CHECKPOINT_NOTE])
     message = (
         f"vaultmesh: append {len(todo)} entr{'y' if len(todo) == 1 else 'ies'} (size {frontier.size})\n\n"
         f"{FRONTIER_TRAILER} {frontier.size} {' '.join(h.hex() for h in frontier.hashes)}\n"
@@ -512,6 +516,41 @@ def _try_append(
     if confirm is not None and not confirm():
         raise _Rebuild
     return commit if repo.update_refs(updates) else None
+
+
+def note_key(repo: Repo, log_id: str, *, create: bool = False) -> Any:
+    """This clone's C2SP note key for the log's checkpoints (git dir, vaultmesh/note.key; never committed)."""
+    from .note import NoteKey
+
+    path = Path(repo.git_dir) / "vaultmesh" / "note.key"
+    try:
+        return NoteKey.parse(path.read_text().strip())
+    except FileNotFoundError:
+        if not create:
+            return None
+    key = NoteKey.generate(f"vaultmesh/{log_id}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.encode() + "\n")
+    return key
+
+
+def _checkpoint_note(repo: Repo, head: Head, log_id: str, todo: Sequence[Entry], cp: bytes) -> bytes | None:
+    """The checkpoint as a C2SP signed note, when this clone holds a note key that the policy after these
+    entries pins (the claimed reading: verify judges it with every signature checked)."""
+    key = note_key(repo, log_id)
+    if key is None:
+        return None
+    from .policy import claimed_judge, replay
+
+    found = dict(find_entries(repo, head, {"type": "policy"}))
+    found.update({head.size + i: e for i, e in enumerate(todo) if e.type == "policy"})
+    try:
+        pinned = replay({s: e for s, e in found.items() if e.type == "policy"}, claimed_judge).final.note_keys
+    except VaultMeshError:
+        return None
+    return key.sign_note(cp.decode()).encode() if key.vkey() in pinned else None
 
 
 NOTES_MESSAGE = "vaultmesh notes derived from log "

@@ -62,6 +62,7 @@ class Policy:
     thresholds: dict[str, int] = field(default_factory=lambda: {WILDCARD: 1})
     tsas: tuple[PolicyTsa, ...] = ()
     tokens_required: dict[str, int] = field(default_factory=dict)
+    note_keys: tuple[str, ...] = ()  # C2SP verifier keys that sign checkpoints as signed notes (Ed25519)
 
     def threshold(self, entry_type: str) -> int:
         return self.thresholds.get(entry_type, self.thresholds.get(WILDCARD, 1))
@@ -88,12 +89,15 @@ class Policy:
         return None
 
     def body_fields(self) -> dict[str, Any]:
-        return {
+        fields: dict[str, Any] = {
             "signers": [s.as_json() for s in self.signers],
             "thresholds": dict(self.thresholds),
             "tsas": [t.as_json() for t in self.tsas],
             "tokens_required": dict(self.tokens_required),
         }
+        if self.note_keys:
+            fields["note_keys"] = list(self.note_keys)
+        return fields
 
     @classmethod
     def from_body(cls, body: dict[str, Any], where: str = "policy entry") -> Policy:
@@ -149,7 +153,24 @@ class Policy:
         for typ, k in tokens.items():
             if k > len(tsas):
                 raise bad(f"{k} token(s) required for {typ!r} but only {len(tsas)} TSA(s) in policy")
-        return cls(tuple(signers), thresholds, tuple(tsas), tokens)
+        return cls(tuple(signers), thresholds, tuple(tsas), tokens, _note_keys(body, bad))
+
+
+def _note_keys(body: dict[str, Any], bad: Any) -> tuple[str, ...]:
+    """C2SP verifier keys named after the log's checkpoint origin, `vaultmesh/<log id>` (Ed25519 only)."""
+    from .note import Verifier
+
+    raw = body.get("note_keys", [])
+    if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw) or len(set(raw)) != len(raw):
+        raise bad("note_keys must be a list of distinct C2SP verifier keys")
+    for vkey in raw:
+        try:
+            v = Verifier.parse(vkey)
+        except VaultMeshError as exc:
+            raise bad(f"note key {vkey[:40]!r}: {exc.cause}") from None
+        if v.name != f"vaultmesh/{body.get('log')}":
+            raise bad(f"note key {v.name!r} is not named after this log's checkpoint origin vaultmesh/{body.get('log')}")
+    return tuple(raw)
 
 
 def _int_map(raw: Any, name: str, minimum: int, bad: Any) -> dict[str, int]:

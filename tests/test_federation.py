@@ -289,3 +289,44 @@ def test_sync_over_git_daemon(three: dict[str, Any], daemon: tuple[Path, int]) -
     out = json.loads(res.stdout)["peers"][0]
     assert out["ok"] and out["trust"] == "tofu" and "trusted on first use" in out["detail"]
     assert git(a, "config", "vaultmesh.peer.carol-d.trustRoot") == three["keys"]["carol"].fingerprint
+
+
+def test_checkpoints_as_c2sp_signed_notes(ledger_repo: Path) -> None:
+    """`policy set-note-key` pins a local Ed25519 note key; every later checkpoint is also a signed note that
+    the pinned verifier key opens; a note that is absent, or signed by another key, fails verify."""
+    out = json.loads(vm_ok(ledger_repo, "policy", "set-note-key", "--json"))
+    assert out["ok"], out
+    vm_ok(ledger_repo, "record", "v1.0")
+    note = git(ledger_repo, "cat-file", "blob", f"{LOG}:checkpoint.note") + "\n"
+    cp = git(ledger_repo, "cat-file", "blob", f"{LOG}:checkpoint") + "\n"
+    policy = [e for e in _entries(ledger_repo) if e["body"]["type"] == "policy"][-1]["body"]
+    (vkey,) = policy["note_keys"]
+    assert Verifier.parse(vkey).open_note(note) == cp
+    log_id = policy["log"]
+    assert vkey.startswith(f"vaultmesh/{log_id}+")
+    vm_ok(ledger_repo, "verify", "--all")
+    # another key's note in a new log commit: refused
+    other = NoteKey.generate(f"vaultmesh/{log_id}").sign_note(cp)
+    _replace_file(ledger_repo, "checkpoint.note", other)
+    res = vm(ledger_repo, "verify", "--json")
+    assert res.returncode == 1 and "VM-CHECKPOINT-SIG" in {c["code"] for c in json.loads(res.stdout)["checks"]}
+    # a log commit without the note, while the policy pins a note key: refused as absent
+    git(ledger_repo, "update-ref", LOG, git(ledger_repo, "rev-parse", f"{LOG}~1"))
+    env = dict(os.environ, GIT_INDEX_FILE=str(ledger_repo / ".git" / "tamper-index"))
+    subprocess.run(["git", "read-tree", LOG], cwd=ledger_repo, env=env, check=True)
+    subprocess.run(["git", "update-index", "--force-remove", "checkpoint.note"], cwd=ledger_repo, env=env, check=True)
+    tree = subprocess.run(["git", "write-tree"], cwd=ledger_repo, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+    git(ledger_repo, "update-ref", LOG, git(ledger_repo, "commit-tree", tree, "-p", LOG, "-m", "drop the note"))
+    res = vm(ledger_repo, "verify", "--json")
+    assert res.returncode == 1 and "VM-CHECKPOINT-MISSING" in {c["code"] for c in json.loads(res.stdout)["checks"]}
+
+
+def _replace_file(repo: Path, path: str, content: str) -> None:
+    new = git(repo, "hash-object", "-w", "--stdin", input=content.encode())
+    env = dict(os.environ, GIT_INDEX_FILE=str(repo / ".git" / "tamper-index"))
+    subprocess.run(["git", "read-tree", LOG], cwd=repo, env=env, check=True)
+    subprocess.run(["git", "update-index", "--cacheinfo", f"100644,{new},{path}"], cwd=repo, env=env, check=True)
+    tree = subprocess.run(["git", "write-tree"], cwd=repo, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+    git(repo, "update-ref", LOG, git(repo, "commit-tree", tree, "-p", LOG, "-m", "replace"))

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if cmd == "show":
             return _show(st, args)
-        if cmd in ("add-signer", "remove-signer", "set-threshold"):
+        if cmd in ("add-signer", "remove-signer", "set-threshold", "set-note-key"):
             return _change(st, args)
         if cmd == "sign":
             return _sign(st, args)
@@ -186,8 +186,14 @@ def _changed(st: State, args: argparse.Namespace) -> tuple[Policy, str, str]:
     cur = st.current.policy
     signers = list(cur.signers)
     thresholds = dict(cur.thresholds)
+    note_keys = cur.note_keys
     cmd = args.policy_command
-    if cmd == "add-signer":
+    if cmd == "set-note-key":
+        vkey = args.vkey or ledger.note_key(st.repo, st.log_id, create=True).vkey()
+        note_keys = () if args.remove else (vkey,)
+        summary = "stop signing checkpoints as C2SP notes" if args.remove else f"sign checkpoints as C2SP notes: {vkey}"
+        hint = "a note key is a C2SP verifier key named vaultmesh/<log id> (see `git vaultmesh policy set-note-key -h`)"
+    elif cmd == "add-signer":
         if cur.signer_named(args.name):
             raise VaultMeshError("VM-USAGE", f"{args.name} is already a signer",
                                  "pick another name, or remove-signer first to replace the key")
@@ -214,7 +220,7 @@ def _changed(st: State, args: argparse.Namespace) -> tuple[Policy, str, str]:
         thresholds[typ] = k
         summary = f"set threshold for {typ} to {k}"
         hint = "a threshold must be 1..64 and at most the number of signers who may sign that type"
-    return Policy(tuple(signers), thresholds, cur.tsas, cur.tokens_required), summary, hint
+    return Policy(tuple(signers), thresholds, cur.tsas, cur.tokens_required, note_keys), summary, hint
 
 
 def _diff(old: Policy, new: Policy) -> list[str]:
@@ -235,6 +241,8 @@ def _diff(old: Policy, new: Policy) -> list[str]:
         lines.append(f"~ tsas: {', '.join(t.name for t in old.tsas) or '-'} -> {', '.join(t.name for t in new.tsas) or '-'}")
     if old.tokens_required != new.tokens_required:
         lines.append(f"~ tokens_required: {old.tokens_required} -> {new.tokens_required}")
+    if old.note_keys != new.note_keys:
+        lines.append(f"~ note_keys: {', '.join(old.note_keys) or '-'} -> {', '.join(new.note_keys) or '-'}")
     return lines or ["(no change)"]
 
 

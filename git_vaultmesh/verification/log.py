@@ -20,6 +20,7 @@ class LogCommit:
     size: int  # entries after this commit
     checkpoint: str | None  # blob oids in its tree
     signature: str | None
+    note: str | None = None  # checkpoint.note: the checkpoint as a C2SP signed note
 
 
 def _verb(status: str) -> str:
@@ -38,7 +39,7 @@ def chain(ctx: Context) -> list[LogCommit]:
     size = 0
     ok = True
     out: list[LogCommit] = []
-    cp_oid = sig_oid = None
+    cp_oid = sig_oid = note_oid = None
     for commit in commits:
         if len(commit.parents) > 1:
             r.failed("log.append-only", "VM-LOG-NOT-APPEND-ONLY",
@@ -50,6 +51,8 @@ def chain(ctx: Context) -> list[LogCommit]:
                 cp_oid = ch.new_oid if ch.status != "D" else None
             elif ch.path == ledger.CHECKPOINT_SIG:
                 sig_oid = ch.new_oid if ch.status != "D" else None
+            elif ch.path == ledger.CHECKPOINT_NOTE:
+                note_oid = ch.new_oid if ch.status != "D" else None
             elif ch.path.startswith("entries/"):
                 seq = seq_of_path(ch.path)
                 if ch.status != "A" or seq is None:
@@ -60,7 +63,7 @@ def chain(ctx: Context) -> list[LogCommit]:
                     added.append(seq)
             else:
                 r.failed("log.layout", "VM-LOG-CORRUPT", f"log commit {commit.oid[:12]} adds {ch.path!r}",
-                         "the log tree holds only entries/, checkpoint and checkpoint.sig")
+                         "the log tree holds only entries/, checkpoint, checkpoint.sig and checkpoint.note")
                 ok = False
         added.sort()
         if added and added != list(range(size, size + len(added))):
@@ -68,7 +71,7 @@ def chain(ctx: Context) -> list[LogCommit]:
                      f"log commit {commit.oid[:12]} adds entries {added[0]}..{added[-1]} after size {size}")
             ok = False
         size += len(added)
-        out.append(LogCommit(commit.oid, size, cp_oid, sig_oid))
+        out.append(LogCommit(commit.oid, size, cp_oid, sig_oid, note_oid))
     if ok:
         r.passed("log.append-only", f"{len(commits)} log commit(s), each only adds entries; size {size}")
     return out
@@ -91,6 +94,32 @@ def checkpoint_signed(ctx: Context, label: str, cp: bytes, sig: bytes, policies:
     return True
 
 
+def note_signed(ctx: Context, label: str, cp: bytes, note: bytes | None, policies: Sequence[Policy | None]) -> bool:
+    """checkpoint.note is the checkpoint as a C2SP signed note, by a note key the policy pins; it is required
+    once the policy in force after the commit pins one (`policy set-note-key`)."""
+    from ..note import Verifier
+
+    r = ctx.report
+    pinned = [k for p in policies if p is not None for k in p.note_keys]
+    if note is None:
+        if policies[-1] is not None and policies[-1].note_keys:
+            r.failed("log.checkpoint", "VM-CHECKPOINT-MISSING", f"{label}: the policy pins a note key, but the "
+                     "checkpoint carries no C2SP note signature (checkpoint.note absent)")
+            return False
+        return True
+    errors = []
+    for vkey in pinned:
+        try:
+            if Verifier.parse(vkey).open_note(note.decode("utf-8", errors="replace")).encode() == cp:
+                return True
+            errors.append("the note's text is not the checkpoint")
+        except VaultMeshError as exc:
+            errors.append(exc.cause)
+    r.failed("log.checkpoint", "VM-CHECKPOINT-SIG", f"{label}: checkpoint.note is not the checkpoint signed by a "
+             f"note key the policy pins ({'; '.join(errors) or 'the policy pins none'})")
+    return False
+
+
 def checkpoints(ctx: Context, commits: Sequence[LogCommit]) -> None:
     """Each log commit's checkpoint commits to exactly the entries up to its size; the head's (every one's,
     for --all) is signed by a signer pinned before or after the entries that commit appends (an applied
@@ -100,7 +129,7 @@ def checkpoints(ctx: Context, commits: Sequence[LogCommit]) -> None:
     if not commits:
         r.failed("log.checkpoint", "VM-CHECKPOINT-MISSING", "no log commit carries a checkpoint")
         return
-    oids = [c.checkpoint for c in commits if c.checkpoint] + [c.signature for c in commits if c.signature]
+    oids = [o for c in commits for o in (c.checkpoint, c.signature, c.note) if o]
     try:
         blobs = dict(zip(oids, ctx.repo.read_blobs(oids)))
     except (KeyError, ValueError) as exc:  # ValueError: cat-file died mid-stream on a corrupt object
@@ -136,8 +165,10 @@ def checkpoints(ctx: Context, commits: Sequence[LogCommit]) -> None:
             continue
         if idx == last or (ctx.scope.everything and size > ctx.opts.known_size):
             prev = min(commits[idx - 1].size, len(leaves)) if idx else 0
-            if not checkpoint_signed(ctx, label, blobs[c.checkpoint], blobs[c.signature],
-                                     [ctx.policy_at(n) for n in (prev, size)]):
+            policies = [ctx.policy_at(n) for n in (prev, size)]
+            if not checkpoint_signed(ctx, label, blobs[c.checkpoint], blobs[c.signature], policies):
+                bad += 1
+            elif not note_signed(ctx, label, blobs[c.checkpoint], blobs.get(c.note or ""), policies):
                 bad += 1
     if bad == 0:
         r.passed("log.checkpoint", f"{len(commits)} checkpoint(s) match the entries; head checkpoint signed; "
