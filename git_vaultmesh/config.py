@@ -127,3 +127,30 @@ def signing_key(repo: Repo) -> Any:
                              "git config vaultmesh.signingKey <gpg fingerprint> (or user.signingkey)")
     fmt = settings.signing_format()
     return resolve_signing_key(fmt, name, timeout=settings.timeout("gpgtimeout", 30.0))  # type: ignore[arg-type]
+
+
+_FPR = frozenset("0123456789ABCDEF")
+
+
+def validated(key: str, value: str | None) -> str | None:
+    """A security setting's value, or VM-CONFIG-INVALID naming the setting: an empty or malformed value must
+    never fall back to a weaker mode (an empty trust root is not "no trust root"). None = not set at all.
+
+    trustroot: an OpenPGP fingerprint (40 or 64 hex digits, spaces allowed) or an SSH key fingerprint
+    (SHA256:<43 base64 characters>)."""
+    if value is None:
+        return None
+    name = key if "." in key else f"vaultmesh.{key}"
+    low = name.lower()
+    if low in ("vaultmesh.trustroot", "--trust-root"):
+        text = value.strip()
+        compact = text.replace(" ", "").upper()
+        if compact and set(compact) <= _FPR and len(compact) in (40, 64):
+            return compact
+        if text.startswith("SHA256:") and len(text) == 50:
+            return text
+        raise VaultMeshError("VM-CONFIG-INVALID",
+                             f"{name} = {value[:80]!r} is not a key fingerprint",
+                             f"set {name} to the genesis signer's full fingerprint (40/64 hex digits or SHA256:…); "
+                             "an empty value is refused, never treated as unset")
+    return value

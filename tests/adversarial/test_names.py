@@ -4,6 +4,7 @@ or shown as the tag's; every ambiguous name is refused with VM-REV-AMBIGUOUS, th
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,10 @@ def _impostor(repo: Path) -> str:
     return other
 
 
-def _coded(res: object, code: str) -> None:
-    out = getattr(res, "stderr") + getattr(res, "stdout")
+def _coded(res: subprocess.CompletedProcess[str], code: str) -> None:
+    out = res.stderr + res.stdout
     assert "Traceback" not in out, out
-    assert getattr(res, "returncode") == 1, out
+    assert res.returncode == 1, out
     assert code in out, out
 
 
