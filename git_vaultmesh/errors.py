@@ -95,6 +95,7 @@ CODES: dict[str, str] = {
     "VM-TSA-PIN": "the TSA signer's SPKI does not match the pin in policy",
     "VM-TSA-CERT-VALIDITY": "genTime lies outside the TSA signer certificate's validity",
     "VM-TSA-EXPIRED-UNANCHORED": "the TSA certificate has expired and no archive timestamp covers the token",
+    "VM-TSA-DUPLICATE": "tsa add: a policy TSA already has this URL or signing key (one authority counts once)",
     "VM-TSA-UNKNOWN": "a token names a TSA that is not in the policy",
     "VM-TSA-UNREACHABLE": "the TSA could not be reached, timed out, or answered garbage",
 }
