@@ -229,6 +229,14 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -252,6 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  "pass an existing directory to -C").render(), file=sys.stderr)
             return 1
 
+    for dest, value in vars(args).items():  # argv git and our output cannot carry: refused before any verb runs
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and not _utf8(item):
+                print(VaultMeshError("VM-USAGE", f"the value of {dest} is not valid UTF-8",
+                                     "pass names, revisions and paths as UTF-8").render(), file=sys.stderr)
+                return 2
     module = importlib.import_module(f".commands.{COMMANDS[args.command]}", __package__)
     run: Callable[[argparse.Namespace], int] = module.run
     try:
