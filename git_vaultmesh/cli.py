@@ -263,6 +263,14 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -286,6 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  "pass an existing directory to -C").render(), file=sys.stderr)
             return 1
 
+    for dest, value in vars(args).items():  # argv git and our output cannot carry: refused before any verb runs
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and not _utf8(item):
+                print(VaultMeshError("VM-USAGE", f"the value of {dest} is not valid UTF-8",
+                                     "pass names, revisions and paths as UTF-8").render(), file=sys.stderr)
+                return 2
     module = importlib.import_module(f".commands.{COMMANDS[args.command]}", __package__)
     run: Callable[[argparse.Namespace], int] = module.run
     try:
@@ -306,9 +320,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(json.dumps({"ok": False, "error": exc.as_dict()}, indent=2))
         print(exc.render(), file=sys.stderr)
-        return 1
+        return 2 if exc.code == "VM-CONFIG-INVALID" else 1  # a malformed setting is a usage error
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `git vaultmesh log | head -1`: the reader left; say nothing more, like git
+        import os
+
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail again
+        except OSError:
+            pass
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

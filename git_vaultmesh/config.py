@@ -6,7 +6,6 @@ how to do things (which key signs, where TSAs are, timeouts), never what to acce
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -130,14 +129,35 @@ def signing_key(repo: Repo) -> Any:
     return resolve_signing_key(fmt, name, timeout=settings.timeout("gpgtimeout", 30.0))  # type: ignore[arg-type]
 
 
-_FINGERPRINT = re.compile(r"^(?:[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}|SHA256:[A-Za-z0-9+/]{43})$")
-
-
 def require_fingerprint(value: str | None, setting: str) -> str:
-    """A trust root must be a whole OpenPGP fingerprint (40 or 64 hex) or an SSH SHA256: fingerprint. Anything
-    else (empty, a key id, a placeholder) is a usage error naming the setting — never a weaker mode."""
-    if value is None or not _FINGERPRINT.match(value.strip()):
-        raise VaultMeshError("VM-USAGE", f"{setting} {value!r} is not a fingerprint",
-                             f"give {setting} the genesis signer's full fingerprint: 40 or 64 hex characters "
-                             "(gpg --with-colons --fingerprint) or SHA256:… (ssh-keygen -lf KEY.pub)")
-    return value.strip()
+    """A trust root that must be given: `validated`, and absent is refused too."""
+    got = validated(setting, value if value is not None else "")
+    assert got is not None
+    return got
+
+
+_FPR = frozenset("0123456789ABCDEF")
+
+
+def validated(key: str, value: str | None) -> str | None:
+    """A security setting's value, or VM-CONFIG-INVALID naming the setting: an empty or malformed value must
+    never fall back to a weaker mode (an empty trust root is not "no trust root"). None = not set at all.
+
+    trustroot: an OpenPGP fingerprint (40 or 64 hex digits, spaces allowed) or an SSH key fingerprint
+    (SHA256:<43 base64 characters>)."""
+    if value is None:
+        return None
+    name = key if "." in key or key.startswith("--") else f"vaultmesh.{key}"
+    low = name.lower()
+    if low in ("vaultmesh.trustroot", "--trust-root"):
+        text = value.strip()
+        compact = text.replace(" ", "").upper()
+        if compact and set(compact) <= _FPR and len(compact) in (40, 64):
+            return compact
+        if text.startswith("SHA256:") and len(text) == 50:
+            return text
+        raise VaultMeshError("VM-CONFIG-INVALID",
+                             f"{name} = {value[:80]!r} is not a key fingerprint",
+                             f"set {name} to the genesis signer's full fingerprint (40/64 hex digits or SHA256:…); "
+                             "an empty value is refused, never treated as unset")
+    return value

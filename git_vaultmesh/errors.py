@@ -18,6 +18,7 @@ CODES: dict[str, str] = {
     "VM-TOOL-TIMEOUT": "an external program (gpg-agent, ssh-keygen, a TSA) did not answer in time",
     "VM-CONFIG-INVALID": "a vaultmesh.* git config value or .vaultmesh.toml setting is invalid",
     "VM-BAD-REV": "a revision, tag or ref does not name an object in this repository",
+    "VM-REV-AMBIGUOUS": "git resolves the name to more than one ref (e.g. refs/<name> before the tag); use the full refname",
     "VM-ARTIFACT-UNREADABLE": "an artifact file given on the command line cannot be read",
     "VM-BAD-DIGEST": "a --sha256 value is not 64 lowercase hex characters",
     "VM-NO-SIGNING-KEY": "no signing key is configured (vaultmesh.signingKey / user.signingkey)",
@@ -101,6 +102,7 @@ CODES: dict[str, str] = {
     "VM-TSA-PIN": "the TSA signer's SPKI does not match the pin in policy",
     "VM-TSA-CERT-VALIDITY": "genTime lies outside the TSA signer certificate's validity",
     "VM-TSA-EXPIRED-UNANCHORED": "the TSA certificate has expired and no archive timestamp covers the token",
+    "VM-TSA-DUPLICATE": "tsa add: a policy TSA already has this URL or signing key (one authority counts once)",
     "VM-TSA-UNKNOWN": "a token names a TSA that is not in the policy",
     "VM-TSA-UNREACHABLE": "the TSA could not be reached, timed out, or answered garbage",
 }

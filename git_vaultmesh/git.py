@@ -52,6 +52,33 @@ class RefUpdate:
     old: str | None
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """What git builds for a name: the ref it picked (None for an oid or expression), the object, its commit."""
+
+    refname: str | None
+    oid: str
+    kind: str  # tag, branch, remote, ref (other refs/*), oid
+    commit: str | None
+
+
+_REV_RULES = ("{}", "refs/{}", "refs/tags/{}", "refs/heads/{}", "refs/remotes/{}", "refs/remotes/{}/HEAD")
+_REF_KINDS = (("refs/tags/", "tag"), ("refs/heads/", "branch"), ("refs/remotes/", "remote"))
+MAX_REV_LEN = 4096
+
+
+def _check_rev_text(name: str) -> None:
+    """A rev must be text git and our output can carry: UTF-8, no control characters, not an option."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise VaultMeshError("VM-BAD-REV", f"{name!r} is not valid UTF-8",
+                             "name the ref by a UTF-8 name or by its object id") from None
+    if not name or len(name) > MAX_REV_LEN or name.startswith("-") or any(ord(c) < 32 for c in name):
+        raise VaultMeshError("VM-BAD-REV", f"{name[:80]!r} is not a revision (empty, too long, option-like or "
+                             "with control characters)", "pass a tag, branch, full refname or commit id")
+
+
 def _git_exe() -> str:
     exe = shutil.which("git")
     if exe is None:
@@ -193,6 +220,47 @@ class Repo:
     def path_oid(self, treeish: str, path: str) -> str | None:
         """The oid at `path` inside `treeish` (`git rev-parse treeish:path`), or None."""
         return self.ref_oid(f"{treeish}:{path}")
+
+    def resolve_name(self, name: str) -> Resolved:
+        """Resolve `name` exactly as git would, refusing a name git resolves ambiguously.
+
+        git tries <name>, refs/<name>, refs/tags/<name>, refs/heads/<name>, refs/remotes/<name> and
+        refs/remotes/<name>/HEAD in that order (gitrevisions(7)) and takes the first: a ref anyone with push access
+        creates outside refs/tags/ can win over the tag. More than one match (or a short hex that is both an
+        object prefix and a ref) raises VM-REV-AMBIGUOUS; the full refname is never ambiguous that way."""
+        _check_rev_text(name)
+        plain = not any(c in name for c in "~^:@{}*?[\\ ") and not name.startswith("-")
+        found: list[str] = []
+        if plain:
+            cands = [r.format(name) for r in _REV_RULES]
+            code, out, _ = self.try_run("for-each-ref", "--format=%(refname)", *cands[1:])
+            existing = set(out.decode(errors="replace").splitlines()) if code == 0 else set()
+            found = [c for c in cands[1:] if c in existing]
+            if name.startswith("refs/") and self.ref_oid(name) is not None and name not in found:
+                found.insert(0, name)
+            elif (self.git_dir / name).is_file() and name not in found and "/" not in name:
+                found.insert(0, name)
+            hexlen = len(name)
+            if found and 4 <= hexlen < self.oid_len and all(c in "0123456789abcdef" for c in name):
+                code, out, _ = self.try_run("rev-parse", "--disambiguate=" + name)
+                if code == 0 and out.strip():
+                    found.append(f"object {out.split()[0].decode()}")
+        code, out, err = self.try_run("-c", "core.warnAmbiguousRefs=true", "rev-parse", "--verify",
+                                      "--end-of-options", name)
+        if len(found) > 1 or b"is ambiguous" in err:
+            raise VaultMeshError(
+                "VM-REV-AMBIGUOUS", f"{name!r} is ambiguous: git resolves it as "
+                + (" and ".join(found) if len(found) > 1 else "more than one ref") + " (the first wins)",
+                f"name the one you mean by its full refname, e.g. {found[-1] if found else 'refs/tags/' + name}, "
+                "and delete the impostor ref if you did not create it")
+        if code != 0:
+            raise VaultMeshError("VM-BAD-REV", f"{name!r} does not name an object in this repository",
+                                 "check `git tag -l` / `git log`; did you push or fetch the tag?")
+        oid = out.decode().split()[0]
+        refname = found[0] if found and found[0].startswith("refs/") else self.full_ref(name)
+        kind = "oid" if refname is None else next(
+            (k for p, k in _REF_KINDS if refname.startswith(p)), "ref")
+        return Resolved(refname, oid, kind, self.rev_parse(oid, "commit"))
 
     def full_ref(self, rev: str) -> str | None:
         if rev.startswith("-"):

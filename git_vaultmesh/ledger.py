@@ -357,8 +357,15 @@ def append(
             if not todo:
                 raise VaultMeshError("VM-USAGE", "nothing to append",
                                      "the calling command passed no entry: please report this as a bug")
+            torn: dict[str, Any] = {}
+            if head.commit is not None and notes_source(repo, head.notes) != head.commit:
+                # every append names its log head in the notes commit: a notes ref that names another one was
+                # left behind by a kill inside git's ref transaction (files backend: one rename per ref), or
+                # edited by hand. The log is the truth: rebuild the notes from it in this same transaction.
+                torn = {"all_entries": [*read_entries(repo, head.commit), *todo],
+                        "notes_parents": [head.notes] if head.notes else [], "expected_log": head.commit}
             try:
-                result = _try_append(repo, key, head, todo, keep, confirm=confirm)
+                result = _try_append(repo, key, head, todo, keep, confirm=confirm, **torn)
             except _Rebuild:
                 continue
         if result is not None:
@@ -507,8 +514,10 @@ def _try_append(
             f"vaultmesh notes derived from log {commit}\n",
         )
         updates.append(RefUpdate(REF_NOTES, notes_commit, head.notes))
-    elif head.notes is not None:
-        updates.append(RefUpdate(REF_NOTES, head.notes, head.notes))  # still checked: notes must not move alone
+    elif head.notes is not None:  # same tree, a new commit naming the new log head: notes always name their log
+        notes_commit = repo.commit_tree(repo.rev_parse(head.notes, "tree") or "", [head.notes],
+                                        f"{NOTES_MESSAGE}{commit}\n")
+        updates.append(RefUpdate(REF_NOTES, notes_commit, head.notes))
     for oid in keep:
         ref = KEEP_PREFIX + oid
         if repo.ref_oid(ref) is None:

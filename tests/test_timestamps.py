@@ -403,3 +403,12 @@ def test_record_fetches_without_cryptography_and_verifies_in_a_thread(ledger_rep
     stamps = [e for e in entries(ledger_repo)[before:] if e.type == "timestamp"]
     assert [[t["tsa"] for t in e.body["tokens"]] for e in stamps] == [["main"]]
     assert json.loads(res.stdout)["timestamps"]["tsas"] == ["main"] and "VM-TSA-PIN" in res.stderr
+
+
+def test_tsa_add_refuses_a_second_name_for_one_tsa(ledger_repo: Path, server: TsaServer, tmp_path: Path) -> None:
+    add_tsa(ledger_repo, "one", server, tmp_path, "--offline")
+    before = log_commits(ledger_repo)
+    res = run(ledger_repo, "tsa", "add", "two", "--url", server.url, "--ca-cert",
+              str(write_ca(tmp_path, server.identity)), "--offline")
+    assert_error(res, "VM-TSA-DUPLICATE")
+    assert log_commits(ledger_repo) == before

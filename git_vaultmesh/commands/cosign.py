@@ -35,12 +35,13 @@ def resolve(repo: Repo, entries: list[Entry], what: str) -> tuple[int, Entry]:
         if len(hits) > 1:
             raise VaultMeshError("VM-USAGE", f"{what} is ambiguous: entries {', '.join('#' + str(i) for i, _ in hits)}",
                                  "give more characters of the entry id")
-    ref = repo.full_ref(what)
+    resolved = repo.resolve_name(what)
+    ref = resolved.refname
     if ref is not None and ref.startswith("refs/tags/"):
         rel = [(i, e) for i, e in enumerate(entries) if e.type == "release" and e.subject_ref == ref]
         if rel:
             return rel[0]
-    commit = repo.rev_parse(what, "commit")
+    commit = resolved.commit
     about = [(i, e) for i, e in enumerate(entries)
              if e.type not in NO_THRESHOLD_TYPES and commit is not None and e.subject_commit == commit]
     if len(about) == 1:

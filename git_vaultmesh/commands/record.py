@@ -104,11 +104,12 @@ def run(args: argparse.Namespace) -> int:
 
     warm_up(repo)  # if a TSA URL is configured, load the RFC 3161 client in the background while git/gpg work
     rev: str = args.rev
-    commit = repo.rev_parse(rev, "commit")
+    resolved = repo.resolve_name(rev)  # an ambiguous name is refused: a receipt binds only what the user meant
+    commit = resolved.commit
     if commit is None:
         raise VaultMeshError("VM-BAD-REV", f"{rev!r} does not name a commit in this repository",
                              "check `git tag -l` / `git log`; did you push or fetch the tag?")
-    full = repo.full_ref(rev)
+    full = resolved.refname
     is_tag = full is not None and full.startswith("refs/tags/")
     typ = args.type or ("release" if is_tag else "deploy")
     if typ == "release" and not is_tag:

@@ -23,9 +23,15 @@ def select(repo: Repo, entries: list[Entry], what: str) -> list[tuple[int, Entry
         by_id = [(i, e) for i, e in enumerate(entries) if e.id.startswith(low)]
         if by_id:
             return by_id
-    ref = repo.full_ref(what)
-    commit = repo.rev_parse(what, "commit")
-    candidates = {ref, f"refs/tags/{what}"} - {None}
+    try:
+        resolved = repo.resolve_name(what)
+        ref, commit = resolved.refname, resolved.commit
+        candidates = {ref} - {None}
+    except VaultMeshError as exc:
+        if exc.code != "VM-BAD-REV" or what.startswith("-") or not what.isprintable():
+            raise
+        ref, commit = None, None  # nothing by that name now (a deleted tag): receipts that named it
+        candidates = {what, f"refs/tags/{what}"}
     return [(i, e) for i, e in enumerate(entries)
             if e.subject_ref in candidates or (commit is not None and e.subject_commit == commit)]
 

@@ -117,9 +117,20 @@ def _add(args: argparse.Namespace) -> int:
             raise VaultMeshError("VM-USAGE", f"TSA {name} is already in the policy in force",
                                  f"pick another name; to change only its URL: git config vaultmesh.tsa.{name}.url URL")
         require = args.require if args.require is not None else max(cur.tokens_required.get(WILDCARD, 0), 1)
+        from ..config import Settings
+
+        settings = Settings(repo)
+        for t in cur.tsas:  # k-of-n counts distinct authorities: one URL or one signing key is one TSA
+            if (settings.tsa_url(t.name) or "").rstrip("/") == args.url.rstrip("/"):
+                raise VaultMeshError("VM-TSA-DUPLICATE", f"TSA {t.name} of the policy already uses {args.url}",
+                                     "a second name for one TSA would count its tokens twice: add a distinct TSA")
         info = None
         if not args.offline:
             info = probe(name, args.url, ca_pem, pin, settings_for(repo)[0])
+        for t in cur.tsas:
+            if t.spki_pin and t.spki_pin in (pin, getattr(info, "spki_pin", None)):
+                raise VaultMeshError("VM-TSA-DUPLICATE", f"TSA {t.name} of the policy is pinned to the same "
+                                     "signing key", "one key is one authority: add a TSA with its own signing key")
         new = Policy(cur.signers, dict(cur.thresholds), (*cur.tsas, PolicyTsa(name, ca_pem, pin)),
                      {**cur.tokens_required, WILDCARD: require})
         summary = f"add TSA {name}; entries need {require} token(s) from distinct policy TSAs"

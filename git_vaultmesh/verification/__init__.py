@@ -27,7 +27,10 @@ def _repository_context(repo: Repo, opts: Options, report: Report) -> Context | 
         return None
     for check, problem in view.problems:
         report.error(check, problem)
-    trust_root = opts.trust_root or (repo.config_get("vaultmesh.trustRoot") if opts.own_log else None)
+    from ..config import validated
+
+    trust_root = validated("--trust-root", opts.trust_root) or (
+        validated("vaultmesh.trustRoot", repo.config_get("vaultmesh.trustRoot")) if opts.own_log else None)
     return Context(report, opts, view.carried(), dict(enumerate(view.lines)), view.size,
                    subjects.scope_for(repo, opts, view.entries), repo=repo, view=view, trust_root=trust_root)
 

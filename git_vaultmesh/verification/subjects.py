@@ -19,8 +19,14 @@ def scope_for(repo: Repo, opts: Options, entries: Sequence[Entry | None]) -> Sco
     if opts.all or opts.target is None:
         return Scope(everything=True)
     target = opts.target
-    commit = repo.rev_parse(target, "commit")
-    ref = repo.full_ref(target) or (f"refs/tags/{target}" if not target.startswith("refs/") else target)
+    try:  # exactly what git would build for the name; an ambiguous name is refused (VM-REV-AMBIGUOUS)
+        got = repo.resolve_name(target)
+        commit, ref = got.commit, got.refname
+    except VaultMeshError as exc:
+        if exc.code != "VM-BAD-REV" or not target.isprintable() or target.startswith("-"):
+            raise
+        commit, ref = None, None  # a deleted tag: its receipts still name refs/tags/<name>
+    ref = ref or (f"refs/tags/{target}" if not target.startswith("refs/") else target)
     direct = {i for i, e in enumerate(entries)
               if e is not None and (e.subject_ref == ref or (commit and e.subject_commit == commit))}
     positions = set(direct)
