@@ -35,7 +35,13 @@ def resolve(repo: Repo, entries: list[Entry], what: str) -> tuple[int, Entry]:
         if len(hits) > 1:
             raise VaultMeshError("VM-USAGE", f"{what} is ambiguous: entries {', '.join('#' + str(i) for i, _ in hits)}",
                                  "give more characters of the entry id")
-    resolved = repo.resolve_name(what)
+    try:
+        resolved = repo.resolve_name(what)
+    except VaultMeshError as exc:
+        if exc.code == "VM-BAD-REV" and len(low) >= 8 and all(c in "0123456789abcdef" for c in low):
+            raise VaultMeshError("VM-NOT-RECORDED", f"no entry of the log has an id or body digest {what}…, and "
+                                 "no object here has that id", "see `git vaultmesh log` for entry ids") from None
+        raise
     ref = resolved.refname
     if ref is not None and ref.startswith("refs/tags/"):
         rel = [(i, e) for i, e in enumerate(entries) if e.type == "release" and e.subject_ref == ref]
