@@ -65,3 +65,15 @@ def test_malformed_batch_field_is_refused_at_parse(batch: dict) -> None:
     with pytest.raises(VaultMeshError) as exc:
         parse_line(make_entry(_bodies(1)[0], [sig]).line)
     assert exc.value.code == "VM-ENTRY-MALFORMED"
+
+
+def test_formats_doc_vector() -> None:
+    bodies = [{"type": "decision", "log": LOG, "recorded_at": "2025-10-01T00:00:00Z", "title": f"d{i}"}
+              for i in range(3)]
+    leaves = [merkle.leaf_hash(canonical(b)) for b in bodies]
+    statement = batch_statement(LOG, 3, merkle.root_from_leaf_hashes(leaves)).decode()
+    proof = merkle.inclusion_proof(leaves, 2)[0].hex()
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "formats.md").read_text(encoding="utf-8")
+    assert statement in doc and proof in doc
