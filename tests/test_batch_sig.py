@@ -77,3 +77,20 @@ def test_formats_doc_vector() -> None:
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "formats.md").read_text(encoding="utf-8")
     assert statement in doc and proof in doc
+
+
+def test_bulk_append_signs_once_and_verifies(ledger_repo, gpg_key) -> None:  # noqa: ANN001
+    from git_vaultmesh import ledger
+    from git_vaultmesh.git import Repo
+    from git_vaultmesh.signing import resolve_signing_key
+    from git_vaultmesh.verification import Options, verify
+
+    repo = Repo.discover(ledger_repo)
+    head, _ = ledger.load(repo)
+    key = resolve_signing_key("openpgp", gpg_key.fingerprint)
+    bodies = [{**b, "log": head.log_id} for b in _bodies(5)]
+    res = ledger.append_bodies(repo, key, bodies)
+    assert len(res.entries) == 5 and len({e.sigs[0]["sig"] for e in res.entries}) == 1
+    report = verify(repo, Options(target=None, all=True, artifacts=(), trust_root=None, allow=frozenset(),
+                                  remember=False, log_ref="refs/vaultmesh/log", subjects=True))
+    assert report.ok, report.as_json()
