@@ -94,3 +94,14 @@ def test_bulk_append_signs_once_and_verifies(ledger_repo, gpg_key) -> None:  # n
     report = verify(repo, Options(target=None, all=True, artifacts=(), trust_root=None, allow=frozenset(),
                                   remember=False, log_ref="refs/vaultmesh/log", subjects=True))
     assert report.ok, report.as_json()
+    from git_vaultmesh.signing import PinnedKey, Verifier
+
+    e = res.entries[3]
+    sig = e.sigs[0]
+    with Verifier([PinnedKey("openpgp", key.fingerprint, key.public_key)]) as v:
+        assert v.verify("openpgp", sig["sig"], signed_message(sig, e)).status == "valid"
+        changed = make_entry({**e.body, "title": "tampered"}, e.sigs)
+        assert v.verify("openpgp", sig["sig"], signed_message(sig, changed)).status == "invalid"
+        b = dict(sig["batch"])  # type: ignore[arg-type]
+        for bad in ({**b, "index": 2}, {**b, "proof": ["11" * 32, *b["proof"][1:]]}):
+            assert v.verify("openpgp", sig["sig"], signed_message({**sig, "batch": bad}, e)).status == "invalid"
