@@ -67,7 +67,7 @@ def new_log_id() -> str:
 class Entry:
     line: bytes  # canonical JSON, no newline: the Merkle leaf data
     body: dict[str, Any]
-    sigs: list[dict[str, str]] = field(default_factory=list)
+    sigs: list[dict[str, str]] = field(default_factory=list)  # a batch signature also carries "batch"
 
     @property
     def id(self) -> str:
@@ -158,10 +158,14 @@ def parse_line(line: bytes, where: str = "entry") -> Entry:
     if not isinstance(sigs, list):
         raise bad("sigs is not a list")
     for s in sigs:
-        if not isinstance(s, dict) or set(s) != {"format", "signer", "sig"} or not all(
-            isinstance(v, str) for v in s.values()
+        plain = {k: v for k, v in s.items() if k != "batch"} if isinstance(s, dict) else None
+        if plain is None or set(plain) != {"format", "signer", "sig"} or not all(
+            isinstance(v, str) for v in plain.values()
         ):
-            raise bad("each signature must be exactly {format, signer, sig} strings")
+            raise bad("each signature must be exactly {format, signer, sig} strings (and an optional batch)")
+        if "batch" in s and not _batch_shape_ok(s["batch"]):
+            raise bad("a signature's batch must be exactly {size, index, proof}: 1 <= size, 0 <= index < size, "
+                      "proof a list of 64-hex hashes")
     check_body(body, where)
     return Entry(line, body, sigs)
 
@@ -297,3 +301,62 @@ def seq_of_path(path: str) -> int | None:
         return None
     seq = int(m.group(3))
     return seq if entry_path(seq) == path else None
+
+
+BATCH_TYPE = "vaultmesh-batch"
+
+
+def _batch_shape_ok(b: Any) -> bool:
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    return (isinstance(b, dict) and set(b) == {"size", "index", "proof"} and is_int(b["size"])
+            and is_int(b["index"]) and 1 <= b["size"] and 0 <= b["index"] < b["size"]
+            and isinstance(b["proof"], list) and len(b["proof"]) <= 64
+            and all(isinstance(h, str) and _HEX64.match(h) for h in b["proof"]))
+
+
+def batch_statement(log_id: str, size: int, root: bytes) -> bytes:
+    """What one batch signature covers: JCS of the batch statement (docs/formats.md, "Batch signatures")."""
+    return canonical({"type": BATCH_TYPE, "log": log_id, "size": size, "root": root.hex()})
+
+
+def _root_from_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes]) -> bytes | None:
+    """RFC 9162 §2.1.3.2 run forwards: the root the proof leads to, or None when its length is wrong."""
+    from .merkle import node_hash
+
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return r if sn == 0 else None
+
+
+def signed_message(sig: dict[str, Any], entry: Entry) -> bytes:
+    """The bytes `sig` covers: JCS(body) for a plain signature; for a batch one, the batch statement rebuilt
+    from this body's leaf and the inclusion proof (a changed body, proof or index gives another root)."""
+    batch = sig.get("batch")
+    if batch is None:
+        return entry.body_bytes
+    if not _batch_shape_ok(batch):
+        raise VaultMeshError("VM-SIG-MALFORMED", f"entry {entry.id[:12]}: the batch of a signature is malformed",
+                             "the entry was not written by git-vaultmesh")
+    from .merkle import leaf_hash
+
+    root = _root_from_inclusion(batch["index"], batch["size"], leaf_hash(entry.body_bytes),
+                                [bytes.fromhex(h) for h in batch["proof"]])
+    if root is None:
+        raise VaultMeshError("VM-SIG-MALFORMED",
+                             f"entry {entry.id[:12]}: batch proof has the wrong length for index "
+                             f"{batch['index']} of {batch['size']}", "the entry was not written by git-vaultmesh")
+    return batch_statement(str(entry.body.get("log")), batch["size"], root)

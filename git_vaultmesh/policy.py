@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .entry import Entry
+from .entry import Entry, signed_message
 from .errors import VaultMeshError
 from .signing import STATUS_CODES
 
@@ -261,7 +261,7 @@ def check_signatures(policy: Policy, auth_type: str, entry: Entry, verifier: Ver
     problems: list[tuple[str, str]] = []
     at = _entry_time(entry.body)
     for s in entry.sigs:
-        res = verifier.verify(s["format"], s["sig"], entry.body_bytes, at=at)
+        res = verifier.verify(s["format"], s["sig"], signed_message(s, entry), at=at)
         claimed = s["signer"]
         if res.status != "valid":
             code = STATUS_CODES.get(res.status) or "VM-SIG-INVALID"

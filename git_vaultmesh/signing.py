@@ -727,6 +727,7 @@ class Verifier:
         self._pgp_keys: dict[str, _PgpKeyInfo] = {}  # primary and subkey fingerprints -> info
         self._allowed: str | None = None
         self._closed = False
+        self._memo: dict[tuple[str, str, bytes, bool, datetime | None], SigCheck] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -810,11 +811,18 @@ class Verifier:
         """
         if self._closed:
             raise ValueError("this Verifier is closed")
+        memo = (fmt, sig, data, armored, at)  # a batch signature covers many entries: verify it once
+        done = self._memo.get(memo)
+        if done is not None:
+            return done
         if fmt == "openpgp":
-            return self._verify_openpgp(sig, data, armored, at)
-        if fmt == "ssh":
-            return self._verify_ssh(sig, data, armored)
-        return SigCheck("malformed", None, f"unknown signature format {fmt!r} (expected 'openpgp' or 'ssh')")
+            res = self._verify_openpgp(sig, data, armored, at)
+        elif fmt == "ssh":
+            res = self._verify_ssh(sig, data, armored)
+        else:
+            res = SigCheck("malformed", None, f"unknown signature format {fmt!r} (expected 'openpgp' or 'ssh')")
+        self._memo[memo] = res
+        return res
 
     def _verify_openpgp(self, sig: str, data: bytes, armored: bool, at: datetime | None) -> SigCheck:
         try:
