@@ -32,6 +32,7 @@ CODES: dict[str, str] = {
     "VM-REMOTE-FAILED": "fetching or reading a remote's ledger failed",
     "VM-REMOTE-DIVERGED": "a remote's log does not extend the copy of it we saw last",
     "VM-FILE-UNREADABLE": "an input file (proof bundle, certificate, key) cannot be read or parsed",
+    "VM-KEY-UNSUPPORTED": "an attestation key is neither ECDSA P-256 nor Ed25519 (in-toto/DSSE export and VSAs)",
     # --- ledger structure ------------------------------------------------------------------------
     "VM-LOG-CORRUPT": "a ledger object is missing or unreadable, or the log tree has an unexpected layout",
     "VM-LOG-GAP": "the log's entry numbering has a gap: an entry was removed",
