@@ -37,6 +37,27 @@ def _adder(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Callable
     return add
 
 
+def _vsa_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vsa", metavar="FILE",
+                   help="also write a signed SLSA Verification Summary Attestation of this result (PASSED or "
+                   "FAILED) to FILE: one DSSE envelope (see docs/interop.md)")
+    p.add_argument("--vsa-key", metavar="KEY.pem", help="PEM private key (ECDSA P-256 or Ed25519) signing the VSA")
+
+
+def _export_parser(add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add("export", "export the receipts of a tag or revision as DSSE-signed in-toto Statements",
+            "Print one DSSE envelope per receipt naming REV, one per line (.intoto.jsonl): an in-toto Statement\n"
+            "v1 whose subjects are the artifacts (sha256), the tag (gitTag) and the tagged commit (gitCommit),\n"
+            "with the predicate https://git-vaultmesh.dev/receipt/v1 (history root and size, tree digest,\n"
+            "policy entry, tokens' genTime, the signed entry line). Signed with --key (ECDSA P-256 or Ed25519\n"
+            "PEM); the receipt's own OpenPGP/SSH signature travels inside. See docs/interop.md.")
+    p.add_argument("rev", help="tag or revision whose receipts to export")
+    p.add_argument("--intoto", action="store_true", help="DSSE-wrapped in-toto Statements (the only format)")
+    p.add_argument("--key", metavar="KEY.pem", help="PEM private key signing the envelopes")
+    p.add_argument("--public-key", metavar="FILE", help="also write the signing key's PEM public key to FILE")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept entries still pending signatures or timestamp tokens (printed in the result)")
     _trust(p)
     _json(p)
+    _vsa_flags(p)
 
     p = add("show", "show the receipts recorded for a tag or revision")
     p.add_argument("rev", help="tag, revision, entry id or #seq")
@@ -224,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json(p)
 
     _federate(add)
+    _export_parser(add)
 
     p = add("doctor", "check the local ledger's derived data (notes) and repair it")
     p.add_argument("--repair", action="store_true", help="rebuild refs/notes/vaultmesh from the log")
@@ -259,7 +282,7 @@ COMMANDS: dict[str, str] = {
     "init": "init", "record": "record", "verify": "verify", "show": "show", "log": "log",
     "prove": "prove", "check-proof": "check_proof", "pull": "pull", "demo": "demo", "doctor": "doctor",
     "policy": "policy", "cosign": "cosign",
-    "tsa": "tsa", "timestamp": "timestamp", "federate": "federate",
+    "tsa": "tsa", "timestamp": "timestamp", "federate": "federate", "export": "export",
 }
 
 

@@ -39,6 +39,7 @@ CODES: dict[str, str] = {
     "VM-PEER-EQUIVOCATION": "a peer signed two different views of its log (same size, different roots)",
     "VM-FEDERATION-CONFLICT": "the merged view holds two statements about one release that disagree",
     "VM-FILE-UNREADABLE": "an input file (proof bundle, certificate, key) cannot be read or parsed",
+    "VM-KEY-UNSUPPORTED": "an attestation key is neither ECDSA P-256 nor Ed25519 (in-toto/DSSE export and VSAs)",
     # --- ledger structure ------------------------------------------------------------------------
     "VM-LOG-CORRUPT": "a ledger object is missing or unreadable, or the log tree has an unexpected layout",
     "VM-LOG-GAP": "the log's entry numbering has a gap: an entry was removed",

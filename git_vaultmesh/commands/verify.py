@@ -12,10 +12,17 @@ from ..verification import Options, summarize, verify
 def run(args: argparse.Namespace) -> int:
     repo = Repo.discover()
     allow = frozenset({"pending"} if args.allow_pending else set())
+    signer = None
+    if args.vsa:  # checked before verifying, so a bad key or a missing REV fails fast
+        from ..intoto import vsa_signer, write_vsa
+
+        signer = vsa_signer(args.vsa_key, args.rev)
     opts = Options(target=args.rev, all=args.all, artifacts=args.artifact, trust_root=args.trust_root, allow=allow)
     report = verify(repo, opts)
     if args.allow_pending:
         report.allowed.append("--allow-pending")
+    if signer is not None:  # written for FAILED results too: it says exactly what this report says
+        write_vsa(repo, report, args.rev, args.vsa, signer)
     if args.json:
         print_json(report.as_json())
     else:
