@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import Literal
 
+from git_vaultmesh import timings
 from git_vaultmesh.errors import VaultMeshError
 
 Format = Literal["openpgp", "ssh"]
@@ -565,6 +566,11 @@ def sign(key: SigningKey, data: bytes, *, armor: bool = False, timeout: float | 
     """Detached signature over `data`: base64 for an entry's `sig`, armour (armor=True) for checkpoint.sig.
     `timeout` defaults to the key's (the vaultmesh.gpgTimeout it was resolved with)."""
     timeout = key.timeout if timeout is None else timeout
+    with timings.step("sign"):
+        return _sign(key, data, armor, timeout)
+
+
+def _sign(key: SigningKey, data: bytes, armor: bool, timeout: float) -> str:
     if key.format == "openpgp":
         raw = _sign_openpgp(key, data, armor, timeout)
         return raw.decode("ascii") if armor else base64.b64encode(raw).decode("ascii")
@@ -810,6 +816,10 @@ class Verifier:
         """
         if self._closed:
             raise ValueError("this Verifier is closed")
+        with timings.step("signatures"):
+            return self._verify(fmt, sig, data, armored, at)
+
+    def _verify(self, fmt: str, sig: str, data: bytes, armored: bool, at: datetime | None) -> SigCheck:
         if fmt == "openpgp":
             return self._verify_openpgp(sig, data, armored, at)
         if fmt == "ssh":

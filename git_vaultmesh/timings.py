@@ -26,15 +26,19 @@ _REFRESH = 0.1
 
 _lock = threading.Lock()
 _enabled = os.environ.get("VAULTMESH_TIMINGS", "") not in ("", "0")
+_started = time.perf_counter()
 _totals: dict[str, float] = {}
 _running: list[Step] = []
 _shown = False  # a progress line is on the terminal
 _last_draw = 0.0
 
 
-def enable(on: bool = True) -> None:
-    global _enabled
-    _enabled = _enabled or on
+def enable(started: float | None = None) -> None:
+    """Turn timings on; `total` counts from `started` (a perf_counter reading; default: now)."""
+    global _enabled, _started
+    if not _enabled or started is not None:
+        _started = time.perf_counter() if started is None else started
+    _enabled = True
 
 
 def enabled() -> bool:
@@ -59,7 +63,7 @@ class _Null:
         return None
 
 
-_NULL = _Null()
+NULL = _Null()
 
 
 class Step:
@@ -124,21 +128,28 @@ def step(name: str, unit: str = "", total: int | None = None) -> Step | _Null:
     """A timed step; `advance(n)` feeds its progress line (shown on a terminal once it runs over a second)."""
     progress = _progress_wanted()
     if not (_enabled or progress):
-        return _NULL
+        return NULL
     return Step(name, unit, total, progress)
 
 
-def report() -> dict[str, Any]:
-    """{"step": seconds} in the order the steps first finished (for --json's "timings")."""
+def report() -> dict[str, float]:
+    """{"step": seconds} in the order the steps first finished, then "total" (since timings were turned on,
+    or since start-up under VAULTMESH_TIMINGS): --json's "timings" object. Steps overlap (history and the
+    tree digest run at once) and nest ("sign" inside "ledger append"), so they need not add up to the total."""
     with _lock:
-        return {k: round(v, 4) for k, v in _totals.items()}
+        out = {k: round(v, 4) for k, v in _totals.items()}
+    out["total"] = round(time.perf_counter() - _started, 4)
+    return out
 
 
-def print_report(total: float | None = None) -> None:
+def json_field() -> dict[str, Any]:
+    """{"timings": report()} when timings are on, else {}: to splice into a verb's --json object."""
+    return {"timings": report()} if _enabled else {}
+
+
+def print_report() -> None:
     """The steps on stderr, one a line, if timings are on."""
     if not _enabled:
         return
     lines = [f"  {name:<14} {secs * 1000:9.1f} ms" for name, secs in report().items()]
-    if total is not None:
-        lines.append(f"  {'total':<14} {total * 1000:9.1f} ms")
     sys.stderr.write("timings:\n" + "\n".join(lines) + "\n")
