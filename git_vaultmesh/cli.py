@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 PROG = "git vaultmesh"
@@ -25,6 +27,12 @@ def _json(p: argparse.ArgumentParser) -> None:
 def _trust(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-root", metavar="FPR",
                    help="genesis signer fingerprint to pin (default: git config vaultmesh.trustRoot)")
+
+
+def _timings(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timings", action="store_true",
+                   help="print the time of each step (history, tree digest, sign, tsa, ledger append, ...) on "
+                        "stderr, and add a \"timings\" object to --json (also: VAULTMESH_TIMINGS=1)")
 
 
 def _adder(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Callable[..., argparse.ArgumentParser]:
@@ -90,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-submodules", action="store_true",
                    help="fail instead of recording submodules as not-included when their repos are absent")
     _json(p)
+    _timings(p)
 
     p = add("verify", "verify the ledger and a release; fails closed with a VM-… code",
             "Check the log (append-only, checkpoints, signatures against the pinned policy), and for REV its\n"
@@ -102,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _trust(p)
     _json(p)
     _vsa_flags(p)
+    _timings(p)
 
     p = add("show", "show the receipts recorded for a tag or revision")
     p.add_argument("rev", help="tag, revision, entry id or #seq")
@@ -295,6 +305,7 @@ def _utf8(text: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.perf_counter()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
@@ -308,8 +319,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import VaultMeshError
 
     if args.directory:
-        import os
-
         try:
             os.chdir(args.directory)
         except OSError as exc:
@@ -323,8 +332,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(VaultMeshError("VM-USAGE", f"the value of {dest} is not valid UTF-8",
                                      "pass names, revisions and paths as UTF-8").render(), file=sys.stderr)
                 return 2
+    timed = getattr(args, "timings", False) or os.environ.get("VAULTMESH_TIMINGS", "") not in ("", "0")
+    if timed:
+        from . import timings
+
+        timings.enable(started)
     module = importlib.import_module(f".commands.{COMMANDS[args.command]}", __package__)
     run: Callable[[argparse.Namespace], int] = module.run
+    try:
+        return _run(args, run)
+    finally:
+        if timed:
+            timings.print_report()
+
+
+def _run(args: argparse.Namespace, run: Callable[[argparse.Namespace], int]) -> int:
+    from .errors import VaultMeshError
+
     try:
         try:
             return run(args)

@@ -20,18 +20,23 @@ Documented deviations from the C tool:
   refuses a dirty tree, so in its supported case that is the gitlink's commit. We hash the gitlink's commit
   directly (as `git-evtag-compute-py` does), so the digest is a function of the tagged commit alone and works
   in bare repositories.
-* git-evtag fails when a submodule's repository is absent. We skip that gitlink (it contributes no bytes)
-  and report `submodules="not-included"` plus the paths, unless `require_submodules` is set.
+* git-evtag fails when a submodule's repository is absent. We then hash no submodule at all (every gitlink
+  contributes no bytes) and report `submodules="not-included"` plus the absent paths, unless
+  `require_submodules` is set: the digest with none of them is the only one every verifier can reproduce.
+
+How it reads: each repository's whole walk is listed first with one `git ls-tree -r -t` (which also tells
+whether every submodule is there, before a byte is hashed), then its objects stream through one
+`git cat-file --batch --buffer` fed by a thread (`Repo.stream_objects`): no round trip per object.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import timings
 from .errors import VaultMeshError
 from .git import Repo, submodule_repo
 
@@ -54,14 +59,20 @@ class TreeDigest:
 
 
 @dataclass
-class _Frame:
-    """One tree being walked: its repository, where that repository's root sits in the superproject
-    (submodule_repo wants paths relative to it), the tree's own path prefix, and the entries left."""
+class _Run:
+    """Objects of one repository hashed in a row: a commit's bytes (already read), then `objects` streamed.
+    A gitlink splits the superproject's walk into a run before and a run after the submodule's."""
 
     repo: Repo
-    root: str
-    prefix: str
-    entries: Iterator[tuple[int, str, str]]
+    head: bytes
+    objects: list[tuple[str, str]] = field(default_factory=list)  # (oid, superproject-relative path)
+
+
+@dataclass
+class _Plan:
+    runs: list[_Run] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    opened: list[Repo] = field(default_factory=list)  # submodule repositories, closed on the way out
 
 
 def tree_digest(
@@ -69,8 +80,9 @@ def tree_digest(
 ) -> TreeDigest:
     """Git-EVTag-v0-SHA512 of `commit_oid` (a full commit id) in `repo`.
 
-    `include_submodules=False` skips every gitlink: a receipt made where some submodule was absent records
-    "not-included", and the only digest every verifier can reproduce from that is the one with none of them.
+    When a submodule's repository (or its commit) is absent, the digest is the one with no submodule, and
+    `submodules` says "not-included"; `include_submodules=False` asks for that digest outright (a receipt
+    recorded "not-included", whatever this clone has).
 
     Raises VM-SUBJECT-MISSING when an object the commit reaches is absent, VM-SUBMODULES-MISSING when
     `require_submodules` and a submodule's repository or commit is absent, VM-BAD-REV when `commit_oid` is
@@ -81,59 +93,74 @@ def tree_digest(
             "VM-BAD-REV", f"{commit_oid!r} is not a full lowercase object id",
             "resolve the revision to its commit id first (git rev-parse REV^{commit})",
         )
-    csum = hashlib.sha512()
-    missing: list[str] = []
-    opened: list[Repo] = []  # submodule repositories we opened, closed on the way out
+    plan = _Plan()
     try:
-        root_tree = _hash_commit(repo, commit_oid, "", csum)
-        if root_tree is None:
-            raise VaultMeshError(
-                "VM-BAD-REV", f"{commit_oid} is not a commit",
-                "pass the commit a tag points at (git rev-parse TAG^{commit})",
-            )
-        stack = [_Frame(repo, "", "", iter(_hash_tree(repo, root_tree, "", csum)))]
-        while stack:
-            frame = stack[-1]
-            entry = next(frame.entries, None)
-            if entry is None:
-                stack.pop()
-                if frame.repo is not repo and frame.prefix == frame.root:
-                    frame.repo.close()  # a submodule's walk is done: don't hold one cat-file per submodule
-                continue
-            kind, name, oid = entry
-            path = frame.prefix + name
-            if kind == _S_IFDIR:
-                entries = _hash_tree(frame.repo, oid, path, csum)
-                stack.append(_Frame(frame.repo, frame.root, path + "/", iter(entries)))
-            elif kind == _S_IFGITLINK and not include_submodules:
-                missing.append(path)
-            elif kind == _S_IFGITLINK:
-                found = _hash_submodule_commit(frame.repo, path[len(frame.root):], oid, path, csum, opened)
-                if found is None:
-                    if require_submodules:
-                        raise VaultMeshError(
-                            "VM-SUBMODULES-MISSING",
-                            f"submodule {path} (commit {oid}) is not available in this repository",
-                            "run `git submodule update --init --recursive` in a checkout, "
-                            "or record without --require-submodules",
-                        )
-                    missing.append(path)
-                    continue
-                sub, sub_tree = found
-                entries = _hash_tree(sub, sub_tree, path, csum)
-                stack.append(_Frame(sub, path + "/", path + "/", iter(entries)))
-            else:
-                _hash_object(frame.repo, oid, path, csum)
+        with timings.step("tree digest", unit="objects") as progress:
+            if not _plan_commit(repo, commit_oid, "", plan, include_submodules, require_submodules):
+                raise VaultMeshError(
+                    "VM-BAD-REV", f"{commit_oid} is not a commit",
+                    "pass the commit a tag points at (git rev-parse TAG^{commit})",
+                )
+            runs = plan.runs
+            if plan.missing and include_submodules:  # one is absent: the digest holds none of them
+                runs = [r for r in runs if r.repo is repo]
+            csum = hashlib.sha512()
+            for run in runs:
+                csum.update(run.head)
+                _hash_run(run, csum, progress)
     finally:
-        for sub in opened:
+        for sub in plan.opened:
             sub.close()
-    return TreeDigest(csum.hexdigest(), NOT_INCLUDED if missing else None, missing)
+    return TreeDigest(csum.hexdigest(), NOT_INCLUDED if plan.missing else None, plan.missing)
 
 
-def _hash_submodule_commit(
-    repo: Repo, rel_path: str, oid: str, path: str, csum: hashlib._Hash, opened: list[Repo],
-) -> tuple[Repo, str] | None:
-    """Find the submodule's repository holding commit `oid`, hash the commit, return (repo, root tree).
+def _plan_commit(
+    repo: Repo, oid: str, prefix: str, plan: _Plan, include: bool, require: bool, *, missing_ok: bool = False,
+) -> bool:
+    """Append the runs that hash commit `oid` of `repo` (superproject path `prefix`) and everything it reaches,
+    submodules included; False (and nothing appended) when it is not a commit, or absent and `missing_ok`."""
+    path = prefix.rstrip("/")
+    got = _read(repo, oid, path, missing_ok=missing_ok)
+    if got is None or got[0] != "commit":
+        return False
+    typ, body = got
+    first = body.split(b"\n", 1)[0]
+    if not first.startswith(b"tree "):
+        raise _corrupt(f"commit {oid} has no tree header")
+    try:
+        items = repo.tree_walk(oid)
+    except KeyError:
+        raise VaultMeshError(
+            "VM-SUBJECT-MISSING", f"a tree of commit {oid}{f' ({path})' if path else ''} is missing or damaged "
+            f"in {repo.git_dir}", "fetch the full history (a shallow or partial clone lacks objects); run `git fsck`",
+        ) from None
+    run = _Run(repo, f"{typ} {len(body)}\0".encode() + body, [(first[5:].decode("ascii"), path or "root tree")])
+    plan.runs.append(run)
+    for item in items:
+        full = prefix + item.path
+        if item.type != "commit":
+            run.objects.append((item.oid, full))
+            continue
+        if not include:
+            plan.missing.append(full)
+            continue
+        if not _plan_submodule(repo, item.path, item.oid, full, plan, require):
+            if require:
+                raise VaultMeshError(
+                    "VM-SUBMODULES-MISSING",
+                    f"submodule {full} (commit {item.oid}) is not available in this repository",
+                    "run `git submodule update --init --recursive` in a checkout, "
+                    "or record without --require-submodules",
+                )
+            plan.missing.append(full)
+            continue
+        run = _Run(repo, b"")  # the superproject's walk goes on after the submodule's
+        plan.runs.append(run)
+    return True
+
+
+def _plan_submodule(repo: Repo, rel_path: str, oid: str, path: str, plan: _Plan, require: bool) -> bool:
+    """Plan the walk of the submodule at `rel_path` (relative to `repo`) from the repository that holds `oid`.
 
     Candidates: git.submodule_repo, then the checkout's own `.git` (file or directory). The second is for
     when submodule_repo's `git rev-parse` discovery is misled: with GIT_DIR in the environment (git hooks,
@@ -145,12 +172,10 @@ def _hash_submodule_commit(
         if sub is None or sub.git_dir.resolve() in tried:
             continue
         tried.add(sub.git_dir.resolve())
-        opened.append(sub)
-        tree = _hash_commit(sub, oid, path, csum, missing_ok=True)
-        if tree is not None:
-            return sub, tree
-        sub.close()
-    return None
+        plan.opened.append(sub)
+        if _plan_commit(sub, oid, path + "/", plan, True, require, missing_ok=True):
+            return True
+    return False
 
 
 def _checkout_repo(repo: Repo, rel_path: str) -> Repo | None:
@@ -172,7 +197,7 @@ def _checkout_repo(repo: Repo, rel_path: str) -> Repo | None:
 
 
 def _read(repo: Repo, oid: str, path: str, *, missing_ok: bool = False) -> tuple[str, bytes] | None:
-    """One object's (type, body), checked against its id.
+    """One object's (type, body), checked against its id (see _check).
 
     The check matters: `git cat-file --batch` honours `refs/replace/` refs, so without it a replace ref
     would silently change what we hash while git-evtag (libgit2) hashes the real object."""
@@ -186,7 +211,13 @@ def _read(repo: Repo, oid: str, path: str, *, missing_ok: bool = False) -> tuple
             "VM-SUBJECT-MISSING", f"object {oid}{where} is missing from {repo.git_dir}",
             "fetch the full history (a shallow or partial clone lacks objects); run `git fsck`",
         ) from None
-    header = f"{typ} {len(body)}\0".encode()
+    _check(oid, f"{typ} {len(body)}\0".encode(), body)
+    return typ, body
+
+
+def _check(oid: str, header: bytes, body: bytes) -> None:
+    """Fail unless the object's bytes hash to its id: git.py reads with --no-replace-objects, and this also
+    catches corruption, so what we hash is what the id commits to."""
     check = hashlib.sha256() if len(oid) == 64 else hashlib.sha1(usedforsecurity=False)
     check.update(header)
     check.update(body)
@@ -196,45 +227,23 @@ def _read(repo: Repo, oid: str, path: str, *, missing_ok: bool = False) -> tuple
             "a refs/replace/ ref or a corrupt object is in the way: retry with GIT_NO_REPLACE_OBJECTS=1, "
             "then run `git fsck`",
         )
-    return typ, body
 
 
-def _hash_object(repo: Repo, oid: str, path: str, csum: hashlib._Hash) -> tuple[str, bytes]:
-    """Feed one object's loose-object bytes to the digest."""
-    got = _read(repo, oid, path)
-    assert got is not None
-    typ, body = got
-    csum.update(f"{typ} {len(body)}\0".encode())
-    csum.update(body)
-    return typ, body
-
-
-def _hash_commit(
-    repo: Repo, oid: str, path: str, csum: hashlib._Hash, *, missing_ok: bool = False,
-) -> str | None:
-    """Hash a commit object; return its root tree id (None when it is not a commit, or is absent and
-    `missing_ok`). Nothing is hashed unless it is a commit."""
-    got = _read(repo, oid, path, missing_ok=missing_ok)
-    if got is None or got[0] != "commit":
-        return None
-    typ, body = got
-    first = body.split(b"\n", 1)[0]
-    if not first.startswith(b"tree "):
-        raise _corrupt(f"commit {oid} has no tree header")
-    csum.update(f"{typ} {len(body)}\0".encode())
-    csum.update(body)
-    return first[5:].decode("ascii")
-
-
-def _hash_tree(repo: Repo, oid: str, path: str, csum: hashlib._Hash) -> list[tuple[int, str, str]]:
-    """Hash a tree object; return its entries in stored order as (kind, name, oid)."""
-    typ, body = _hash_object(repo, oid, path, csum)
-    if typ != "tree":
-        raise _corrupt(f"{oid} ({path or 'root tree'}) is a {typ}, not a tree")
-    try:
-        return parse_tree(body, len(oid) // 2)
-    except ValueError as exc:
-        raise _corrupt(f"tree {oid} ({path or 'root tree'}) is malformed: {exc}") from None
+def _hash_run(run: _Run, csum: hashlib._Hash, progress: timings.Step | timings._Null) -> None:
+    """Feed a run's objects, streamed, to the digest."""
+    objects = run.objects
+    for i, (typ, body) in enumerate(run.repo.stream_objects([o for o, _ in objects])):
+        oid, path = objects[i]
+        if body is None:
+            raise VaultMeshError(
+                "VM-SUBJECT-MISSING", f"object {oid} ({path}) is missing from {run.repo.git_dir}",
+                "fetch the full history (a shallow or partial clone lacks objects); run `git fsck`",
+            )
+        header = f"{typ} {len(body)}\0".encode()
+        _check(oid, header, body)
+        csum.update(header)
+        csum.update(body)
+        progress.advance()
 
 
 def parse_tree(body: bytes, raw_len: int) -> list[tuple[int, str, str]]:

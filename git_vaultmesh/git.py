@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -422,6 +423,73 @@ class Repo:
             mode, typ, oid = meta.split()
             items.append(TreeItem(mode, typ, oid, name))
         return items
+
+    def tree_walk(self, treeish: str) -> list[TreeItem]:
+        """Every entry below `treeish`, pre-order in stored entry order (a sub-tree before its contents), as
+        git-evtag walks it; gitlinks are listed (type "commit"), not entered. One `ls-tree -r -t` process.
+
+        Raises KeyError when git cannot read a tree of it (absent, or not a tree)."""
+        code, out, _ = self.try_run("ls-tree", "-r", "-t", "-z", "--full-tree", treeish)
+        if code != 0:
+            raise KeyError(treeish)
+        items = []
+        for rec in out.split(b"\0"):
+            if not rec:
+                continue
+            meta, _, name = rec.partition(b"\t")
+            mode, typ, oid = meta.decode("ascii").split()
+            items.append(TreeItem(mode, typ, oid, name.decode("utf-8", "surrogateescape")))
+        return items
+
+    def stream_objects(self, oids: Sequence[str]) -> Iterator[tuple[str, bytes | None]]:
+        """(type, body) of each object in order, through one `cat-file --batch --buffer` that a thread feeds.
+
+        Why: asking for one object and waiting for it costs a round trip per object (85 % of a tree digest's
+        time on a 4.6k-file tree); with every name written ahead, git reads objects while we hash the previous
+        ones. An absent object comes as ("missing", None); the stream goes on after it."""
+        if not oids:
+            return
+        proc = subprocess.Popen(
+            self._cmd(["cat-file", "--batch", "--buffer"]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, cwd=self.work_tree or self.git_dir, bufsize=1 << 17,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin, out = proc.stdin, proc.stdout
+
+        def feed() -> None:
+            try:
+                for i in range(0, len(oids), 1024):
+                    stdin.write("".join(o + "\n" for o in oids[i:i + 1024]).encode())
+                stdin.close()
+            except (BrokenPipeError, OSError, ValueError):
+                pass  # the reader stopped early and killed cat-file
+
+        feeder = threading.Thread(target=feed, name="cat-file feeder", daemon=True)
+        feeder.start()
+        done = False
+        try:
+            for oid in oids:
+                parts = out.readline().split()
+                if len(parts) == 2 and parts[1] == b"missing":
+                    yield "missing", None
+                    continue
+                if len(parts) != 3 or not parts[2].isdigit():
+                    raise VaultMeshError("VM-GIT-FAILED", f"git cat-file stopped before {oid}",
+                                         "the repository is damaged: run `git fsck`")
+                size = int(parts[2])
+                body = out.read(size)
+                out.read(1)
+                if len(body) != size:
+                    raise VaultMeshError("VM-GIT-FAILED", f"git cat-file cut {oid} short",
+                                         "the repository is damaged: run `git fsck`")
+                yield parts[1].decode(), body
+            done = True
+        finally:
+            if not done:
+                proc.kill()
+            out.close()
+            proc.wait()
+            feeder.join()
 
     def first_parent_chain(self, tip: str) -> list[tuple[str, list[str]]]:
         """(commit, parents) of tip's first-parent chain, oldest first."""

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import merkle
+from . import merkle, timings
 from .git import Repo
 
 ALG = "rfc6962-sha256"
@@ -58,13 +58,17 @@ def parse_batch(stream: bytes) -> dict[bytes, tuple[list[bytes], bytes]]:
     return out
 
 
-def parse_chunks(chunks: Iterable[bytes]) -> dict[bytes, tuple[list[bytes], bytes]]:
+def parse_chunks(
+    chunks: Iterable[bytes], progress: timings.Step | timings._Null = timings.NULL,
+) -> dict[bytes, tuple[list[bytes], bytes]]:
     """parse_batch over output arriving in pieces: parsing overlaps git producing the rest."""
     out: dict[bytes, tuple[list[bytes], bytes]] = {}
     rest = b""
     for chunk in chunks:
         buf = rest + chunk if rest else chunk
+        had = len(out)
         rest = buf[_parse_into(buf, out):]
+        progress.advance(len(out) - had)
     if rest:
         raise ValueError("truncated cat-file output")
     return out
@@ -144,7 +148,12 @@ def ordered_leaves(commits: dict[bytes, tuple[list[bytes], bytes]]) -> list[byte
 
 def compute(repo: Repo, commit: str, base: Base | None) -> History:
     """The history tree of `commit`, extending `base` from its compact range (the base's history is not read)."""
-    leaves = ordered_leaves(parse_chunks(repo.stream_commit_chunks(commit, [base.commit] if base else [])))
+    with timings.step("history", unit="commits") as progress:
+        return _compute(repo, commit, base, progress)
+
+
+def _compute(repo: Repo, commit: str, base: Base | None, progress: timings.Step | timings._Null) -> History:
+    leaves = ordered_leaves(parse_chunks(repo.stream_commit_chunks(commit, [base.commit] if base else []), progress))
     frontier = base.frontier.copy() if base else merkle.CompactRange.from_leaf_hashes([])
     consistency: list[bytes] = []
     if base is not None and base.size > 0:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import merkle
+from . import merkle, timings
 from .entry import Entry, canonical, entry_path, make_entry, parse_line, seq_of_path
 from .errors import VaultMeshError
 from .git import RefUpdate, Repo, grep_tree
@@ -206,6 +206,11 @@ def split_blob(data: bytes, where: str) -> bytes:
 
 def read_entries(repo: Repo, commit: str) -> list[Entry]:
     """All entries of a log commit, strictly parsed (first problem raises)."""
+    with timings.step("ledger read", unit="entries"):
+        return _read_entries(repo, commit)
+
+
+def _read_entries(repo: Repo, commit: str) -> list[Entry]:
     items = entry_items(repo, commit)
     try:
         blobs = repo.read_blobs([oid for _, _, oid in items])
@@ -350,6 +355,14 @@ def append(
     `confirm`, when given, is asked after the commit is built and before the refs move (the point of no
     return): False withdraws that commit, and the attempt starts again from `entries`. It lets a check run
     while the commit is built (record verifies fresh tokens that way) without anything unchecked landing."""
+    with timings.step("ledger append"):
+        return _append(repo, key, entries, keep, max_attempts, confirm)
+
+
+def _append(
+    repo: Repo, key: SigningKey, entries: Sequence[Entry] | Precheck, keep: Sequence[str], max_attempts: int,
+    confirm: Callable[[], bool] | None,
+) -> AppendResult:
     for attempt in range(1, max_attempts + 1):
         with _appender_turn(repo):
             head = read_head(repo)

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import Literal
 
+from git_vaultmesh import timings
 from git_vaultmesh.errors import VaultMeshError
 
 Format = Literal["openpgp", "ssh"]
@@ -565,6 +566,11 @@ def sign(key: SigningKey, data: bytes, *, armor: bool = False, timeout: float | 
     """Detached signature over `data`: base64 for an entry's `sig`, armour (armor=True) for checkpoint.sig.
     `timeout` defaults to the key's (the vaultmesh.gpgTimeout it was resolved with)."""
     timeout = key.timeout if timeout is None else timeout
+    with timings.step("sign"):
+        return _sign(key, data, armor, timeout)
+
+
+def _sign(key: SigningKey, data: bytes, armor: bool, timeout: float) -> str:
     if key.format == "openpgp":
         raw = _sign_openpgp(key, data, armor, timeout)
         return raw.decode("ascii") if armor else base64.b64encode(raw).decode("ascii")
@@ -815,13 +821,18 @@ class Verifier:
         done = self._memo.get(memo)
         if done is not None:
             return done
+        with timings.step("signatures"):
+            res = self._verify(fmt, sig, data, armored, at)
+        self._memo[memo] = res
+        return res
+
+    def _verify(self, fmt: str, sig: str, data: bytes, armored: bool, at: datetime | None) -> SigCheck:
         if fmt == "openpgp":
             res = self._verify_openpgp(sig, data, armored, at)
         elif fmt == "ssh":
             res = self._verify_ssh(sig, data, armored)
         else:
             res = SigCheck("malformed", None, f"unknown signature format {fmt!r} (expected 'openpgp' or 'ssh')")
-        self._memo[memo] = res
         return res
 
     def _verify_openpgp(self, sig: str, data: bytes, armored: bool, at: datetime | None) -> SigCheck:

@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from .. import history, ledger, merkle
+from .. import history, ledger, merkle, timings
 from ..config import signing_key
 from ..entry import Entry, canonical, check_body, hash_file, make_entry, now_rfc3339, parse_line
 from ..errors import VaultMeshError
 from ..git import Repo
 from ..policy import Policy, SigStatus, claimed_judge, replay, signing_rule
+from ..recompute import recompute
 from ..signing import SigningKey, sign
 from ..ui import print_json, warn
+
+if TYPE_CHECKING:
+    from ..rfc3161.timestamping import StampOutcome
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -98,11 +103,71 @@ def repo_name(repo: Repo) -> str:
     return name[:-4] if name.endswith(".git") and len(name) > 4 else name
 
 
+@dataclass(frozen=True)
+class _Target:
+    """What `record REV` is about: the commit, the full ref REV names (if any), and the receipt type."""
+
+    rev: str
+    commit: str
+    full: str | None
+    is_tag: bool
+    typ: str
+
+
 def run(args: argparse.Namespace) -> int:
     repo = Repo.discover()
     from ..rfc3161.timestamping import warm_up
 
     warm_up(repo)  # if a TSA URL is configured, load the RFC 3161 client in the background while git/gpg work
+    target = resolve_target(repo, args)
+    head = ledger.read_head(repo)
+    if head.commit is None:
+        raise VaultMeshError("VM-NOT-INITIALIZED", f"{ledger.REF_LOG} does not exist",
+                             "run `git vaultmesh init` first")
+    assert head.log_id is not None
+    existing = already_recorded(repo, head, target)
+    if existing is not None:
+        if not args.if_missing:
+            raise VaultMeshError("VM-ALREADY-RECORDED", f"{target.full} is already recorded as {existing}",
+                                 "one release per tag: tag a new version, or pass --if-missing in scripts")
+        print(f"{target.rev} is already recorded as {existing}")
+        return 0
+    policy = current_policy(repo, head)
+    key = signing_key(repo)
+    require_signer(policy, key, target.typ)
+    body = receipt_body(repo, head, target, args)
+    if target.typ == "release":
+        add_release_fields(repo, head, target.commit, body, args.require_submodules)
+    checked_body(body)
+    entry = make_entry(body, [{"format": key.format, "signer": key.fingerprint, "sig": sign(key, canonical(body))}])
+    try:
+        parse_line(entry.line, "the new receipt")
+    except VaultMeshError as exc:
+        raise VaultMeshError("VM-USAGE", exc.cause, "shorten --message/--evidence") from None
+    stamps = None
+    if policy.tsas:  # RFC 3161 tokens over the entry line, appended with it; a TSA failure leaves it pending
+        from ..rfc3161.timestamping import stamp_entries
+
+        with timings.step("tsa"):
+            stamps = stamp_entries(repo, key, policy, [entry])
+    try:
+        result = append_receipt(repo, key, head, target, body, entry, stamps)
+    except _AlreadyThere as same:
+        msg = f"an identical receipt (same body digest) is already entry #{same.seq} ({same.entry.id[:12]})"
+        if args.json:
+            print_json({"ok": True, "entry": same.entry.id, "seq": same.seq, "type": target.typ, "appended": False,
+                        "body": body, **timings.json_field()})
+        else:
+            print(f"{msg}; nothing appended")
+        return 0
+    print_result(args, policy, key, target.typ, body, entry, result, stamps)
+    if stamps is not None:
+        stamps.warn(entry.id)
+    return 0
+
+
+def resolve_target(repo: Repo, args: argparse.Namespace) -> _Target:
+    """The commit REV names and the receipt type, refusing combinations that make no sense."""
     rev: str = args.rev
     resolved = repo.resolve_name(rev)  # an ambiguous name is refused: a receipt binds only what the user meant
     commit = resolved.commit
@@ -118,38 +183,37 @@ def run(args: argparse.Namespace) -> int:
     if args.environment and typ != "deploy":
         raise VaultMeshError("VM-USAGE", "--environment is for deploy receipts",
                              f"drop it, or record a deploy: git vaultmesh record {rev} --type deploy")
-    head = ledger.read_head(repo)
-    if head.commit is None:
-        raise VaultMeshError("VM-NOT-INITIALIZED", f"{ledger.REF_LOG} does not exist",
-                             "run `git vaultmesh init` first")
-    assert head.log_id is not None
-    if typ == "release" and full is not None:
-        existing = releases_of_ref(repo, head, full)
-        if existing:
-            if args.if_missing:
-                print(f"{rev} is already recorded as entry #{existing[0][0]} ({existing[0][1].id[:12]})")
-                return 0
-            raise VaultMeshError("VM-ALREADY-RECORDED",
-                                 f"{full} is already recorded as entry #{existing[0][0]} ({existing[0][1].id[:12]})",
-                                 "one release per tag: tag a new version, or pass --if-missing in scripts")
-    policy = current_policy(repo, head)
-    key = signing_key(repo)
-    require_signer(policy, key, typ)
-    artifacts = artifacts_from_args(args.artifact, args.sha256)
+    return _Target(rev, commit, full, is_tag, typ)
 
+
+def already_recorded(repo: Repo, head: ledger.Head, target: _Target) -> str | None:
+    """'entry #N (id)' of the release already recorded for this tag (one release per tag), else None."""
+    if target.typ != "release" or target.full is None:
+        return None
+    existing = releases_of_ref(repo, head, target.full)
+    if not existing:
+        return None
+    return f"entry #{existing[0][0]} ({existing[0][1].id[:12]})"
+
+
+def receipt_body(repo: Repo, head: ledger.Head, target: _Target, args: argparse.Namespace) -> dict[str, Any]:
+    """The receipt's body from the subject and the options, before the release fields."""
+    assert head.log_id is not None
+    artifacts = artifacts_from_args(args.artifact, args.sha256)
     subject: dict[str, str] = {}
+    full = target.full
     if full is not None:
         subject["ref"] = full
         ref_target = repo.ref_oid(full)
-        if ref_target and ref_target != commit and repo.read_object(ref_target)[0] == "tag":
+        if ref_target and ref_target != target.commit and repo.read_object(ref_target)[0] == "tag":
             subject["tag"] = ref_target
-    subject["commit"] = commit
-    tree = repo.rev_parse(commit, "tree")
+    subject["commit"] = target.commit
+    tree = repo.rev_parse(target.commit, "tree")
     assert tree is not None
     subject["tree"] = tree
-    body: dict[str, Any] = {"type": typ, "log": head.log_id, "recorded_at": now_rfc3339(), "subject": subject,
-                            "component": args.component or repo_name(repo)}
-    short = full[len("refs/tags/"):] if is_tag and full else None
+    body: dict[str, Any] = {"type": target.typ, "log": head.log_id, "recorded_at": now_rfc3339(),
+                            "subject": subject, "component": args.component or repo_name(repo)}
+    short = full[len("refs/tags/"):] if target.is_tag and full else None
     if args.version_ or short:
         body["version"] = args.version_ or short
     if artifacts:
@@ -160,37 +224,40 @@ def run(args: argparse.Namespace) -> int:
         body["message"] = args.message
     if args.environment:
         body["environment"] = args.environment
-    if typ == "release":
-        from ..evtag import tree_digest
+    return body
 
-        base = find_base(repo, head, commit)
-        hist = history.compute(repo, commit, base)
-        body["history"] = hist.as_json()
-        td = tree_digest(repo, commit, require_submodules=args.require_submodules)
-        if td.submodules:  # some absent: record the digest with no submodule, which anyone can reproduce
-            td = tree_digest(repo, commit, include_submodules=False)
-        body["tree_digest"] = td.digest
-        if td.submodules:
-            body["submodules"] = td.submodules
-            warn(f"submodule repositories absent ({', '.join(td.missing_submodules)}): tree digest records "
-                 "submodules as not-included")
-    # The log is append-only: never append what every reader (log, show, verify) would refuse to parse.
+
+def add_release_fields(repo: Repo, head: ledger.Head, commit: str, body: dict[str, Any],
+                       require_submodules: bool) -> None:
+    """history (over the newest recorded ancestor release) and tree_digest, computed at the same time.
+
+    One tree digest: where a submodule is absent, evtag already gives the digest with none of them, which
+    is what the receipt records (with "submodules": "not-included") because anyone can reproduce it."""
+    base = find_base(repo, head, commit)
+    got = recompute(repo, commit, base, require_submodules=require_submodules)
+    body["history"] = got.history.as_json()
+    td = got.digest
+    body["tree_digest"] = td.digest
+    if td.submodules:
+        body["submodules"] = td.submodules
+        warn(f"submodule repositories absent ({', '.join(td.missing_submodules)}): tree digest records "
+             "submodules as not-included")
+
+
+def checked_body(body: dict[str, Any]) -> None:
+    """The log is append-only: never append what every reader (log, show, verify) would refuse to parse."""
     hint = ("artifact names must be plain file names (ASCII letters, digits, space and ._+@-): rename the "
             "file, or hash it elsewhere and pass --sha256 NAME=HEX")
     try:
         check_body(body, "the new receipt")
     except VaultMeshError as exc:
         raise VaultMeshError("VM-USAGE", exc.cause, hint) from None
-    entry = make_entry(body, [{"format": key.format, "signer": key.fingerprint, "sig": sign(key, canonical(body))}])
-    try:
-        parse_line(entry.line, "the new receipt")
-    except VaultMeshError as exc:
-        raise VaultMeshError("VM-USAGE", exc.cause, "shorten --message/--evidence") from None
-    stamps = None
-    if policy.tsas:  # RFC 3161 tokens over the entry line, appended with it; a TSA failure leaves it pending
-        from ..rfc3161.timestamping import keep_known, stamp_entries
 
-        stamps = stamp_entries(repo, key, policy, [entry])
+
+def append_receipt(repo: Repo, key: SigningKey, head: ledger.Head, target: _Target, body: dict[str, Any],
+                   entry: Entry, stamps: StampOutcome | None) -> ledger.AppendResult:
+    """Append the entry (and its timestamp entry), re-checking against the log as it is at append time."""
+    typ, full = target.typ, target.full
 
     def still_new(repo_: Repo, now: ledger.Head) -> list[Entry]:
         if typ == "release" and full is not None and now.commit != head.commit and releases_of_ref(repo_, now, full):
@@ -203,26 +270,24 @@ def run(args: argparse.Namespace) -> int:
                 raise _AlreadyThere(seq, e)
         extra = stamps.entries if stamps is not None else []
         if extra and now.commit != head.commit:  # the policy may have changed meanwhile: keep tokens it trusts
+            from ..rfc3161.timestamping import keep_known
+
             extra = keep_known(extra, current_policy(repo_, now))
         return [entry, *extra]
 
-    keep = [commit] if not is_tag else []
-    try:
-        result = ledger.append(repo, key, still_new, keep=keep, confirm=stamps.confirm if stamps else None)
-    except _AlreadyThere as same:
-        msg = f"an identical receipt (same body digest) is already entry #{same.seq} ({same.entry.id[:12]})"
-        if args.json:
-            print_json({"ok": True, "entry": same.entry.id, "seq": same.seq, "type": typ, "appended": False,
-                        "body": body})
-        else:
-            print(f"{msg}; nothing appended")
-        return 0
+    keep = [target.commit] if not target.is_tag else []
+    return ledger.append(repo, key, still_new, keep=keep, confirm=stamps.confirm if stamps else None)
+
+
+def print_result(args: argparse.Namespace, policy: Policy, key: SigningKey, typ: str, body: dict[str, Any],
+                 entry: Entry, result: ledger.AppendResult, stamps: StampOutcome | None) -> None:
     rule = signing_rule(policy, typ).evaluate(frozenset({key.fingerprint}))
     sigs = SigStatus(rule.present, rule.missing, policy.threshold(typ))  # k-of-n: cosigns may be needed
     if args.json:
         print_json({"ok": True, "entry": entry.id, "seq": result.first_seq, "type": typ, "commit": result.commit,
                     "attempts": result.attempts, "body": body, "signatures": sigs.as_json(),
-                    "timestamps": stamps.as_json(entry.id) if stamps is not None else None})
+                    "timestamps": stamps.as_json(entry.id) if stamps is not None else None,
+                    **timings.json_field()})
     else:
         print(f"recorded {typ} {body.get('component')} {body.get('version', '')} as entry #{result.first_seq} "
               f"({entry.id[:12]})".replace("  ", " "))
@@ -233,7 +298,3 @@ def run(args: argparse.Namespace) -> int:
                   f"with `git vaultmesh cosign {entry.id[:12]}`")
         if stamps is not None and stamps.tsas.get(entry.id):
             print(f"  timestamped by {', '.join(stamps.tsas[entry.id])} (entry #{result.first_seq + 1})")
-    if stamps is not None:
-        stamps.warn(entry.id)
-    return 0
-
