@@ -198,6 +198,33 @@ class Settings:
         return self.get("signingkey") or self.repo.config_get("user.signingkey")
 
 
+def toml_problems(text: str) -> list[str]:
+    """What is wrong with a .vaultmesh.toml text (the staged one, in the pre-commit hook)."""
+    try:
+        data = tomllib.loads(text)
+    except ValueError as exc:
+        return [f"not valid TOML: {exc}"]
+    section = data.get("vaultmesh", data)
+    if not isinstance(section, dict):
+        return ["`vaultmesh` is not a table"]
+    out = []
+    for key, value in section.items():
+        low = str(key).lower()
+        if isinstance(value, dict):
+            if low not in ("tsa", "peer"):
+                out.append(f"[vaultmesh.{key}] is not a table git-vaultmesh knows")
+            continue
+        if low not in SCHEMA:
+            out.append(f"{key} is not a setting git-vaultmesh knows (typo?)")
+            continue
+        typ = SCHEMA[low][0]
+        try:
+            typ(value)
+        except (TypeError, ValueError, OverflowError):
+            out.append(f"{key} = {value!r} is not a {typ.__name__}")
+    return out
+
+
 def signing_key(repo: Repo) -> Any:
     """Resolve the key `record`/`init` sign with (signing.SigningKey)."""
     from .signing import resolve_signing_key

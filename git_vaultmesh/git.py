@@ -23,6 +23,8 @@ ZERO_OID_SHA1 = "0" * 40
 # Variables that redirect git to another repository; cleared when probing a path of our own choosing.
 _REPO_ENV = frozenset({"GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
                        "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_PREFIX"})
+# What receive-pack sets for its hooks while pushed objects sit in quarantine (refs may not move then).
+QUARANTINE_ENV = frozenset({"GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES"})
 
 
 @dataclass(frozen=True)
@@ -574,3 +576,28 @@ def grep_tree(repo: Repo, treeish: str, needle: str, path: str) -> list[str]:
                              "check the repository with `git fsck`")
     prefix = treeish + ":"
     return [p[len(prefix):] if p.startswith(prefix) else p for p in out.decode().split("\0") if p]
+
+
+def scratch_view(source: Repo, path: Path, object_dirs: Sequence[str], refs: Mapping[str, str]) -> Repo:
+    """A bare repository at `path` that sees `object_dirs` (as alternates), reads `source`'s config (include)
+    and holds exactly `refs`: the state a push would leave, to judge before it lands. pre-receive needs it:
+    the pushed objects are quarantined and no ref may move until the hook accepts."""
+    env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV and k not in QUARANTINE_ENV}
+    exe = _git_exe()
+
+    def git(*args: str, input: bytes | None = None) -> None:
+        res = subprocess.run([exe, f"--git-dir={path}", *args], input=input, capture_output=True, env=env)
+        if res.returncode != 0:
+            raise VaultMeshError("VM-GIT-FAILED", f"git {args[0]} (scratch view) failed: "
+                                 f"{res.stderr.decode(errors='replace').strip()}", "check that TMPDIR is writable")
+
+    res = subprocess.run([exe, "init", "-q", "--bare", str(path)], capture_output=True, env=env)
+    if res.returncode != 0:
+        raise VaultMeshError("VM-GIT-FAILED", f"git init (scratch view) failed: {res.stderr.decode().strip()}",
+                             "check that TMPDIR is writable")
+    (path / "objects" / "info" / "alternates").write_text("".join(f"{d}\n" for d in object_dirs))
+    git("config", "include.path", str(source.git_dir / "config"))
+    lines = "".join(f"create {ref} {oid}\n" for ref, oid in refs.items())
+    if lines:
+        git("update-ref", "--stdin", input=lines.encode())
+    return Repo(path, None)

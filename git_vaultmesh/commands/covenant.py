@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..config import Settings
 from ..covenants import BY_KEY, NOT_CONFIGURED, PASS, Context, Result, badge_svg, judge
@@ -35,14 +36,14 @@ def render(results: list[Result]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    names: list[str] = list(args.covenants)
+    names: list[str] = list(dict.fromkeys(args.covenants))
     unknown = [n for n in names if n not in BY_KEY]
-    if unknown:
-        raise VaultMeshError("VM-USAGE", f"no covenant named {', '.join(unknown)}",
-                             f"choose from {', '.join(BY_KEY)}")
-    if args.badge and len(names) != 1:
-        raise VaultMeshError("VM-USAGE", "--badge needs exactly one covenant",
-                             "e.g. git vaultmesh covenant integrity --badge badge.svg")
+    problem = (f"no covenant named {', '.join(unknown)} (choose from {', '.join(BY_KEY)})" if unknown else
+               "--badge needs exactly one covenant (e.g. git vaultmesh covenant integrity --badge badge.svg)"
+               if args.badge and len(names) != 1 else None)
+    if problem:
+        print(f"git vaultmesh covenant: error: {problem}", file=sys.stderr)
+        return 2
     repo = Repo.discover()
     ctx = Context(repo, Settings(repo), trust_root=args.trust_root, release=args.release)
     results = judge(ctx, names)
@@ -68,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
         print("covenant: " + ("OK" if status == 0 else
                               f"FAILED: {', '.join(f'{r.title} ({r.codes()[0] if r.codes() else r.status})' for r in failed) or 'not configured (--strict)'}"))
     if badge_error is not None:
-        import sys
-
         print(badge_error.render(), file=sys.stderr)
         return 1
     return status
