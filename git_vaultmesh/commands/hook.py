@@ -222,9 +222,10 @@ def framework_updates(repo: Repo, remote: str) -> list[Update]:
     remote_ref = os.environ.get("PRE_COMMIT_REMOTE_BRANCH", "")
     local_ref = os.environ.get("PRE_COMMIT_LOCAL_BRANCH", "")
     to = os.environ.get("PRE_COMMIT_TO_REF", "")
-    if remote_ref.startswith("refs/tags/") and to:
+    new = repo.ref_oid(local_ref) if local_ref.startswith("refs/") else (repo.rev_parse(to) if to else None)
+    if remote_ref.startswith("refs/tags/") and new:
         old = repo.ls_remote(remote, [remote_ref]).get(remote_ref)
-        updates.append(Update(remote_ref, old, repo.rev_parse(to) or to, local_ref or to))
+        updates.append(Update(remote_ref, old, new, local_ref if local_ref.startswith("refs/") else new))
     return updates
 
 
@@ -321,8 +322,8 @@ def run(args: argparse.Namespace) -> int:
     findings: list[Finding] = []
     if name == "pre-commit":
         findings = fast_checks(repo, settings)
-        if args.covenants and not findings:
-            findings = covenant_findings(repo, settings)
+        if args.covenants:  # the fast checks say what moved; the covenants say what it broke
+            findings += covenant_findings(repo, settings)
     elif name == "pre-push":
         if not settings.flag("verifypush", True):
             return 0
