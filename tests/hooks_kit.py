@@ -64,3 +64,14 @@ def pre_commit(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subp
     exe = shutil.which("pre-commit") or os.path.join(os.path.dirname(sys.executable), "pre-commit")
     res = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, env=env)
     return res
+
+
+@pytest.fixture(scope="session")
+def hooks_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return snapshot_checkout(tmp_path_factory.mktemp("clone") / "git-vaultmesh")
+
+
+@pytest.fixture(scope="session")
+def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One pre-commit cache for the session: its virtualenv (pip-installing this package) is built once."""
+    return tmp_path_factory.mktemp("pre-commit-home")

@@ -13,9 +13,9 @@ import pytest
 
 from cli_helpers import assert_error, ok, run
 from conftest import git, vm_ok
-from hooks_kit import pre_commit, pre_commit_config, push, shim, snapshot_checkout
+from hooks_kit import hooks_clone, pre_commit, pre_commit_config, pre_commit_home, push, shim
 
-__all__ = ["shim"]  # the fixture, imported for pytest
+__all__ = ["hooks_clone", "pre_commit_home", "shim"]  # fixtures, imported for pytest
 
 REPRO = "mkdir -p dist && git archive --format=tar -o dist/app.tar HEAD"
 WALL_CLOCK = REPRO + " && date +%s%N > dist/built-at.txt"
@@ -325,17 +325,6 @@ def test_reference_transaction_auto_records(ledger_repo: Path, shim: Path) -> No
 
 
 # --- the pre-commit framework ------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def hooks_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return snapshot_checkout(tmp_path_factory.mktemp("clone") / "git-vaultmesh")
-
-
-@pytest.fixture(scope="session")
-def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One pre-commit cache for the session: its virtualenv (pip-installing this package) is built once."""
-    return tmp_path_factory.mktemp("pre-commit-home")
-
-
 def test_pre_commit_framework(ledger_repo: Path, hooks_clone: Path, pre_commit_home: Path, tmp_path: Path) -> None:
     vm_ok(ledger_repo, "record", "v1.0")
     env = dict(os.environ, PRE_COMMIT_HOME=str(pre_commit_home))
