@@ -21,18 +21,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .. import ledger, merkle
 from ..config import Settings, toml_problems
 from ..errors import VaultMeshError
 from ..git import QUARANTINE_ENV, Repo, scratch_view
-from ..verification import Check, Options, verify
+
+if TYPE_CHECKING:
+    from ..verification import Check
 
 CHAINED_SUFFIX = ".vaultmesh-chained"
 STDIN_HOOKS = frozenset({"pre-push", "pre-receive", "reference-transaction", "post-rewrite"})
 BLOCKING = frozenset({"pre-commit", "pre-push", "pre-receive"})  # their failure stops git
-# refs that only ever move forward: the log, its notes, and the keep-refs holding recorded subjects
-FORWARD_ONLY = (ledger.REF_LOG, ledger.REF_NOTES)
+# refs that only ever move forward: the log, its notes, and the keep-refs holding recorded subjects.
+# (Spelled out, not imported from ledger: a commit's hook imports only what it uses, to start fast.)
+REF_LOG, REF_NOTES, KEEP_PREFIX = "refs/vaultmesh/log", "refs/notes/vaultmesh", "refs/vaultmesh/keep/"
+FORWARD_ONLY = (REF_LOG, REF_NOTES)
+PRECOMMIT_OK = "pre-commit.ok"  # under <git dir>/vaultmesh: the hook script's key of the last passing run
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,12 @@ class Finding:
     covenant: str
     ref: str
     check: Check
+
+
+def _check(check: str, ok: bool, code: str | None, detail: str, hint: str | None = None) -> Check:
+    from ..verification import Check
+
+    return Check(check, ok, code, detail, hint)
 
 
 # --- running the chained hook ----------------------------------------------------------------------------
@@ -74,10 +85,12 @@ def _zero(oid: str) -> str | None:
 # --- pre-commit ------------------------------------------------------------------------------------------
 def fast_checks(repo: Repo, settings: Settings) -> list[Finding]:
     """What a commit can afford to check on every run (reads the log's blobs once; no signature, no history)."""
+    from .. import ledger, merkle
+
     out: list[Finding] = []
 
     def fail(covenant: str, ref: str, code: str, detail: str, hint: str | None = None) -> None:
-        out.append(Finding(covenant, ref, Check(f"pre-commit.{ref}", False, code, detail, hint)))
+        out.append(Finding(covenant, ref, _check(f"pre-commit.{ref}", False, code, detail, hint)))
 
     for problem in settings.problems():
         fail("config", "config", "VM-CONFIG-INVALID", problem, "fix or remove the setting (git config --unset …)")
@@ -87,48 +100,52 @@ def fast_checks(repo: Repo, settings: Settings) -> list[Finding]:
             for problem in toml_problems(staged.decode("utf-8", errors="replace")):
                 fail("config", ".vaultmesh.toml", "VM-CONFIG-INVALID", f"staged .vaultmesh.toml: {problem}",
                      "fix the file and `git add` it again")
-    head_oid = repo.ref_oid(ledger.REF_LOG)
+    listed = repo.run("for-each-ref", "--format=%(refname) %(objectname)", REF_LOG, REF_NOTES).decode()
+    refs = {name: oid for name, _, oid in (line.partition(" ") for line in listed.splitlines())}
+    head_oid, notes = refs.get(REF_LOG), refs.get(REF_NOTES)
     if head_oid is None:
         return out
     try:
-        head = ledger.read_head(repo)
         items = ledger.entry_items(repo, head_oid)
-        blobs = repo.read_blobs([oid for _, _, oid in items])
-        leaves = [merkle.leaf_hash(_line(b)) for b in blobs]
-        cp_oid = repo.path_oid(head_oid, ledger.CHECKPOINT)
-        assert cp_oid is not None  # read_head raised VM-CHECKPOINT-MISSING otherwise
-        cp = ledger.parse_checkpoint(repo.read_object(cp_oid)[1])
+        # one cat-file for every entry, the head checkpoint and the notes commit
+        names = [oid for _, _, oid in items] + [f"{head_oid}:{ledger.CHECKPOINT}"] + ([notes] if notes else [])
+        blobs = repo.read_blobs(names)
+        leaves = [merkle.leaf_hash(_line(b)) for b in blobs[: len(items)]]
+        cp = ledger.parse_checkpoint(blobs[len(items)])
     except (KeyError, ValueError):
-        fail("Integrity", ledger.REF_LOG, "VM-LOG-CORRUPT", "a ledger object is missing or corrupt",
+        fail("Integrity", REF_LOG, "VM-LOG-CORRUPT", "a ledger object is missing or corrupt",
              "restore the ledger from a replica; run `git fsck`")
         return out
     except VaultMeshError as exc:
-        fail("Integrity", ledger.REF_LOG, exc.code, exc.cause, exc.hint)
+        vm_code = "VM-LOG-CORRUPT" if exc.code == "VM-GIT-FAILED" else exc.code
+        fail("Integrity", REF_LOG, vm_code, exc.cause, exc.hint)
         return out
     root = merkle.root_from_leaf_hashes(leaves)
-    if cp.size != len(leaves) or cp.root != root or cp.log_id != head.log_id:
-        fail("Integrity", ledger.REF_LOG, "VM-CHECKPOINT-MISMATCH",
+    if cp.size != len(leaves) or cp.root != root:
+        fail("Integrity", REF_LOG, "VM-CHECKPOINT-MISMATCH",
              f"the head checkpoint says size {cp.size}, the log holds {len(leaves)} entries with another root: "
              "the log was edited by hand", "run `git vaultmesh verify --all`")
-    notes = repo.ref_oid(ledger.REF_NOTES)
     if notes is not None:
-        source = ledger.notes_source(repo, notes)
+        prefix = ledger.NOTES_MESSAGE.encode()
+        named = [line[len(prefix):].decode(errors="replace") for line in blobs[-1].split(b"\n")
+                 if line.startswith(prefix)]
+        source = named[0] if len(named) == 1 else None
         if source is None or not (source == head_oid or repo.is_ancestor(source, head_oid)):
-            fail("Integrity", ledger.REF_NOTES, "VM-NOTES-MISMATCH",
-                 f"{ledger.REF_NOTES} ({notes[:12]}) is not derived from this log "
+            fail("Integrity", REF_NOTES, "VM-NOTES-MISMATCH",
+                 f"{REF_NOTES} ({notes[:12]}) is not derived from this log "
                  f"(it names {source[:12] if source else 'no log'}): a ledger ref was moved by hand",
                  "run `git vaultmesh verify --all`; `git vaultmesh doctor --repair` rebuilds the notes")
     seen = ledger.load_verified(repo)
     if seen and seen.get("log") is not None:
         size = int(seen.get("size", 0))
         if seen.get("log") != cp.log_id:
-            fail("Integrity", ledger.REF_LOG, "VM-LOG-FORKED",
+            fail("Integrity", REF_LOG, "VM-LOG-FORKED",
                  f"the log is {cp.log_id}, the one verified here before was {seen.get('log')} (replaced)")
         elif len(leaves) < size:
-            fail("Integrity", ledger.REF_LOG, "VM-LOG-ROLLBACK",
+            fail("Integrity", REF_LOG, "VM-LOG-ROLLBACK",
                  f"the log has {len(leaves)} entries, {size} were verified here before (rewound)")
         elif merkle.root_from_leaf_hashes(leaves[:size]).hex() != seen.get("root"):
-            fail("Integrity", ledger.REF_LOG, "VM-LOG-FORKED",
+            fail("Integrity", REF_LOG, "VM-LOG-FORKED",
                  f"the first {size} entries no longer have the root verified here before (replaced)")
     return out
 
@@ -155,14 +172,17 @@ def release_tag(ref: str, globs: Sequence[str]) -> bool:
 
 def judge_push(view: Repo, updates: Sequence[Update], globs: Sequence[str], where: str) -> list[Finding]:
     """The push rules, judged in `view` (where every update's `source` names its new value)."""
+    from .. import ledger
+    from ..verification import Options, verify
+
     out: list[Finding] = []
 
     def fail(covenant: str, ref: str, code: str, detail: str, hint: str | None = None) -> None:
-        out.append(Finding(covenant, ref, Check(f"{where}.{ref}", False, code, detail, hint)))
+        out.append(Finding(covenant, ref, _check(f"{where}.{ref}", False, code, detail, hint)))
 
     log_pushed: Update | None = None
     for u in updates:
-        forward_only = u.ref in FORWARD_ONLY or u.ref.startswith(ledger.KEEP_PREFIX)
+        forward_only = u.ref in FORWARD_ONLY or u.ref.startswith(KEEP_PREFIX)
         if forward_only:
             if u.new is None:
                 fail("Integrity", u.ref, "VM-PUSH-NOT-FAST-FORWARD", f"the push deletes {u.ref}",
@@ -175,7 +195,7 @@ def judge_push(view: Repo, updates: Sequence[Update], globs: Sequence[str], wher
                      "(--force does not help: ledger refs only move forward)",
                      "run `git vaultmesh pull` to re-append your entries onto theirs, then push again")
                 continue
-            if u.ref == ledger.REF_LOG and u.old != u.new:
+            if u.ref == REF_LOG and u.old != u.new:
                 log_pushed = u
         elif release_tag(u.ref, globs):
             if u.new is None:
@@ -214,8 +234,8 @@ def framework_updates(repo: Repo, remote: str) -> list[Update]:
     """pre-commit (the framework) gives a pre-push hook no stdin, only the first ref of the push in its
     environment: check that ref, and the ledger against what the remote holds."""
     updates = []
-    theirs = repo.ls_remote(remote, [ledger.REF_LOG, ledger.REF_NOTES])
-    for ref in (ledger.REF_LOG, ledger.REF_NOTES):
+    theirs = repo.ls_remote(remote, [REF_LOG, REF_NOTES])
+    for ref in (REF_LOG, REF_NOTES):
         mine = repo.ref_oid(ref)
         if mine is not None and mine != theirs.get(ref):
             updates.append(Update(ref, theirs.get(ref), mine, ref))
@@ -236,7 +256,7 @@ def pre_receive(repo: Repo, lines: Sequence[str], globs: Sequence[str]) -> list[
         parts = line.split()
         if len(parts) == 3:
             updates.append(Update(parts[2], _zero(parts[0]), _zero(parts[1]), parts[2]))
-    relevant = [u for u in updates if u.ref in FORWARD_ONLY or u.ref.startswith(ledger.KEEP_PREFIX)
+    relevant = [u for u in updates if u.ref in FORWARD_ONLY or u.ref.startswith(KEEP_PREFIX)
                 or release_tag(u.ref, globs)]
     if not relevant:
         return []
@@ -259,8 +279,10 @@ def pre_receive(repo: Repo, lines: Sequence[str], globs: Sequence[str]) -> list[
 
 # --- post-rewrite and reference-transaction ----------------------------------------------------------------
 def post_rewrite(repo: Repo, lines: Sequence[str], how: str) -> list[str]:
+    from .. import ledger
+
     rewritten = {p[0]: p[1] for p in (line.split() for line in lines) if len(p) >= 2}
-    notes = repo.ref_oid(ledger.REF_NOTES)
+    notes = repo.ref_oid(REF_NOTES)
     if not rewritten or notes is None:
         return []
     noted = {it.path.replace("/", "") for it in repo.ls_tree(notes)}
@@ -274,7 +296,7 @@ def post_rewrite(repo: Repo, lines: Sequence[str], how: str) -> list[str]:
             old = str(e.subject_commit)
             out.append(f"entry #{seq} ({e.id[:12]}, {e.type}) names commit {old[:12]}, which {how} rewrote as "
                        f"{rewritten[old][:12]}; the entry still names the old commit (kept alive by "
-                       f"{ledger.KEEP_PREFIX}{old[:12]}… or its tag). Record the new one: "
+                       f"{KEEP_PREFIX}{old[:12]}… or its tag). Record the new one: "
                        f"git vaultmesh record {rewritten[old][:12]}")
     return out
 
@@ -324,6 +346,11 @@ def run(args: argparse.Namespace) -> int:
         findings = fast_checks(repo, settings)
         if args.covenants:  # the fast checks say what moved; the covenants say what it broke
             findings += covenant_findings(repo, settings)
+        key = os.environ.get("VAULTMESH_PRECOMMIT_KEY")
+        if key and not findings:  # the state the script hashed passed: the next commit may skip Python
+            ok_file = repo.git_dir / "vaultmesh" / PRECOMMIT_OK
+            ok_file.parent.mkdir(parents=True, exist_ok=True)
+            ok_file.write_text(key + "\n", encoding="utf-8")
     elif name == "pre-push":
         if not settings.flag("verifypush", True):
             return 0
