@@ -263,7 +263,7 @@ def _hooks_parsers(add: Callable[..., argparse.ArgumentParser]) -> None:
     p = add("hook", "run one hook's checks (what the installed hook scripts call)",
             "The hook scripts installed by `git vaultmesh install` are two lines that call this. It runs the\n"
             "hook that was there before install (if any) with the same arguments and input, then ours.")
-    p.add_argument("name", choices=HOOK_NAMES, help="the git hook")
+    p.add_argument("name", choices=HOOK_NAMES, metavar="NAME", help=f"the git hook: {', '.join(HOOK_NAMES)}")
     p.add_argument("hook_args", nargs="*", metavar="ARG", help="the arguments git gave the hook")
     p.add_argument("--chain", metavar="PATH", help="the installed hook script's path: its saved predecessor runs first")
     p.add_argument("--covenants", action="store_true",
