@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("doctor", "check the local ledger's derived data (notes) and repair it")
     p.add_argument("--repair", action="store_true", help="rebuild refs/notes/vaultmesh from the log")
     _json(p)
+    _hooks_parsers(add)
     return parser
 
 
@@ -288,11 +289,60 @@ def _federate(add: Callable[..., argparse.ArgumentParser]) -> None:
     _json(q)
 
 
+HOOK_NAMES = ("pre-commit", "pre-push", "reference-transaction", "post-rewrite", "pre-receive")
+
+
+def _hooks_parsers(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """install, hook and covenant (docs/hooks.md)."""
+    p = add("covenant", "judge the Four Covenants: I Integrity, II Reproducibility, III Federation, IV Proof-chain",
+            "Each covenant is computed now from the verification checks (nothing is cached or assumed):\n"
+            "  integrity        every entry, checkpoint and recorded release verifies; notes agree (verify --all)\n"
+            "  reproducibility  vaultmesh.buildCommand run twice in clean checkouts of the newest release,\n"
+            "                   SOURCE_DATE_EPOCH = the tagged commit's time: identical bytes = recorded digests\n"
+            "  federation       every peer (vaultmesh.peer.<name>.url) consistent with what we witnessed\n"
+            "  proof-chain      every entry has the signatures, thresholds and RFC 3161 tokens policy requires\n"
+            "A covenant with nothing configured reports \"not configured\" (exit 0 unless --strict).\n"
+            "Exit 1 when any covenant fails.")
+    p.add_argument("covenants", nargs="*", metavar="COVENANT",
+                   help="integrity, reproducibility, federation, proof-chain (default: all four)")
+    p.add_argument("--strict", action="store_true", help="a covenant that is not configured fails too")
+    p.add_argument("--badge", metavar="FILE.svg",
+                   help="write an SVG badge for the one named covenant, only if it passed in this run")
+    p.add_argument("--release", metavar="TAG", help="reproducibility: rebuild this release (default: the newest)")
+    _trust(p)
+    _json(p)
+
+    p = add("install", "install the hooks, ledger refspecs and notes display into this repository",
+            "Installs pre-commit, pre-push, reference-transaction and post-rewrite hooks into the hooks\n"
+            "directory (core.hooksPath if set): a hook that is already there is kept and run first (chained),\n"
+            "never overwritten. For each remote (or --remote R): fetch the ledger into\n"
+            "refs/vaultmesh/remotes/R/* (never forced) and push it with what `git push` pushed before\n"
+            "(push.default is made explicit). Adds refs/notes/vaultmesh to notes.displayRef.\n"
+            "--server installs the pre-receive hook (for a bare repository that receives pushes).\n"
+            "--uninstall removes exactly what install added and puts chained hooks back.")
+    p.add_argument("--uninstall", action="store_true", help="remove what install added; restore chained hooks")
+    p.add_argument("--server", action="store_true", help="install the pre-receive hook (server side)")
+    p.add_argument("--no-hooks", action="store_true", help="leave the hooks alone")
+    p.add_argument("--no-refspecs", action="store_true", help="leave remotes and notes.displayRef alone")
+    p.add_argument("--remote", action="append", default=[], metavar="R", help="only this remote (repeatable)")
+    _json(p)
+
+    p = add("hook", "run one hook's checks (what the installed hook scripts call)",
+            "The hook scripts installed by `git vaultmesh install` are two lines that call this. It runs the\n"
+            "hook that was there before install (if any) with the same arguments and input, then ours.")
+    p.add_argument("name", choices=HOOK_NAMES, metavar="NAME", help=f"the git hook: {', '.join(HOOK_NAMES)}")
+    p.add_argument("hook_args", nargs="*", metavar="ARG", help="the arguments git gave the hook")
+    p.add_argument("--chain", metavar="PATH", help="the installed hook script's path: its saved predecessor runs first")
+    p.add_argument("--covenants", action="store_true",
+                   help="pre-commit: also judge Integrity and Proof-chain (the pre-commit framework hook)")
+
+
 COMMANDS: dict[str, str] = {
     "init": "init", "record": "record", "verify": "verify", "show": "show", "log": "log",
     "prove": "prove", "check-proof": "check_proof", "pull": "pull", "demo": "demo", "doctor": "doctor",
     "policy": "policy", "cosign": "cosign",
     "tsa": "tsa", "timestamp": "timestamp", "federate": "federate", "export": "export",
+    "covenant": "covenant", "install": "install", "hook": "hook",
 }
 
 

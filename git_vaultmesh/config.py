@@ -26,7 +26,16 @@ SCHEMA: dict[str, tuple[type, str]] = {
     "tsatimeout": (float, "seconds to wait for a TSA before the entry is left pending"),
     "tsajobs": (int, "TSA requests in flight at once when timestamping many entries (default 16)"),
     "gpgtimeout": (float, "seconds to wait for gpg/gpg-agent or ssh-keygen"),
+    "buildcommand": (str, "release build (sh -c) that covenant II runs twice in clean checkouts of the tag"),
+    "buildoutput": (str, "directory, relative to the checkout, where the build writes its artifacts (default dist)"),
+    "buildtimeout": (float, "seconds one run of the build command may take (default 600)"),
+    "releasetags": (str, "glob(s) naming release tags, space-separated (default v*): pre-push and pre-receive check them"),
+    "autorecord": (str, "true: the reference-transaction hook records new release tags; or a glob of its own"),
+    "verifypush": (str, "false turns the pre-push checks off (the server's pre-receive still applies)"),
 }
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0", ""})
 
 
 class Settings:
@@ -112,8 +121,108 @@ class Settings:
                                  f"git config vaultmesh.tsa.{name}.url https://…")
         return url or None
 
+    def flag(self, key: str, default: bool) -> bool:
+        """A boolean setting as git spells booleans (true/yes/on/1, false/no/off/0)."""
+        value = self.get(key)
+        if value is None:
+            return default
+        text = str(value).strip().lower()
+        if text in _TRUE or value is True:
+            return True
+        if text in _FALSE or value is False:
+            return False
+        raise VaultMeshError("VM-CONFIG-INVALID", f"vaultmesh.{key} = {value!r} is not a boolean",
+                             f"git config vaultmesh.{key} true|false")
+
+    def release_tag_globs(self) -> list[str]:
+        """Globs (fnmatch, matched against the tag name without refs/tags/) that make a tag a release."""
+        value = self.get("releasetags")
+        globs = str(value).replace(",", " ").split() if value is not None else ["v*"]
+        return globs or ["v*"]
+
+    def auto_record_globs(self) -> list[str]:
+        """The tags the reference-transaction hook records: none unless vaultmesh.autoRecord is set."""
+        value = self.get("autorecord")
+        if value is None or str(value).strip().lower() in _FALSE:
+            return []
+        if str(value).strip().lower() in _TRUE:
+            return self.release_tag_globs()
+        return str(value).replace(",", " ").split()
+
+    def peers(self) -> dict[str, str]:
+        """Federation peers: git config vaultmesh.peer.<name>.url, else [vaultmesh.peer.<name>] url = … in
+        .vaultmesh.toml. Operational only (where to fetch); what a peer's log is worth is for the checks."""
+        found: dict[str, str] = {}
+        for key, value in self.git_keys().items():
+            if key.startswith("vaultmesh.peer.") and key.endswith(".url"):
+                found[key[len("vaultmesh.peer."):-len(".url")]] = value
+        for name, table in self._toml_table("peer").items():
+            url = table.get("url") if isinstance(table, dict) else None
+            if not isinstance(url, str):
+                raise VaultMeshError("VM-CONFIG-INVALID", f".vaultmesh.toml: peer {name} has no url string",
+                                     f"[vaultmesh.peer.{name}] url = \"https://…\"")
+            found.setdefault(str(name), url)
+        return found
+
+    def _toml_table(self, name: str) -> dict[str, Any]:
+        if self.repo.work_tree is None:
+            return {}
+        path = Path(self.repo.work_tree) / ".vaultmesh.toml"
+        if not path.exists():
+            return {}
+        self._file()  # validates the syntax
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        table = data.get("vaultmesh", data).get(name, {})
+        return table if isinstance(table, dict) else {}
+
+    def problems(self) -> list[str]:
+        """Every vaultmesh.* setting that is unknown or does not read as its type (the pre-commit schema check)."""
+        out: list[str] = []
+        keys = {k[len("vaultmesh."):] for k in self.git_keys() if k.count(".") == 1}
+        keys |= set(self._file())
+        for key in sorted(keys):
+            if key not in SCHEMA:
+                out.append(f"vaultmesh.{key} is not a setting git-vaultmesh knows (typo?)")
+                continue
+            try:
+                self.get(key)
+            except VaultMeshError as exc:
+                out.append(exc.cause)
+        try:
+            self.flag("verifypush", True)
+        except VaultMeshError as exc:
+            out.append(exc.cause)
+        return out
+
     def signing_key_name(self) -> str | None:
         return self.get("signingkey") or self.repo.config_get("user.signingkey")
+
+
+def toml_problems(text: str) -> list[str]:
+    """What is wrong with a .vaultmesh.toml text (the staged one, in the pre-commit hook)."""
+    try:
+        data = tomllib.loads(text)
+    except ValueError as exc:
+        return [f"not valid TOML: {exc}"]
+    section = data.get("vaultmesh", data)
+    if not isinstance(section, dict):
+        return ["`vaultmesh` is not a table"]
+    out = []
+    for key, value in section.items():
+        low = str(key).lower()
+        if isinstance(value, dict):
+            if low not in ("tsa", "peer"):
+                out.append(f"[vaultmesh.{key}] is not a table git-vaultmesh knows")
+            continue
+        if low not in SCHEMA:
+            out.append(f"{key} is not a setting git-vaultmesh knows (typo?)")
+            continue
+        typ = SCHEMA[low][0]
+        try:
+            typ(value)
+        except (TypeError, ValueError, OverflowError):
+            out.append(f"{key} = {value!r} is not a {typ.__name__}")
+    return out
 
 
 def signing_key(repo: Repo) -> Any:
@@ -149,7 +258,7 @@ def validated(key: str, value: str | None) -> str | None:
         return None
     name = key if "." in key or key.startswith("--") else f"vaultmesh.{key}"
     low = name.lower()
-    if low in ("vaultmesh.trustroot", "--trust-root"):
+    if low in ("vaultmesh.trustroot", "--trust-root") or (low.startswith("vaultmesh.peer.") and low.endswith(".trustroot")):
         text = value.strip()
         compact = text.replace(" ", "").upper()
         if compact and set(compact) <= _FPR and len(compact) in (40, 64):

@@ -82,6 +82,15 @@ CODES: dict[str, str] = {
     "VM-SUBMODULES-MISSING": "a submodule's repository is absent and --require-submodules was given",
     "VM-ARTIFACT-MISMATCH": "an artifact's bytes differ from the recorded SHA-256",
     "VM-ARTIFACT-NOT-RECORDED": "an artifact given to verify is not named in the receipt",
+    # --- hooks and covenants -----------------------------------------------------------------------
+    "VM-PUSH-NOT-FAST-FORWARD": "a push would rewind, replace or delete a ledger ref (only fast-forwards are allowed)",
+    "VM-HOOK-CHAINED-FAILED": "the hook that was there before git-vaultmesh's, which it runs first, failed",
+    "VM-HOOK-CONFLICT": "a hook cannot be installed or removed without losing a hook file that is there",
+    "VM-REPRO-BUILD-FAILED": "the release build command failed, timed out, or wrote no artifact",
+    "VM-REPRO-DIFFERS": "two clean builds of the same release gave different artifacts (not reproducible)",
+    "VM-REPRO-MISMATCH": "a rebuilt artifact differs from the recorded digest, or a recorded artifact was not built",
+    "VM-REPRO-NO-DIGESTS": "the release records no artifact digests for a rebuild to be compared with",
+    "VM-BADGE-REFUSED": "a badge was asked for a covenant that did not pass in this very run",
     # --- proofs ------------------------------------------------------------------------------------
     "VM-PROOF-MALFORMED": "a proof bundle is not valid JSON of the documented schema",
     "VM-PROOF-INVALID": "a proof in the bundle does not verify",

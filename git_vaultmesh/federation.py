@@ -54,12 +54,15 @@ def check_name(name: str) -> None:
 
 
 def peers(repo: Repo) -> list[Peer]:
-    """Configured peers: git config vaultmesh.peer.<name>.url (and .trustRoot, the pin of its genesis signer)."""
-    found: dict[str, dict[str, str]] = {}
-    for key, value in repo.config_get_all(r"^vaultmesh\.peer\.").items():
-        name, _, attr = key[len(PEER_KEY):].rpartition(".")
-        found.setdefault(name, {})[attr.lower()] = value
-    return [Peer(n, a["url"], a.get("trustroot") or None) for n, a in sorted(found.items()) if a.get("url")]
+    """Configured peers: vaultmesh.peer.<name>.url (git config, else .vaultmesh.toml) and, in git config,
+    vaultmesh.peer.<name>.trustRoot, the pin of its genesis signer."""
+    from .config import Settings, validated
+
+    out = []
+    for name, url in sorted(Settings(repo).peers().items()):
+        root = validated(f"{PEER_KEY}{name}.trustRoot", repo.config_get(f"{PEER_KEY}{name}.trustRoot"))
+        out.append(Peer(name, url, root))
+    return out
 
 
 def peer(repo: Repo, name: str) -> Peer:
@@ -238,6 +241,25 @@ def _consistent(p: Peer, last: Seen, cp: ledger.Checkpoint, view: ledger.View) -
         raise VaultMeshError("VM-PEER-FORKED", f"peer {p.name}'s log of size {cp.size} does not extend the checkpoint "
                              f"of size {last.size} we witnessed ({where}): its history was rewritten",
                              "the peer rewrote its log; keep the evidence and ask why")
+
+
+def judge_copy(repo: Repo, p: Peer) -> Any:
+    """Covenant III for one peer: our copy of its log is consistent with the last checkpoint we witnessed."""
+    from .verification import Check
+
+    ours = ledger.read_view(repo)
+    seen = [s for s in witnessed(ours.entries, "us") if s.name == p.name]
+    if repo.ref_oid(p.ref) is None or not seen:
+        return Check(f"federation.{p.name}", False, "VM-PEER-UNREACHABLE", f"peer {p.name} was never witnessed",
+                     f"git vaultmesh federate sync {p.name}")
+    view = ledger.read_view(repo, p.ref)
+    cp = ledger.parse_checkpoint(_head_file(repo, view.head, ledger.CHECKPOINT).encode(), f"{p.name}'s checkpoint")
+    try:
+        _consistent(p, seen[-1], cp, view)
+    except VaultMeshError as exc:
+        return Check(f"federation.{p.name}", False, exc.code, exc.cause, exc.hint)
+    return Check(f"federation.{p.name}", True, None, f"{p.name} at size {cp.size} extends our witness entry "
+                 f"#{seen[-1].seq} (size {seen[-1].size})")
 
 
 def _witness_body(repo: Repo, p: Peer, cp: ledger.Checkpoint, sig: str, view: ledger.View,

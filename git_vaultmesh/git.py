@@ -24,6 +24,8 @@ ZERO_OID_SHA1 = "0" * 40
 # Variables that redirect git to another repository; cleared when probing a path of our own choosing.
 _REPO_ENV = frozenset({"GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
                        "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_PREFIX"})
+# What receive-pack sets for its hooks while pushed objects sit in quarantine (refs may not move then).
+QUARANTINE_ENV = frozenset({"GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES"})
 
 
 @dataclass(frozen=True)
@@ -307,8 +309,9 @@ class Repo:
         """Many objects in one round trip (writes all names, then reads)."""
         if not oids:
             return []
+        # --buffer: the same bytes, written in large blocks instead of one flush per object
         res = subprocess.run(
-            self._cmd(["cat-file", "--batch"]), input="".join(o + "\n" for o in oids).encode(),
+            self._cmd(["cat-file", "--batch", "--buffer"]), input="".join(o + "\n" for o in oids).encode(),
             capture_output=True, cwd=self.work_tree or self.git_dir,
         )
         out, pos, bodies = res.stdout, 0, []
@@ -543,6 +546,62 @@ class Repo:
         raise VaultMeshError("VM-GIT-FAILED", f"git update-ref failed: {first.strip()}",
                              _failure_hint(text, "check that the repository is writable"))
 
+    # --- hooks, remotes, scratch checkouts (install, hooks, covenant II) -------------------------------
+    def hooks_dir(self) -> Path:
+        """Where git runs hooks from: core.hooksPath if set (relative to the work tree), else <git dir>/hooks."""
+        out = self.run("rev-parse", "--git-path", "hooks").decode().strip()
+        path = Path(out)
+        return path if path.is_absolute() else (self.work_tree or self.git_dir) / path
+
+    def config_get_values(self, key: str) -> list[str]:
+        """Every value of a multi-valued key (remote.<R>.push, notes.displayRef), in config order."""
+        code, out, _ = self.try_run("config", "-z", "--get-all", key)
+        return [v for v in out.decode().split("\0") if v] if code == 0 else []
+
+    def config_add(self, key: str, value: str) -> None:
+        self.run("config", "--add", key, value)
+
+    def config_unset_value(self, key: str, value: str) -> None:
+        """Remove the one value `value` of `key` (other values of a multi-valued key stay)."""
+        code, _, err = self.try_run("config", "--fixed-value", "--unset", key, value)
+        if code not in (0, 5):  # 5: no such value any more (removed by hand)
+            raise VaultMeshError("VM-GIT-FAILED", f"git config --unset {key} failed: {err.decode().strip()}",
+                                 "edit the repository's config by hand")
+
+    def remotes(self) -> list[str]:
+        return self.run("remote").decode().split()
+
+    def ls_remote(self, remote: str, patterns: Sequence[str]) -> dict[str, str]:
+        """The remote's refs matching `patterns` (ref -> oid); VM-REMOTE-FAILED when it cannot be read."""
+        code, out, err = self.try_run("ls-remote", "--refs", remote, *patterns)
+        if code != 0:
+            raise VaultMeshError("VM-REMOTE-FAILED", f"git ls-remote {remote} failed: {err.decode().strip()}",
+                                 "check `git remote -v`")
+        pairs = (line.split("\t", 1) for line in out.decode().splitlines() if "\t" in line)
+        return {ref: oid for oid, ref in pairs}
+
+    def commit_time(self, rev: str) -> int:
+        return int(self.run("show", "-s", "--format=%ct", rev, "--").decode().split()[0])
+
+    def _clean_env(self) -> dict[str, str]:
+        """The environment without what a hook sets (GIT_DIR, GIT_INDEX_FILE, …): a scratch checkout must never
+        write the user's index or work tree."""
+        return {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
+
+    def worktree_add(self, path: Path, commit: str) -> None:
+        """A detached checkout of `commit` at `path` (which must not exist), registered as a git worktree."""
+        res = subprocess.run(self._cmd(["worktree", "add", "--quiet", "--detach", str(path), commit]),
+                             capture_output=True, env=self._clean_env(), cwd=self.git_dir)
+        if res.returncode != 0:
+            raise VaultMeshError("VM-GIT-FAILED", f"git worktree add failed: {res.stderr.decode().strip()}",
+                                 "check that the temporary directory is writable")
+
+    def worktree_remove(self, path: Path) -> None:
+        subprocess.run(self._cmd(["worktree", "remove", "--force", str(path)]), capture_output=True,
+                       env=self._clean_env(), cwd=self.git_dir)
+        subprocess.run(self._cmd(["worktree", "prune"]), capture_output=True, env=self._clean_env(),
+                       cwd=self.git_dir)
+
     def fetch(self, remote: str, refspecs: Sequence[str]) -> None:
         code, _, err = self.try_run("fetch", "--no-tags", "--quiet", remote, *refspecs)
         if code != 0:
@@ -658,3 +717,28 @@ def grep_tree(repo: Repo, treeish: str, needle: str, path: str) -> list[str]:
                              "check the repository with `git fsck`")
     prefix = treeish + ":"
     return [p[len(prefix):] if p.startswith(prefix) else p for p in out.decode().split("\0") if p]
+
+
+def scratch_view(source: Repo, path: Path, object_dirs: Sequence[str], refs: Mapping[str, str]) -> Repo:
+    """A bare repository at `path` that sees `object_dirs` (as alternates), reads `source`'s config (include)
+    and holds exactly `refs`: the state a push would leave, to judge before it lands. pre-receive needs it:
+    the pushed objects are quarantined and no ref may move until the hook accepts."""
+    env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV and k not in QUARANTINE_ENV}
+    exe = _git_exe()
+
+    def git(*args: str, input: bytes | None = None) -> None:
+        res = subprocess.run([exe, f"--git-dir={path}", *args], input=input, capture_output=True, env=env)
+        if res.returncode != 0:
+            raise VaultMeshError("VM-GIT-FAILED", f"git {args[0]} (scratch view) failed: "
+                                 f"{res.stderr.decode(errors='replace').strip()}", "check that TMPDIR is writable")
+
+    res = subprocess.run([exe, "init", "-q", "--bare", str(path)], capture_output=True, env=env)
+    if res.returncode != 0:
+        raise VaultMeshError("VM-GIT-FAILED", f"git init (scratch view) failed: {res.stderr.decode().strip()}",
+                             "check that TMPDIR is writable")
+    (path / "objects" / "info" / "alternates").write_text("".join(f"{d}\n" for d in object_dirs))
+    git("config", "include.path", str(source.git_dir / "config"))
+    lines = "".join(f"create {ref} {oid}\n" for ref, oid in refs.items())
+    if lines:
+        git("update-ref", "--stdin", input=lines.encode())
+    return Repo(path, None)

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Hook costs, as ratios against floors measured in the same run.
+
+    python benchmarks/bench_hooks.py [--entries 1000] [--runs 7] [--rebuild]
+
+* commit       `git commit` with our hooks installed (pre-commit, reference-transaction) against `git commit`
+               with no hooks, on a repository whose ledger holds N entries          target: <= 150 ms added
+* pre-push     the installed pre-push hook, fed the line git gives it for a push of one new release tag,
+               against `git vaultmesh verify TAG`                                   target: <= 1.2x
+
+The repository (a 200-commit history from `git fast-import`, a ledger of N signed deploy entries appended in
+batches of 100, releases v1.0 and v2.0) and its throwaway gpg home are cached under
+/tmp/vm-bench-cache/hooks-<N>. Floors and commands run alternately; figures are medians. This is a script, not
+a test: no test asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path("/tmp/vm-bench-cache")
+GIT_ENV = {
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "Bench Author", "GIT_AUTHOR_EMAIL": "author@example.org",
+    "GIT_COMMITTER_NAME": "Bench Author", "GIT_COMMITTER_EMAIL": "author@example.org",
+}
+COMMITS = 200
+
+
+def sh(cmd: list[str], cwd: Path, env: dict[str, str], input: bytes | None = None) -> bytes:
+    res = subprocess.run(cmd, cwd=cwd, env=env, input=input, capture_output=True)
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stdout.decode()}\n{res.stderr.decode()}")
+    return res.stdout
+
+
+def fast_import(commits: int) -> bytes:
+    out = [b"reset refs/heads/main\n"]
+    for i in range(commits):
+        data = f"line {i}\n".encode()
+        msg = f"commit {i}\n".encode()
+        out.append(b"commit refs/heads/main\n")
+        out.append(b"committer Bench Author <author@example.org> %d +0000\n" % (1_700_000_000 + i))
+        out.append(b"data %d\n%s" % (len(msg), msg))
+        out.append(b"M 100644 inline f%d.txt\ndata %d\n%s\n" % (i % 20, len(data), data))
+    return b"".join(out)
+
+
+def build(where: Path, entries: int, env: dict[str, str]) -> None:
+    """The cached repository: source history, gpg key, ledger of `entries` entries, releases v1.0 and v2.0."""
+    if where.exists():
+        shutil.rmtree(where)
+    repo, gnupg = where / "repo", where / "g"
+    repo.mkdir(parents=True)
+    gnupg.mkdir(mode=0o700)
+    env = dict(env, GNUPGHOME=str(gnupg))
+    sh(["git", "init", "-q", "-b", "main"], repo, env)
+    sh(["git", "fast-import", "--quiet"], repo, env, input=fast_import(COMMITS))
+    sh(["git", "reset", "-q", "--hard", "main"], repo, env)
+    sh(["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key",
+        "Bench <bench@example.org>", "ed25519", "sign", "never"], repo, env)
+    fpr = [line.split(":")[9] for line in sh(["gpg", "--with-colons", "--list-secret-keys"], repo, env)
+           .decode().splitlines() if line.startswith("fpr:")][0]
+    sh(["git", "config", "vaultmesh.signingKey", fpr], repo, env)
+    vm = [sys.executable, "-m", "git_vaultmesh"]
+    sh([*vm, "init"], repo, env)
+    sh(["git", "tag", "-a", "v1.0", "-m", "v1.0", "main~1"], repo, env)
+    sh([*vm, "record", "v1.0"], repo, env)
+    # the bulk of the ledger: signed deploy entries, appended 100 per commit (as a bulk import would)
+    script = f"""
+import sys
+from git_vaultmesh import ledger
+from git_vaultmesh.config import signing_key
+from git_vaultmesh.entry import canonical, make_entry
+from git_vaultmesh.git import Repo
+from git_vaultmesh.signing import sign
+repo = Repo.discover()
+key = signing_key(repo)
+head = ledger.read_head(repo)
+commits = repo.run("rev-list", "main").decode().split()
+todo = {entries} - head.size
+n = 0
+while n < todo:
+    batch = []
+    for _ in range(min(100, todo - n)):
+        c = commits[n % len(commits)]
+        body = {{"type": "deploy", "log": head.log_id, "recorded_at": "2030-01-01T00:00:00Z", "component": "bench",
+                "environment": f"env-{{n}}", "subject": {{"commit": c, "tree": repo.rev_parse(c, "tree")}}}}
+        batch.append(make_entry(body, [{{"format": key.format, "signer": key.fingerprint,
+                                        "sig": sign(key, canonical(body))}}]))
+        n += 1
+    ledger.append(repo, key, batch, keep=[e.subject_commit for e in batch if e.subject_commit])
+"""
+    sh([sys.executable, "-c", script], repo, env)
+    sh(["git", "tag", "-a", "v2.0", "-m", "v2.0", "main"], repo, env)
+    sh([*vm, "record", "v2.0"], repo, env)
+    sh([*vm, "verify", "--all"], repo, env)
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str], input: bytes | None = None) -> float:
+    t = time.perf_counter()
+    res = subprocess.run(cmd, cwd=cwd, env=env, input=input, capture_output=True)
+    elapsed = time.perf_counter() - t
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stdout.decode()}\n{res.stderr.decode()}")
+    return elapsed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--entries", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--rebuild", action="store_true")
+    args = ap.parse_args()
+
+    where = CACHE / f"hooks-{args.entries}"
+    shim = where / "bin"
+    env = dict(os.environ, **GIT_ENV)
+    env.pop("GIT_CONFIG_PARAMETERS", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    if args.rebuild or not (where / "repo" / ".git").exists():
+        t = time.perf_counter()
+        build(where, args.entries, env)
+        print(f"built {where} ({args.entries} ledger entries) in {time.perf_counter() - t:.1f} s")
+    env["GNUPGHOME"] = str(where / "g")
+    env["HOME"] = str(where)
+    shim.mkdir(exist_ok=True)
+    (shim / "git-vaultmesh").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m git_vaultmesh "$@"\n')
+    (shim / "git-vaultmesh").chmod(0o755)
+    env["PATH"] = f"{shim}{os.pathsep}{env['PATH']}"
+    repo = where / "repo"
+    no_hooks = where / "no-hooks"
+    no_hooks.mkdir(exist_ok=True)
+    vm = [sys.executable, "-m", "git_vaultmesh"]
+    sh([*vm, "install", "--no-refspecs"], repo, env)
+    print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores)")
+
+    # 1. git commit without hooks vs with ours
+    floor, ours, cold = [], [], []
+    ok_file = repo / ".git" / "vaultmesh" / "pre-commit.ok"
+    for i in range(args.runs):
+        for hooks, out in ((str(no_hooks), floor), (None, ours), (None, cold)):
+            (repo / "bench.txt").write_text(f"{time.time_ns()} {i}\n")
+            sh(["git", "add", "bench.txt"], repo, env)
+            if out is cold:  # as after a record/pull/fetch moved the ledger: the whole fast check runs
+                ok_file.unlink(missing_ok=True)
+            pre = ["git"] + (["-c", f"core.hooksPath={hooks}"] if hooks else [])
+            out.append(timed([*pre, "commit", "-q", "-m", f"bench {i}"], repo, env))
+    f_med, o_med, c_med = statistics.median(floor), statistics.median(ours), statistics.median(cold)
+    added, added_cold = (o_med - f_med) * 1000, (c_med - f_med) * 1000
+
+    # 2. pre-push of one new release tag vs verify of that tag
+    tag_oid = sh(["git", "rev-parse", "refs/tags/v2.0"], repo, env).decode().strip()
+    line = f"refs/tags/v2.0 {tag_oid} refs/tags/v2.0 {'0' * 40}\n".encode()
+    hook = str(repo / ".git" / "hooks" / "pre-push")
+    verify_t, push_t = [], []
+    for _ in range(args.runs):
+        verify_t.append(timed(["git", "vaultmesh", "verify", "v2.0"], repo, env))
+        push_t.append(timed([hook, "origin", "file:///nowhere"], repo, env, input=line))
+    v_med, p_med = statistics.median(verify_t), statistics.median(push_t)
+    sh([*vm, "install", "--uninstall"], repo, env)
+
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print(f"{'figure':34} {'median s':>9} {'vs floor':>9}  target")
+    print(f"{'git commit, no hooks (floor)':34} {f_med:9.3f} {'':>9}")
+    print(f"{'git commit, our hooks':34} {o_med:9.3f} {o_med / f_med:8.2f}x  +{added:.0f} ms (<= 150 ms) "
+          f"{'OK' if added <= 150 else 'MISSED'}")
+    print(f"{'  ledger changed since last commit':34} {c_med:9.3f} {c_med / f_med:8.2f}x  +{added_cold:.0f} ms "
+          f"(<= 150 ms) {'OK' if added_cold <= 150 else 'MISSED'}")
+    print(f"{'git vaultmesh verify v2.0 (floor)':34} {v_med:9.3f}")
+    print(f"{'pre-push hook, push of v2.0':34} {p_med:9.3f} {p_med / v_med:8.2f}x  (<= 1.2x) "
+          f"{'OK' if p_med / v_med <= 1.2 else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
