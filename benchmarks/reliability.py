@@ -687,6 +687,10 @@ def fuzz_targets(ctx: FuzzContext) -> list[FuzzTarget]:
         bundle, root = doc
         outcome, res = expect_clean(lambda: check_proof.check(bundle, root), lambda c: c.startswith("VM-"),
                                     "check_proof.check")
+        if outcome == "ok" and json.dumps(bundle, sort_keys=True) != json.dumps(ctx.bundle, sort_keys=True):
+            # accepted means unchanged in meaning: any mutation of a value, an added or a dropped field must be
+            # refused, or some part of the bundle is not checked
+            raise Unclean(f"check_proof accepted a mutated bundle: {json.dumps(bundle)[:300]}")
         return "accepted" if outcome == "ok" else str(res)
 
     def tsr_parse(data: bytes) -> str:
