@@ -55,9 +55,10 @@ def write_ca(tmp: Path, ident: TsaIdentity) -> Path:
     return path
 
 
-def add_tsa(repo: Path, name: str, srv: TsaServer, tmp: Path, *extra: str) -> dict[str, Any]:
-    return ok_json(repo, "tsa", "add", name, "--url", srv.url, "--ca-cert", str(write_ca(tmp, srv.identity)),  # type: ignore[no-any-return]
-                   *extra)
+def add_tsa(repo: Path, name: str, srv: TsaServer, tmp: Path, *extra: str, path: str = "") -> dict[str, Any]:
+    """`path` gives one server a second URL (tsa add refuses a second TSA at the same URL)."""
+    return ok_json(repo, "tsa", "add", name, "--url", srv.url + path,  # type: ignore[no-any-return]
+                   "--ca-cert", str(write_ca(tmp, srv.identity)), *extra)
 
 
 def entries(repo: Path) -> list[Entry]:
@@ -141,7 +142,8 @@ def test_bad_tokens_rejected_with_their_own_code(ledger_repo: Path, server: TsaS
     other = make_identity("ec")  # a TSA under another CA
     add_tsa(ledger_repo, "main", server, tmp_path)
     # a second policy TSA, same CA, but pinned to another key: the server's tokens fail its pin
-    add_tsa(ledger_repo, "pinned", server, tmp_path, "--offline", "--pin-spki", spki_pin_of(other.cert_pem))
+    add_tsa(ledger_repo, "pinned", server, tmp_path, "--offline", "--pin-spki", spki_pin_of(other.cert_pem),
+            path="/pinned")
     res = run(ledger_repo, "record", "v1.0", "--json")
     assert res.returncode == 0, res.stderr
     # record asked both TSAs; the pinned one's token failed verification and was NOT appended (no poison)
@@ -396,7 +398,8 @@ def test_record_fetches_without_cryptography_and_verifies_in_a_thread(ledger_rep
 
     other = make_identity("ec")
     add_tsa(ledger_repo, "main", server, tmp_path)
-    add_tsa(ledger_repo, "pinned", server, tmp_path, "--offline", "--pin-spki", spki_pin_of(other.cert_pem))
+    add_tsa(ledger_repo, "pinned", server, tmp_path, "--offline", "--pin-spki", spki_pin_of(other.cert_pem),
+            path="/pinned")
     before = len(entries(ledger_repo))
     res = run(ledger_repo, "record", "HEAD", "--environment", "prod", "--json")
     assert res.returncode == 0, res.stderr

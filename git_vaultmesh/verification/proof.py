@@ -47,6 +47,13 @@ def _int(v: Any, what: str) -> int:
     return v
 
 
+def _keys(obj: dict[str, Any], required: set[str], optional: set[str], what: str) -> None:
+    missing, extra = required - set(obj), set(obj) - required - optional
+    if missing or extra:
+        raise _Malformed(f"{what}: " + "; ".join(x for x in (f"missing {sorted(missing)}" if missing else "",
+                                                            f"unknown {sorted(extra)}" if extra else "") if x))
+
+
 def _shape(bundle: Any, r: Report) -> dict[str, Any] | None:
     """The schema: the format version first (an older bundle gets its own code), then every field's type."""
     if not isinstance(bundle, dict):
@@ -63,19 +70,21 @@ def _shape(bundle: Any, r: Report) -> dict[str, Any] | None:
         r.failed("proof.format", "VM-PROOF-MALFORMED", f"not a {FORMAT} bundle (format {str(fmt)[:40]!r})",
                  hint=_REGENERATE)
         return None
-    try:
-        for key in ("checkpoint", "entries", "release", "commit"):
-            if key not in bundle:
-                raise _Malformed(f"missing {key!r}")
+    try:  # exact shapes: a field nothing checks is a field an attacker can use
+        _keys(bundle, {"format", "log", "checkpoint", "entries", "release", "commit"}, {"consistency"}, "the bundle")
+        if not isinstance(bundle["log"], str):
+            raise _Malformed("log must be the log id (a string)")
         cp = bundle["checkpoint"]
         if not isinstance(cp, dict) or not isinstance(cp.get("text"), str) or not isinstance(cp.get("sig"), str):
             raise _Malformed("checkpoint must be {text, sig} (strings)")
+        _keys(cp, {"text", "sig"}, set(), "checkpoint")
         items = bundle["entries"]
         if not isinstance(items, list) or not items:
             raise _Malformed("entries must be a non-empty list")
         for it in items:
             if not isinstance(it, dict) or not isinstance(it.get("line"), str):
                 raise _Malformed("each entry must be {index, line, inclusion}")
+            _keys(it, {"index", "line", "inclusion"}, set(), "an entry")
             _int(it.get("index"), "entry index")
             _hashes(it.get("inclusion"), f"inclusion of entry #{it.get('index')}")
         if len({it["index"] for it in items}) != len(items):
@@ -84,12 +93,14 @@ def _shape(bundle: Any, r: Report) -> dict[str, Any] | None:
         c = bundle["commit"]
         if not isinstance(c, dict) or not isinstance(c.get("raw"), str) or not isinstance(c.get("oid"), str):
             raise _Malformed("commit must be {oid, raw, index, inclusion}")
+        _keys(c, {"oid", "raw", "index", "inclusion"}, set(), "commit")
         _int(c.get("index"), "commit index")
         _hashes(c.get("inclusion"), "commit inclusion")
         if "consistency" in bundle:
             cons = bundle["consistency"]
             if not isinstance(cons, dict):
                 raise _Malformed("consistency must be {from, proof}")
+            _keys(cons, {"from", "proof"}, set(), "consistency")
             _int(cons.get("from"), "consistency.from")
             _hashes(cons.get("proof"), "consistency proof")
     except _Malformed as exc:
@@ -108,6 +119,10 @@ def check(bundle: Any, trust_root: str) -> Report:
     except (VaultMeshError, UnicodeEncodeError) as exc:
         r.failed("proof.format", "VM-PROOF-MALFORMED", exc.cause if isinstance(exc, VaultMeshError) else str(exc),
                  hint=_REGENERATE)
+        return r
+    if b["log"] != cp.log_id:
+        r.failed("proof.format", "VM-PROOF-MALFORMED", f"the bundle names log {b['log'][:40]!r}, its checkpoint is "
+                 f"of log {cp.log_id}", hint=_REGENERATE)
         return r
     carried, lines = _included(b, cp, r)
     if not _complete(cp, carried, lines, r):
