@@ -128,7 +128,8 @@ def main() -> int:
     CACHE.mkdir(parents=True, exist_ok=True)
     home = CACHE / "g"
     home.mkdir(mode=0o700, exist_ok=True)
-    env = dict(ENV, GNUPGHOME=str(home))
+    ENV["GNUPGHOME"] = str(home)  # every git vaultmesh below signs with the throwaway keys made there
+    env = dict(ENV)
     t0 = time.perf_counter()
     peers = {f"p{i}-{a.entries}": CACHE / f"p{i}-{a.entries}" for i in range(a.peers)}
     fprs = {n: build_peer(p, n, a.entries, home) for n, p in peers.items()}
