@@ -140,14 +140,7 @@ def test_merge_entry_verifies_and_tampering_is_detected(three: dict[str, Any]) -
 def _rewrite_last_entry(repo: Path, edit: Any) -> None:
     """An attacker with push access: a new log commit whose tree holds the last entry edited."""
     names = git(repo, "ls-tree", "-r", "--name-only", LOG, "--", "entries").split()
-    blob = git(repo, "cat-file", "blob", f"{LOG}:{names[-1]}")
-    new = git(repo, "hash-object", "-w", "--stdin", input=(edit(blob) + "\n").encode())
-    env = dict(os.environ, GIT_INDEX_FILE=str(repo / ".git" / "tamper-index"))
-    subprocess.run(["git", "read-tree", LOG], cwd=repo, env=env, check=True)
-    subprocess.run(["git", "update-index", "--cacheinfo", f"100644,{new},{names[-1]}"], cwd=repo, env=env, check=True)
-    tree = subprocess.run(["git", "write-tree"], cwd=repo, env=env, check=True, capture_output=True,
-                          text=True).stdout.strip()
-    git(repo, "update-ref", LOG, git(repo, "commit-tree", tree, "-p", LOG, "-m", "edit"))
+    _replace_file(repo, names[-1], edit(git(repo, "cat-file", "blob", f"{LOG}:{names[-1]}")) + "\n")
 
 
 def _failed(res: subprocess.CompletedProcess[str], peer: str) -> dict[str, Any]:
@@ -192,12 +185,7 @@ def test_checkpoint_signed_by_a_key_outside_the_peers_policy(three: dict[str, An
     cp = git(b, "cat-file", "blob", f"{LOG}:checkpoint") + "\n"
     sig = subprocess.run(["gpg", "--batch", "--armor", "--detach-sign", "-u", mallory.fingerprint], input=cp,
                          capture_output=True, text=True, check=True).stdout
-    new = git(b, "hash-object", "-w", "--stdin", input=sig.encode())
-    env = dict(os.environ, GIT_INDEX_FILE=str(b / ".git" / "tamper-index"))
-    subprocess.run(["git", "read-tree", LOG], cwd=b, env=env, check=True)
-    subprocess.run(["git", "update-index", "--cacheinfo", f"100644,{new},checkpoint.sig"], cwd=b, env=env, check=True)
-    tree = subprocess.run(["git", "write-tree"], cwd=b, env=env, check=True, capture_output=True, text=True).stdout.strip()
-    git(b, "update-ref", LOG, git(b, "commit-tree", tree, "-p", LOG, "-m", "resign"))
+    _replace_file(b, "checkpoint.sig", sig)
     assert _failed(sync(a, "bob"), "bob")["code"] == "VM-CHECKPOINT-SIG"
     assert git(a, "for-each-ref", "refs/vaultmesh/remotes/bob/log") == ""
 

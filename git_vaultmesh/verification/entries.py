@@ -17,11 +17,7 @@ def timeline(ctx: Context) -> None:
     try:
         tl = replay(ctx.carried, verified_judge(ctx.verifier()), ctx.opts.known_size)
     except VaultMeshError as exc:
-        check = "log.genesis"
-        if exc.code == "VM-POLICY-INVALID":
-            r.error(check, exc)
-        else:
-            r.failed(check, exc.code, exc.cause, exc.hint)
+        r.error("log.genesis", exc)
         return
     ctx.timeline = tl
     r.log_id = tl.log_id
