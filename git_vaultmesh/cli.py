@@ -27,7 +27,10 @@ def _trust(p: argparse.ArgumentParser) -> None:
                    help="genesis signer fingerprint to pin (default: git config vaultmesh.trustRoot)")
 
 
-def _adder(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Callable[..., argparse.ArgumentParser]:
+Add = Callable[..., argparse.ArgumentParser]
+
+
+def _adder(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Add:
     """`add(name, help[, description])` for one level of verbs: help doubles as the description."""
 
     def add(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -37,15 +40,8 @@ def _adder(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Callable
     return add
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-C", dest="directory", metavar="PATH", help="run as if started in PATH")
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    add = _adder(sub)
-
+def _ledger_verbs(add: Add) -> None:
+    """Verbs that start the ledger and append receipts."""
     p = add("init", "create the ledger: a genesis policy entry trusting your signing key",
             "Create refs/vaultmesh/log with a genesis policy entry signed by your key (threshold 1), and pin\n"
             "that key as this clone's trust root (git config vaultmesh.trustRoot).")
@@ -70,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail instead of recording submodules as not-included when their repos are absent")
     _json(p)
 
+
+def _verify_verbs(add: Add) -> None:
+    """Verbs that judge: the ledger, a release, a proof bundle."""
     p = add("verify", "verify the ledger and a release; fails closed with a VM-… code",
             "Check the log (append-only, checkpoints, signatures against the pinned policy), and for REV its\n"
             "tag, history Merkle root, tree digest and artifacts. Without REV, or with --all, every entry.")
@@ -81,6 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
     _trust(p)
     _json(p)
 
+    p = add("prove", "write a self-contained proof bundle (JSON) that a commit is in a release",
+            "Prints a bundle with the commit-in-release inclusion proof, the entry-in-log inclusion proof,\n"
+            "the signed checkpoint and the policy keys, verifiable offline with `check-proof`.")
+    p.add_argument("commit", help="the commit to prove")
+    p.add_argument("--in", dest="release", required=True, metavar="TAG", help="the recorded release")
+    p.add_argument("--from", dest="from_release", metavar="TAG",
+                   help="also prove that this earlier release's history is a prefix (consistency)")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+
+    p = add("check-proof", "verify a proof bundle offline, without the repository")
+    p.add_argument("bundle", help="the bundle file (- for stdin)")
+    p.add_argument("--trust-root", metavar="FPR", required=True, help="the genesis signer you trust")
+    _json(p)
+
+
+def _reading_verbs(add: Add) -> None:
+    """Verbs that read entries without judging them."""
     p = add("show", "show the receipts recorded for a tag or revision")
     p.add_argument("rev", help="tag, revision, entry id or #seq")
     _json(p)
@@ -91,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", help="only entries of this type")
     _json(p)
 
+
+def _trust_verbs(add: Add) -> None:
+    """Verbs that change who is trusted (policy entries, co-signatures)."""
     p = add("policy", "show or change the trust policy: signers, thresholds, co-signing, rotation",
             "Trust lives only in `policy` entries of the log. A change appends a full snapshot of the new\n"
             "policy, valid only if signed by the \"policy\" threshold of the policy in force before it; every\n"
@@ -149,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--message", "-m", help="a note to sign along (e.g. what you checked)")
     _json(p)
 
+
+def _timestamp_verbs(add: Add) -> None:
+    """RFC 3161: TSAs in the policy and the tokens entries carry."""
     p = add("tsa", "RFC 3161 TSAs: add one to the trust policy, list them, or run the built-in loopback TSA",
             "tsa add NAME --url URL --ca-cert CA.pem appends a signed policy entry: from then on entries need\n"
             "--require N tokens (default: at least 1) from distinct policy TSAs. The URL goes to git config\n"
@@ -193,20 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="with --pending: only list the pending entries")
     _json(p)
 
-    p = add("prove", "write a self-contained proof bundle (JSON) that a commit is in a release",
-            "Prints a bundle with the commit-in-release inclusion proof, the entry-in-log inclusion proof,\n"
-            "the signed checkpoint and the policy keys, verifiable offline with `check-proof`.")
-    p.add_argument("commit", help="the commit to prove")
-    p.add_argument("--in", dest="release", required=True, metavar="TAG", help="the recorded release")
-    p.add_argument("--from", dest="from_release", metavar="TAG",
-                   help="also prove that this earlier release's history is a prefix (consistency)")
-    p.add_argument("-o", "--output", help="write to this file instead of stdout")
 
-    p = add("check-proof", "verify a proof bundle offline, without the repository")
-    p.add_argument("bundle", help="the bundle file (- for stdin)")
-    p.add_argument("--trust-root", metavar="FPR", required=True, help="the genesis signer you trust")
-    _json(p)
-
+def _maintenance_verbs(add: Add) -> None:
+    """Sharing, demonstrating and repairing the ledger."""
     p = add("pull", "fetch a remote's ledger, re-append our entries it lacks, so the next push fast-forwards")
     p.add_argument("remote", nargs="?", default="origin", help="the remote to fetch refs/vaultmesh/log from")
     _json(p)
@@ -218,6 +229,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("doctor", "check the local ledger's derived data (notes) and repair it")
     p.add_argument("--repair", action="store_true", help="rebuild refs/notes/vaultmesh from the log")
     _json(p)
+
+
+# One function per group of verbs; a new verb goes in its group's function, or a new group here.
+VERB_GROUPS: tuple[Callable[[Add], None], ...] = (
+    _ledger_verbs,
+    _verify_verbs,
+    _reading_verbs,
+    _trust_verbs,
+    _timestamp_verbs,
+    _maintenance_verbs,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-C", dest="directory", metavar="PATH", help="run as if started in PATH")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    add = _adder(sub)
+    for group in VERB_GROUPS:
+        group(add)
     return parser
 
 
