@@ -6,6 +6,10 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .errors import VaultMeshError
 
 PROG = "git vaultmesh"
 DESCRIPTION = """\
@@ -226,6 +230,14 @@ def _maintenance_verbs(add: Add) -> None:
     p.add_argument("--keep", action="store_true", help="keep the throwaway directory and print its path")
     _json(p)
 
+    p = add("config", "list every setting with its value, origin and default; `config check` validates them",
+            "Settings are operational only (which key signs, TSA URLs, timeouts): trust lives in policy entries.\n"
+            "They come from git config vaultmesh.* (any scope) and the [vaultmesh] table of .vaultmesh.toml.\n"
+            "`config check` reports unknown keys (with a near-miss suggestion) and wrong types, exit 1.")
+    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    _json(_adder(csub)("check", "report unknown keys and malformed values with file and line"))
+    _json(p)
+
     p = add("doctor", "check the local ledger's derived data (notes) and repair it")
     p.add_argument("--repair", action="store_true", help="rebuild refs/notes/vaultmesh from the log")
     _json(p)
@@ -247,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-C", dest="directory", metavar="PATH", help="run as if started in PATH")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors on stderr")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show what gpg and git said")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     add = _adder(sub)
@@ -259,8 +273,29 @@ COMMANDS: dict[str, str] = {
     "init": "init", "record": "record", "verify": "verify", "show": "show", "log": "log",
     "prove": "prove", "check-proof": "check_proof", "pull": "pull", "demo": "demo", "doctor": "doctor",
     "policy": "policy", "cosign": "cosign",
-    "tsa": "tsa", "timestamp": "timestamp",
+    "tsa": "tsa", "timestamp": "timestamp", "config": "config",
 }
+
+
+def _malformed_security_setting() -> VaultMeshError | None:
+    """A security setting (signing key, format, trust root) that does not parse stops every verb: guessing
+    a default there would sign with, or trust, something the user did not choose."""
+    from .config import SCHEMA, validated
+    from .errors import VaultMeshError
+    from .git import Repo
+
+    try:
+        repo = Repo.discover(".")
+    except VaultMeshError:
+        return None  # the verb itself says it needs a repository
+    for key, value in repo.config_get_all(r"^vaultmesh\.").items():
+        name = key[len("vaultmesh."):]
+        if name in SCHEMA and SCHEMA[name].security:
+            try:
+                validated(name, value)
+            except VaultMeshError as exc:
+                return exc
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -286,6 +321,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  "pass an existing directory to -C").render(), file=sys.stderr)
             return 1
 
+    import os
+
+    os.environ["GIT_VAULTMESH_VERBOSITY"] = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
+    if args.command not in ("config", "demo"):
+        refused = _malformed_security_setting()
+        if refused is not None:
+            print(refused.render(), file=sys.stderr)
+            return 2
     module = importlib.import_module(f".commands.{COMMANDS[args.command]}", __package__)
     run: Callable[[argparse.Namespace], int] = module.run
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import VaultMeshError
 from .git import Repo
@@ -18,15 +18,70 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-# key -> (type, meaning); validated on read so a typo fails loudly instead of silently defaulting
-SCHEMA: dict[str, tuple[type, str]] = {
-    "signingkey": (str, "key that signs entries and checkpoints (gpg key id/fingerprint, or ssh key path)"),
-    "signingformat": (str, "openpgp or ssh (defaults from gpg.format)"),
-    "trustroot": (str, "fingerprint of the genesis signer this clone pins"),
-    "tsatimeout": (float, "seconds to wait for a TSA before the entry is left pending"),
-    "tsajobs": (int, "TSA requests in flight at once when timestamping many entries (default 16)"),
-    "gpgtimeout": (float, "seconds to wait for gpg/gpg-agent or ssh-keygen"),
+class Setting(NamedTuple):
+    type: type
+    default: str
+    meaning: str
+    security: bool = False  # a malformed value makes every verb refuse (exit 2) instead of guessing
+
+
+# The one schema of every vaultmesh.* key (git config) and [vaultmesh] key (.vaultmesh.toml), lower-case as git
+# canonicalises them. `tsa.NAME.url` stands for every TSA subsection. docs/settings.md is generated from it.
+SCHEMA: dict[str, Setting] = {
+    "signingkey": Setting(str, "user.signingkey",
+                          "key that signs entries and checkpoints (gpg key id/fingerprint, or ssh key path)", True),
+    "signingformat": Setting(str, "gpg.format, else openpgp", "openpgp or ssh", True),
+    "trustroot": Setting(str, "(none: trust on first use)", "fingerprint of the genesis signer this clone pins", True),
+    "tsatimeout": Setting(float, "10", "seconds to wait for a TSA before the entry is left pending"),
+    "tsajobs": Setting(int, "16", "TSA requests in flight at once when timestamping many entries"),
+    "gpgtimeout": Setting(float, "30", "seconds to wait for gpg/gpg-agent or ssh-keygen"),
+    "tsa.NAME.url": Setting(str, "(none)", "RFC 3161 URL of the policy TSA NAME (trust stays in the policy)"),
 }
+
+
+def schema_key(key: str) -> str | None:
+    """The schema entry a canonical key (without `vaultmesh.`) falls under, or None if unknown."""
+    key = key.lower()
+    if key in SCHEMA:
+        return key
+    parts = key.split(".")
+    if len(parts) >= 3 and parts[0] == "tsa" and parts[-1] == "url":
+        return "tsa.NAME.url"
+    return None
+
+
+def validated(key: str, value: Any) -> Any:
+    """The value of setting `key` converted to its schema type, or VM-CONFIG-INVALID naming the setting.
+    The one place a setting's shape is judged: Settings.get, `config check` and --trust-root all use it."""
+    name = schema_key(key) or key.lower()
+    typ = SCHEMA[name].type if name in SCHEMA else str
+    try:
+        if typ is str and not isinstance(value, str):
+            raise TypeError
+        if typ is int and isinstance(value, (bool, float)):
+            raise TypeError
+        result = typ(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400), int(inf)
+        raise VaultMeshError("VM-CONFIG-INVALID", f"vaultmesh.{key} = {value!r} is not a {typ.__name__}",
+                             f"git config vaultmesh.{key} <{typ.__name__}>") from None
+    if name == "trustroot":
+        fpr = result.replace(" ", "")
+        if fpr.startswith("SHA256:") and len(fpr) > 7:  # an SSH signer's key fingerprint
+            return fpr
+        if not (len(fpr) in (40, 64) and all(c in "0123456789abcdefABCDEF" for c in fpr)):
+            raise VaultMeshError("VM-CONFIG-INVALID", f"vaultmesh.trustRoot = {value!r} is not a fingerprint",
+                                 "git config vaultmesh.trustRoot <40 or 64 hex digits, or SHA256:… of an SSH key>")
+        return fpr.upper()
+    if name == "signingformat" and result not in ("openpgp", "ssh"):
+        raise VaultMeshError("VM-CONFIG-INVALID", f"signing format {result!r} is not supported",
+                             "set vaultmesh.signingFormat to openpgp or ssh")
+    if name in ("tsatimeout", "gpgtimeout") and not 0 < result <= 3600:
+        raise VaultMeshError("VM-CONFIG-INVALID", f"vaultmesh.{key} = {value} is out of range",
+                             "use a number of seconds between 0 and 3600")
+    if name == "tsajobs" and not 1 <= result <= 256:
+        raise VaultMeshError("VM-CONFIG-INVALID", f"vaultmesh.{key} = {value} is out of range",
+                             "use a whole number between 1 and 256")
+    return result
 
 
 class Settings:
@@ -70,12 +125,7 @@ class Settings:
             raw = self._file().get(key)
         if raw is None:
             return None
-        typ = SCHEMA.get(key, (str, ""))[0]
-        try:
-            return typ(raw)
-        except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400), int(inf)
-            raise VaultMeshError("VM-CONFIG-INVALID", f"vaultmesh.{key} = {raw!r} is not a {typ.__name__}",
-                                 f"git config vaultmesh.{key} <{typ.__name__}>") from None
+        return validated(key, raw)
 
     def timeout(self, key: str, default: float) -> float:
         value = self.get(key)
