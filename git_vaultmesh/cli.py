@@ -238,6 +238,14 @@ def _maintenance_verbs(add: Add) -> None:
     _json(_adder(csub)("check", "report unknown keys and malformed values with file and line"))
     _json(p)
 
+    p = add("completion", "print a shell completion script (bash, zsh, fish) generated from this parser",
+            "Install lines:\n"
+            "  bash: git vaultmesh completion bash > ~/.local/share/bash-completion/completions/git-vaultmesh\n"
+            "        (or `eval \"$(git vaultmesh completion bash)\"` in ~/.bashrc, after git's completion)\n"
+            "  zsh:  git vaultmesh completion zsh > ~/.zfunc/_git-vaultmesh   (fpath+=~/.zfunc)\n"
+            "  fish: git vaultmesh completion fish > ~/.config/fish/completions/git-vaultmesh.fish")
+    p.add_argument("shell", choices=["bash", "zsh", "fish"])
+
     p = add("doctor", "check the local ledger's derived data (notes) and repair it")
     p.add_argument("--repair", action="store_true", help="rebuild refs/notes/vaultmesh from the log")
     _json(p)
@@ -273,7 +281,7 @@ COMMANDS: dict[str, str] = {
     "init": "init", "record": "record", "verify": "verify", "show": "show", "log": "log",
     "prove": "prove", "check-proof": "check_proof", "pull": "pull", "demo": "demo", "doctor": "doctor",
     "policy": "policy", "cosign": "cosign",
-    "tsa": "tsa", "timestamp": "timestamp", "config": "config",
+    "tsa": "tsa", "timestamp": "timestamp", "config": "config", "completion": "completion",
 }
 
 
