@@ -238,6 +238,9 @@ def _maintenance_verbs(add: Add) -> None:
     _json(_adder(csub)("check", "report unknown keys and malformed values with file and line"))
     _json(p)
 
+    p = add("help", "show this help, or a verb's (`git vaultmesh help verify`); the man page is --help")
+    p.add_argument("verb", nargs="*", help="the verb (and subcommand) to explain")
+
     p = add("completion", "print a shell completion script (bash, zsh, fish) generated from this parser",
             "Install lines:\n"
             "  bash: git vaultmesh completion bash > ~/.local/share/bash-completion/completions/git-vaultmesh\n"
@@ -317,6 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    if args.command == "help":
+        try:
+            parser.parse_args([*args.verb, "-h"])
+        except SystemExit as exc:
+            return int(exc.code or 0)
     from .errors import VaultMeshError
 
     if args.directory:

@@ -79,8 +79,6 @@ def fish(tree: dict[str, tuple[list[str], list[str]]]) -> str:
             for o in opts:
                 if o.startswith("--"):
                     lines.append(f"complete -c {cmd} -n '{cond}' -l {o[2:]}")
-    if "git" in verbs:  # pragma: no cover
-        pass
     return "\n".join(lines) + "\n"
 
 
