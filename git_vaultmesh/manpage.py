@@ -26,7 +26,8 @@ def _options(p: argparse.ArgumentParser) -> list[str]:
         if a.option_strings:
             name = ", ".join(a.option_strings)
             if a.nargs != 0:
-                name += " " + (a.metavar or a.dest.upper() if isinstance(a.metavar or a.dest, str) else "")
+                meta = a.metavar if isinstance(a.metavar, str) else a.dest.upper()
+                name += f" {meta}"
         else:
             name = str(a.metavar or a.dest)
         out += [".TP", f"\\fB{_esc(name)}\\fR", _esc(a.help or "")]
