@@ -177,3 +177,21 @@ def signing_key(repo: Repo) -> Any:
                              "git config vaultmesh.signingKey <gpg fingerprint> (or user.signingkey)")
     fmt = settings.signing_format()
     return resolve_signing_key(fmt, name, timeout=settings.timeout("gpgtimeout", 30.0))  # type: ignore[arg-type]
+
+
+def settings_page() -> str:
+    """docs/settings.md, generated from SCHEMA (`python -m git_vaultmesh.config > docs/settings.md`)."""
+    rows = "".join(f"| `vaultmesh.{k}` | {s.type.__name__} | {s.default} | {'yes' if s.security else ''} | {s.meaning} |\n"
+                   for k, s in SCHEMA.items())
+    return ("# Settings\n\nOperational settings only: which key signs, where TSAs are, timeouts. Trust (signers,\n"
+            "thresholds, TSA certificates) lives in the log's policy entries, never here.\n\n"
+            "Each key is read from `git config vaultmesh.KEY` (any scope; `git -c` works), else from the\n"
+            "`[vaultmesh]` table of `.vaultmesh.toml` at the work-tree root (`[vaultmesh.tsa.NAME]` for TSA URLs).\n"
+            "`git vaultmesh config` lists each value and where it came from; `git vaultmesh config check`\n"
+            "reports unknown keys and malformed values with file and line. A malformed *security* setting\n"
+            "makes every verb refuse to run (exit 2, VM-CONFIG-INVALID naming the setting).\n\n"
+            "| Key | Type | Default | Security | Meaning |\n|---|---|---|---|---|\n" + rows)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(settings_page(), end="")

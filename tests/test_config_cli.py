@@ -36,3 +36,12 @@ def test_every_verb_refuses_a_malformed_trust_root(repo):
         r = vm(repo, *verb)
         assert r.returncode == 2, (verb, r.stderr)
         assert "VM-CONFIG-INVALID" in r.stderr and "vaultmesh.trustRoot" in r.stderr
+
+
+def test_settings_page_matches_the_schema():
+    from pathlib import Path
+
+    from git_vaultmesh.config import settings_page
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
+    assert page.read_text() == settings_page(), "regenerate: python -m git_vaultmesh.config > docs/settings.md"
