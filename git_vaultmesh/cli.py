@@ -247,7 +247,7 @@ def _maintenance_verbs(add: Add) -> None:
             "        (or `eval \"$(git vaultmesh completion bash)\"` in ~/.bashrc, after git's completion)\n"
             "  zsh:  git vaultmesh completion zsh > ~/.zfunc/_git-vaultmesh   (fpath+=~/.zfunc)\n"
             "  fish: git vaultmesh completion fish > ~/.config/fish/completions/git-vaultmesh.fish")
-    p.add_argument("shell", choices=["bash", "zsh", "fish"])
+    p.add_argument("shell", choices=["bash", "zsh", "fish"], metavar="shell", help="bash, zsh or fish")
 
     p = add("doctor", "check the local ledger's derived data (notes) and repair it")
     p.add_argument("--repair", action="store_true", help="rebuild refs/notes/vaultmesh from the log")
@@ -284,7 +284,7 @@ COMMANDS: dict[str, str] = {
     "init": "init", "record": "record", "verify": "verify", "show": "show", "log": "log",
     "prove": "prove", "check-proof": "check_proof", "pull": "pull", "demo": "demo", "doctor": "doctor",
     "policy": "policy", "cosign": "cosign",
-    "tsa": "tsa", "timestamp": "timestamp", "config": "config", "completion": "completion",
+    "tsa": "tsa", "timestamp": "timestamp", "config": "config", "completion": "completion", "help": "help",
 }
 
 
@@ -320,11 +320,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    if args.command == "help":
-        try:
-            parser.parse_args([*args.verb, "-h"])
-        except SystemExit as exc:
-            return int(exc.code or 0)
     from .errors import VaultMeshError
 
     if args.directory:
@@ -340,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import os
 
     os.environ["GIT_VAULTMESH_VERBOSITY"] = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
-    if args.command not in ("config", "demo"):
+    if args.command not in ("config", "demo", "help", "completion"):
         refused = _malformed_security_setting()
         if refused is not None:
             print(refused.render(), file=sys.stderr)
