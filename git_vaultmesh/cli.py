@@ -8,6 +8,10 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .errors import VaultMeshError
 
 PROG = "git vaultmesh"
 DESCRIPTION = """\
@@ -35,7 +39,10 @@ def _timings(p: argparse.ArgumentParser) -> None:
                         "stderr, and add a \"timings\" object to --json (also: VAULTMESH_TIMINGS=1)")
 
 
-def _adder(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Callable[..., argparse.ArgumentParser]:
+Add = Callable[..., argparse.ArgumentParser]
+
+
+def _adder(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Add:
     """`add(name, help[, description])` for one level of verbs: help doubles as the description."""
 
     def add(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -52,7 +59,7 @@ def _vsa_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vsa-key", metavar="KEY.pem", help="PEM private key (ECDSA P-256 or Ed25519) signing the VSA")
 
 
-def _export_parser(add: Callable[..., argparse.ArgumentParser]) -> None:
+def _interop_verbs(add: Add) -> None:
     p = add("export", "export the receipts of a tag or revision as DSSE-signed in-toto Statements",
             "Print one DSSE envelope per receipt naming REV, one per line (.intoto.jsonl): an in-toto Statement\n"
             "v1 whose subjects are the artifacts (sha256), the tag (gitTag) and the tagged commit (gitCommit),\n"
@@ -66,15 +73,8 @@ def _export_parser(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-C", dest="directory", metavar="PATH", help="run as if started in PATH")
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    add = _adder(sub)
-
+def _ledger_verbs(add: Add) -> None:
+    """Verbs that start the ledger and append receipts."""
     p = add("init", "create the ledger: a genesis policy entry trusting your signing key",
             "Create refs/vaultmesh/log with a genesis policy entry signed by your key (threshold 1), and pin\n"
             "that key as this clone's trust root (git config vaultmesh.trustRoot).")
@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     _json(p)
     _timings(p)
 
+
+def _verify_verbs(add: Add) -> None:
+    """Verbs that judge: the ledger, a release, a proof bundle."""
     p = add("verify", "verify the ledger and a release; fails closed with a VM-… code",
             "Check the log (append-only, checkpoints, signatures against the pinned policy), and for REV its\n"
             "tag, history Merkle root, tree digest and artifacts. Without REV, or with --all, every entry.")
@@ -113,6 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     _vsa_flags(p)
     _timings(p)
 
+    p = add("prove", "write a self-contained proof bundle (JSON) that a commit is in a release",
+            "Prints a bundle with the commit-in-release inclusion proof, the entry-in-log inclusion proof,\n"
+            "the signed checkpoint and the policy keys, verifiable offline with `check-proof`.")
+    p.add_argument("commit", help="the commit to prove")
+    p.add_argument("--in", dest="release", required=True, metavar="TAG", help="the recorded release")
+    p.add_argument("--from", dest="from_release", metavar="TAG",
+                   help="also prove that this earlier release's history is a prefix (consistency)")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+
+    p = add("check-proof", "verify a proof bundle offline, without the repository")
+    p.add_argument("bundle", help="the bundle file (- for stdin)")
+    p.add_argument("--trust-root", metavar="FPR", required=True, help="the genesis signer you trust")
+    _json(p)
+
+
+def _reading_verbs(add: Add) -> None:
+    """Verbs that read entries without judging them."""
     p = add("show", "show the receipts recorded for a tag or revision")
     p.add_argument("rev", help="tag, revision, entry id or #seq")
     _json(p)
@@ -123,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", help="only entries of this type")
     _json(p)
 
+
+def _trust_verbs(add: Add) -> None:
+    """Verbs that change who is trusted (policy entries, co-signatures)."""
     p = add("policy", "show or change the trust policy: signers, thresholds, co-signing, rotation",
             "Trust lives only in `policy` entries of the log. A change appends a full snapshot of the new\n"
             "policy, valid only if signed by the \"policy\" threshold of the policy in force before it; every\n"
@@ -189,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--message", "-m", help="a note to sign along (e.g. what you checked)")
     _json(p)
 
+
+def _timestamp_verbs(add: Add) -> None:
+    """RFC 3161: TSAs in the policy and the tokens entries carry."""
     p = add("tsa", "RFC 3161 TSAs: add one to the trust policy, list them, or run the built-in loopback TSA",
             "tsa add NAME --url URL --ca-cert CA.pem appends a signed policy entry: from then on entries need\n"
             "--require N tokens (default: at least 1) from distinct policy TSAs. The URL goes to git config\n"
@@ -233,20 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="with --pending: only list the pending entries")
     _json(p)
 
-    p = add("prove", "write a self-contained proof bundle (JSON) that a commit is in a release",
-            "Prints a bundle with the commit-in-release inclusion proof, the entry-in-log inclusion proof,\n"
-            "the signed checkpoint and the policy keys, verifiable offline with `check-proof`.")
-    p.add_argument("commit", help="the commit to prove")
-    p.add_argument("--in", dest="release", required=True, metavar="TAG", help="the recorded release")
-    p.add_argument("--from", dest="from_release", metavar="TAG",
-                   help="also prove that this earlier release's history is a prefix (consistency)")
-    p.add_argument("-o", "--output", help="write to this file instead of stdout")
 
-    p = add("check-proof", "verify a proof bundle offline, without the repository")
-    p.add_argument("bundle", help="the bundle file (- for stdin)")
-    p.add_argument("--trust-root", metavar="FPR", required=True, help="the genesis signer you trust")
-    _json(p)
-
+def _maintenance_verbs(add: Add) -> None:
+    """Sharing, demonstrating and repairing the ledger."""
     p = add("pull", "fetch a remote's ledger, re-append our entries it lacks, so the next push fast-forwards")
     p.add_argument("remote", nargs="?", default="origin", help="the remote to fetch refs/vaultmesh/log from")
     _json(p)
@@ -255,17 +270,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the throwaway directory and print its path")
     _json(p)
 
-    _federate(add)
-    _export_parser(add)
+    p = add("config", "list every setting with its value, origin and default; `config check` validates them",
+            "Settings are operational only (which key signs, TSA URLs, timeouts): trust lives in policy entries.\n"
+            "They come from git config vaultmesh.* (any scope) and the [vaultmesh] table of .vaultmesh.toml.\n"
+            "`config check` reports unknown keys (with a near-miss suggestion) and wrong types, exit 1.")
+    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    _json(_adder(csub)("check", "report unknown keys and malformed values with file and line"))
+    _json(p)
+
+    p = add("help", "show this help, or a verb's (`git vaultmesh help verify`); the man page is --help")
+    p.add_argument("verb", nargs="*", help="the verb (and subcommand) to explain")
+
+    p = add("completion", "print a shell completion script (bash, zsh, fish) generated from this parser",
+            "Install lines:\n"
+            "  bash: git vaultmesh completion bash > ~/.local/share/bash-completion/completions/git-vaultmesh\n"
+            "        (or `eval \"$(git vaultmesh completion bash)\"` in ~/.bashrc, after git's completion)\n"
+            "  zsh:  git vaultmesh completion zsh > ~/.zfunc/_git-vaultmesh   (fpath+=~/.zfunc)\n"
+            "  fish: git vaultmesh completion fish > ~/.config/fish/completions/git-vaultmesh.fish")
+    p.add_argument("shell", choices=["bash", "zsh", "fish"], metavar="shell", help="bash, zsh or fish")
 
     p = add("doctor", "check the local ledger's derived data (notes) and repair it")
     p.add_argument("--repair", action="store_true", help="rebuild refs/notes/vaultmesh from the log")
     _json(p)
-    _hooks_parsers(add)
-    return parser
 
 
-def _federate(add: Callable[..., argparse.ArgumentParser]) -> None:
+def _federation_verbs(add: Add) -> None:
     p = add("federate", "watch other teams' ledgers: add a peer, sync (verify + witness), status, merge",
             "A peer is a separate log with its own signers. `sync` fetches its refs/vaultmesh/log into\n"
             "refs/vaultmesh/remotes/<peer>/log only after verifying it with the peer's own policy and your pin\n"
@@ -292,7 +321,7 @@ def _federate(add: Callable[..., argparse.ArgumentParser]) -> None:
 HOOK_NAMES = ("pre-commit", "pre-push", "reference-transaction", "post-rewrite", "pre-receive")
 
 
-def _hooks_parsers(add: Callable[..., argparse.ArgumentParser]) -> None:
+def _hook_verbs(add: Add) -> None:
     """install, hook and covenant (docs/hooks.md)."""
     p = add("covenant", "judge the Four Covenants: I Integrity, II Reproducibility, III Federation, IV Proof-chain",
             "Each covenant is computed now from the verification checks (nothing is cached or assumed):\n"
@@ -337,12 +366,42 @@ def _hooks_parsers(add: Callable[..., argparse.ArgumentParser]) -> None:
                    help="pre-commit: also judge Integrity and Proof-chain (the pre-commit framework hook)")
 
 
+# One function per group of verbs; a new verb goes in its group's function, or a new group here.
+VERB_GROUPS: tuple[Callable[[Add], None], ...] = (
+    _ledger_verbs,
+    _verify_verbs,
+    _reading_verbs,
+    _trust_verbs,
+    _timestamp_verbs,
+    _maintenance_verbs,
+    _federation_verbs,
+    _hook_verbs,
+    _interop_verbs,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-C", dest="directory", metavar="PATH", help="run as if started in PATH")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors on stderr")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show what gpg and git said")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    add = _adder(sub)
+    for group in VERB_GROUPS:
+        group(add)
+    return parser
+
+
 COMMANDS: dict[str, str] = {
     "init": "init", "record": "record", "verify": "verify", "show": "show", "log": "log",
     "prove": "prove", "check-proof": "check_proof", "pull": "pull", "demo": "demo", "doctor": "doctor",
     "policy": "policy", "cosign": "cosign",
     "tsa": "tsa", "timestamp": "timestamp", "federate": "federate", "export": "export",
     "covenant": "covenant", "install": "install", "hook": "hook",
+    "config": "config", "completion": "completion", "help": "help",
 }
 
 
@@ -352,6 +411,28 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _malformed_security_setting() -> VaultMeshError | None:
+    """A security setting (signing key, format, trust root) that does not parse stops every verb: guessing
+    a default there would sign with, or trust, something the user did not choose."""
+    from .config import SCHEMA, schema_key, validated
+    from .errors import VaultMeshError
+    from .git import Repo
+
+    try:
+        repo = Repo.discover(".")
+    except VaultMeshError:
+        return None  # the verb itself says it needs a repository
+    for key, value in repo.config_get_all(r"^vaultmesh\.").items():
+        name = key[len("vaultmesh."):]
+        setting = SCHEMA.get(schema_key(name) or "")
+        if setting is not None and setting.security:
+            try:
+                validated(name, value)
+            except VaultMeshError as exc:
+                return exc
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -387,6 +468,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import timings
 
         timings.enable(started)
+    os.environ["GIT_VAULTMESH_VERBOSITY"] = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
+    if args.command not in ("config", "demo", "help", "completion"):
+        refused = _malformed_security_setting()
+        if refused is not None:
+            print(refused.render(), file=sys.stderr)
+            return 2
     module = importlib.import_module(f".commands.{COMMANDS[args.command]}", __package__)
     run: Callable[[argparse.Namespace], int] = module.run
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import VaultMeshError
 from .git import Repo
@@ -18,21 +18,45 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-# key -> (type, meaning); validated on read so a typo fails loudly instead of silently defaulting
-SCHEMA: dict[str, tuple[type, str]] = {
-    "signingkey": (str, "key that signs entries and checkpoints (gpg key id/fingerprint, or ssh key path)"),
-    "signingformat": (str, "openpgp or ssh (defaults from gpg.format)"),
-    "trustroot": (str, "fingerprint of the genesis signer this clone pins"),
-    "tsatimeout": (float, "seconds to wait for a TSA before the entry is left pending"),
-    "tsajobs": (int, "TSA requests in flight at once when timestamping many entries (default 16)"),
-    "gpgtimeout": (float, "seconds to wait for gpg/gpg-agent or ssh-keygen"),
-    "buildcommand": (str, "release build (sh -c) that covenant II runs twice in clean checkouts of the tag"),
-    "buildoutput": (str, "directory, relative to the checkout, where the build writes its artifacts (default dist)"),
-    "buildtimeout": (float, "seconds one run of the build command may take (default 600)"),
-    "releasetags": (str, "glob(s) naming release tags, space-separated (default v*): pre-push and pre-receive check them"),
-    "autorecord": (str, "true: the reference-transaction hook records new release tags; or a glob of its own"),
-    "verifypush": (str, "false turns the pre-push checks off (the server's pre-receive still applies)"),
+class Setting(NamedTuple):
+    type: type
+    default: str
+    meaning: str
+    security: bool = False  # a malformed value makes every verb refuse (exit 2) instead of guessing
+
+
+# The one schema of every vaultmesh.* key (git config) and [vaultmesh] key (.vaultmesh.toml), lower-case as git
+# canonicalises them. `tsa.NAME.url` stands for every TSA subsection. docs/settings.md is generated from it.
+SCHEMA: dict[str, Setting] = {
+    "signingkey": Setting(str, "user.signingkey",
+                          "key that signs entries and checkpoints (gpg key id/fingerprint, or ssh key path)", True),
+    "signingformat": Setting(str, "gpg.format, else openpgp", "openpgp or ssh", True),
+    "trustroot": Setting(str, "(none: trust on first use)", "fingerprint of the genesis signer this clone pins", True),
+    "tsatimeout": Setting(float, "10", "seconds to wait for a TSA before the entry is left pending"),
+    "tsajobs": Setting(int, "16", "TSA requests in flight at once when timestamping many entries"),
+    "gpgtimeout": Setting(float, "30", "seconds to wait for gpg/gpg-agent or ssh-keygen"),
+    "tsa.NAME.url": Setting(str, "(none)", "RFC 3161 URL of the policy TSA NAME (trust stays in the policy)"),
+    "buildcommand": Setting(str, "(none)", "release build (sh -c) that covenant II runs twice in clean checkouts of the tag"),
+    "buildoutput": Setting(str, "dist", "directory, relative to the checkout, where the build writes its artifacts"),
+    "buildtimeout": Setting(float, "600", "seconds one run of the build command may take"),
+    "releasetags": Setting(str, "v*", "glob(s) naming release tags, space-separated: pre-push and pre-receive check them"),
+    "autorecord": Setting(str, "false", "true: the reference-transaction hook records new release tags; or a glob of its own"),
+    "verifypush": Setting(bool, "true", "false turns the pre-push checks off (the server's pre-receive still applies)", True),
+    "peer.NAME.url": Setting(str, "(none)", "where federation fetches peer NAME's ledger refs (operational only)"),
+    "peer.NAME.trustroot": Setting(str, "(none)", "fingerprint of peer NAME's genesis signer", True),
 }
+
+
+def schema_key(key: str) -> str | None:
+    """The schema entry a canonical key (without `vaultmesh.`) falls under, or None if unknown."""
+    key = key.lower()
+    if key in SCHEMA:
+        return key
+    parts = key.split(".")
+    if len(parts) >= 3 and parts[0] in ("tsa", "peer") and f"{parts[0]}.NAME.{parts[-1]}" in SCHEMA:
+        return f"{parts[0]}.NAME.{parts[-1]}"
+    return None
+
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0", ""})
@@ -79,30 +103,15 @@ class Settings:
             raw = self._file().get(key)
         if raw is None:
             return None
-        typ = SCHEMA.get(key, (str, ""))[0]
-        try:
-            return typ(raw)
-        except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400), int(inf)
-            raise VaultMeshError("VM-CONFIG-INVALID", f"vaultmesh.{key} = {raw!r} is not a {typ.__name__}",
-                                 f"git config vaultmesh.{key} <{typ.__name__}>") from None
+        return validated(key, raw)
 
     def timeout(self, key: str, default: float) -> float:
-        value = self.get(key)
-        if value is None:
-            return default
-        if not 0 < float(value) <= 3600:
-            raise VaultMeshError("VM-CONFIG-INVALID", f"vaultmesh.{key} = {value} is out of range",
-                                 "use a number of seconds between 0 and 3600")
-        return float(value)
+        value = self.get(key)  # validated: a float in range
+        return default if value is None else float(value)
 
     def signing_format(self) -> str:
-        fmt = self.get("signingformat") or self.repo.config_get("gpg.format") or "openpgp"
-        if fmt == "openpgp":
-            return "openpgp"
-        if fmt == "ssh":
-            return "ssh"
-        raise VaultMeshError("VM-CONFIG-INVALID", f"signing format {fmt!r} is not supported",
-                             "set vaultmesh.signingFormat to openpgp or ssh")
+        fmt = self.get("signingformat")
+        return str(fmt if fmt is not None else validated("signingformat", self.repo.config_get("gpg.format") or "openpgp"))
 
     def tsa_url(self, name: str) -> str | None:
         """URL of policy TSA `name`: git config vaultmesh.tsa.<name>.url (the subsection keeps its case), else
@@ -124,15 +133,7 @@ class Settings:
     def flag(self, key: str, default: bool) -> bool:
         """A boolean setting as git spells booleans (true/yes/on/1, false/no/off/0)."""
         value = self.get(key)
-        if value is None:
-            return default
-        text = str(value).strip().lower()
-        if text in _TRUE or value is True:
-            return True
-        if text in _FALSE or value is False:
-            return False
-        raise VaultMeshError("VM-CONFIG-INVALID", f"vaultmesh.{key} = {value!r} is not a boolean",
-                             f"git config vaultmesh.{key} true|false")
+        return default if value is None else bool(value)
 
     def release_tag_globs(self) -> list[str]:
         """Globs (fnmatch, matched against the tag name without refs/tags/) that make a tag a release."""
@@ -178,20 +179,11 @@ class Settings:
     def problems(self) -> list[str]:
         """Every vaultmesh.* setting that is unknown or does not read as its type (the pre-commit schema check)."""
         out: list[str] = []
-        keys = {k[len("vaultmesh."):] for k in self.git_keys() if k.count(".") == 1}
-        keys |= set(self._file())
-        for key in sorted(keys):
-            if key not in SCHEMA:
-                out.append(f"vaultmesh.{key} is not a setting git-vaultmesh knows (typo?)")
-                continue
-            try:
-                self.get(key)
-            except VaultMeshError as exc:
-                out.append(exc.cause)
-        try:
-            self.flag("verifypush", True)
-        except VaultMeshError as exc:
-            out.append(exc.cause)
+        values: dict[str, Any] = {k[len("vaultmesh."):]: v for k, v in self.git_keys().items()}
+        for key, value in self._file().items():
+            values.setdefault(key, value)
+        for key in sorted(values):
+            out.extend(_problem(key, values[key]))
         return out
 
     def signing_key_name(self) -> str | None:
@@ -207,22 +199,24 @@ def toml_problems(text: str) -> list[str]:
     section = data.get("vaultmesh", data)
     if not isinstance(section, dict):
         return ["`vaultmesh` is not a table"]
-    out = []
+    out: list[str] = []
     for key, value in section.items():
-        low = str(key).lower()
         if isinstance(value, dict):
-            if low not in ("tsa", "peer"):
+            if str(key).lower() not in ("tsa", "peer"):
                 out.append(f"[vaultmesh.{key}] is not a table git-vaultmesh knows")
             continue
-        if low not in SCHEMA:
-            out.append(f"{key} is not a setting git-vaultmesh knows (typo?)")
-            continue
-        typ = SCHEMA[low][0]
-        try:
-            typ(value)
-        except (TypeError, ValueError, OverflowError):
-            out.append(f"{key} = {value!r} is not a {typ.__name__}")
+        out.extend(_problem(str(key), value))
     return out
+
+
+def _problem(key: str, value: Any) -> list[str]:
+    if schema_key(key) is None:
+        return [f"vaultmesh.{key} is not a setting git-vaultmesh knows (typo?)"]
+    try:
+        validated(key, value)
+    except VaultMeshError as exc:
+        return [exc.cause]
+    return []
 
 
 def signing_key(repo: Repo) -> Any:
@@ -240,33 +234,88 @@ def signing_key(repo: Repo) -> Any:
 
 def require_fingerprint(value: str | None, setting: str) -> str:
     """A trust root that must be given: `validated`, and absent is refused too."""
-    got = validated(setting, value if value is not None else "")
-    assert got is not None
-    return got
+    return str(validated(setting, value if value is not None else ""))
 
 
 _FPR = frozenset("0123456789ABCDEF")
+# how the docs and hints spell each key (git itself compares them case-insensitively)
+_SPELLING = {k.lower(): k for k in ("signingKey", "signingFormat", "tsaTimeout", "tsaJobs", "gpgTimeout",
+                                     "buildCommand", "buildOutput", "buildTimeout", "releaseTags", "autoRecord",
+                                     "verifyPush", "trustRoot")}
+_TRUST_ROOTS = ("trustroot", "peer.NAME.trustroot")
 
 
-def validated(key: str, value: str | None) -> str | None:
-    """A security setting's value, or VM-CONFIG-INVALID naming the setting: an empty or malformed value must
-    never fall back to a weaker mode (an empty trust root is not "no trust root"). None = not set at all.
+def validated(key: str, value: Any) -> Any:
+    """The value of setting `key` converted to its schema type, or VM-CONFIG-INVALID naming the setting. The one
+    place a setting's shape is judged (Settings.get, `config check`, the hooks' schema check, the start-up refusal
+    of a malformed security setting, --trust-root): an empty or malformed security value must never fall back to
+    a weaker mode (an empty trust root is not "no trust root"). None = not set at all.
 
-    trustroot: an OpenPGP fingerprint (40 or 64 hex digits, spaces allowed) or an SSH key fingerprint
-    (SHA256:<43 base64 characters>)."""
+    A trust root is an OpenPGP fingerprint (40 or 64 hex digits, spaces allowed, returned upper-case) or an SSH
+    key fingerprint (SHA256:<43 base64 characters>)."""
     if value is None:
         return None
-    name = key if "." in key or key.startswith("--") else f"vaultmesh.{key}"
-    low = name.lower()
-    if low in ("vaultmesh.trustroot", "--trust-root") or (low.startswith("vaultmesh.peer.") and low.endswith(".trustroot")):
-        text = value.strip()
+    short = key[len("vaultmesh."):] if key.lower().startswith("vaultmesh.") else key
+    parts = short.split(".")
+    parts[-1] = _SPELLING.get(parts[-1].lower(), parts[-1])
+    shown = key if key.startswith("--") else "vaultmesh." + ".".join(parts)
+    name = "trustroot" if key == "--trust-root" else (schema_key(short) or short.lower())
+    setting = SCHEMA.get(name)
+    typ = setting.type if setting else str
+    if name in _TRUST_ROOTS:
+        text = value.strip() if isinstance(value, str) else ""
         compact = text.replace(" ", "").upper()
         if compact and set(compact) <= _FPR and len(compact) in (40, 64):
             return compact
         if text.startswith("SHA256:") and len(text) == 50:
             return text
-        raise VaultMeshError("VM-CONFIG-INVALID",
-                             f"{name} = {value[:80]!r} is not a key fingerprint",
-                             f"set {name} to the genesis signer's full fingerprint (40/64 hex digits or SHA256:…); "
+        raise VaultMeshError("VM-CONFIG-INVALID", f"{shown} = {str(value)[:80]!r} is not a key fingerprint",
+                             f"set {shown} to the genesis signer's full fingerprint (40/64 hex digits or SHA256:…); "
                              "an empty value is refused, never treated as unset")
-    return value
+    if typ is bool:
+        text = str(value).strip().lower()
+        if value is True or (not isinstance(value, bool) and text in _TRUE):
+            return True
+        if value is False or (not isinstance(value, bool) and text in _FALSE):
+            return False
+        raise VaultMeshError("VM-CONFIG-INVALID", f"{shown} = {value!r} is not a boolean",
+                             f"git config {shown} true|false")
+    try:
+        if typ is str and not isinstance(value, str):
+            raise TypeError
+        if typ in (int, float) and isinstance(value, bool):
+            raise TypeError
+        if typ is int and isinstance(value, float):
+            raise TypeError
+        result = typ(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400), int(inf)
+        raise VaultMeshError("VM-CONFIG-INVALID", f"{shown} = {value!r} is not a {typ.__name__}",
+                             f"git config {shown} <{typ.__name__}>") from None
+    if name == "signingformat" and result not in ("openpgp", "ssh"):
+        raise VaultMeshError("VM-CONFIG-INVALID", f"signing format {result!r} is not supported",
+                             "set vaultmesh.signingFormat to openpgp or ssh")
+    if typ is float and not 0 < result <= (86400 if name == "buildtimeout" else 3600):
+        raise VaultMeshError("VM-CONFIG-INVALID", f"{shown} = {value} is out of range",
+                             "use a number of seconds between 0 and 3600 (a build: 86400)")
+    if name == "tsajobs" and not 1 <= result <= 256:
+        raise VaultMeshError("VM-CONFIG-INVALID", f"{shown} = {value} is out of range",
+                             "use a whole number between 1 and 256")
+    return result
+
+
+def settings_page() -> str:
+    """docs/settings.md, generated from SCHEMA (`python -m git_vaultmesh.config > docs/settings.md`)."""
+    rows = "".join(f"| `vaultmesh.{k}` | {s.type.__name__} | {s.default} | {'yes' if s.security else ''} | {s.meaning} |\n"
+                   for k, s in SCHEMA.items())
+    return ("# Settings\n\nOperational settings only: which key signs, where TSAs are, timeouts. Trust (signers,\n"
+            "thresholds, TSA certificates) lives in the log's policy entries, never here.\n\n"
+            "Each key is read from `git config vaultmesh.KEY` (any scope; `git -c` works), else from the\n"
+            "`[vaultmesh]` table of `.vaultmesh.toml` at the work-tree root (`[vaultmesh.tsa.NAME]` for TSA URLs).\n"
+            "`git vaultmesh config` lists each value and where it came from; `git vaultmesh config check`\n"
+            "reports unknown keys and malformed values with file and line. A malformed *security* setting\n"
+            "makes every verb refuse to run (exit 2, VM-CONFIG-INVALID naming the setting).\n\n"
+            "| Key | Type | Default | Security | Meaning |\n|---|---|---|---|---|\n" + rows)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(settings_page(), end="")

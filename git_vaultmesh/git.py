@@ -195,6 +195,17 @@ class Repo:
             result[key] = value
         return result
 
+    def config_origins(self, pattern: str) -> list[tuple[str, str, str, str]]:
+        """(scope, origin, key, value) of every config entry matching `pattern`, in git's reading order;
+        origin is `file:PATH` (git adds no line numbers; callers look the key up in the file)."""
+        code, out, _ = self.try_run("config", "-z", "--show-scope", "--show-origin", "--get-regexp", pattern)
+        items = out.decode(errors="replace").split("\0") if code == 0 else []
+        result: list[tuple[str, str, str, str]] = []
+        for i in range(0, len(items) - 2, 3):
+            key, _, value = items[i + 2].partition("\n")
+            result.append((items[i], items[i + 1], key, value))
+        return result
+
     def config_set(self, key: str, value: str) -> None:
         self.run("config", key, value)
 

@@ -20,6 +20,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import weakref
@@ -146,7 +147,17 @@ def _run(
             f"{tool} did not finish within {timeout:g} s",
             hint,
         ) from exc
+    _echo(tool, err)
     return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+
+
+def _echo(tool: str, err: bytes) -> None:
+    """gpg's and ssh-keygen's stderr (status chatter such as "checking the trustdb") stays captured: errors
+    are reported through our own messages. Under `git vaultmesh -v` it is shown, prefixed with the tool."""
+    if err and os.environ.get("GIT_VAULTMESH_VERBOSITY") == "verbose":
+        for line in err.decode("utf-8", "replace").splitlines():
+            if line.strip() and not line.startswith("[GNUPG:]"):
+                print(f"{os.path.basename(tool)}: {line}", file=sys.stderr)
 
 
 def _summarise(stderr: bytes, limit: int = 4) -> str:
