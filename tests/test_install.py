@@ -97,6 +97,6 @@ def test_config_check_on_a_broken_file(venv: Path, repo: Path) -> None:
     (repo / ".vaultmesh.toml").write_text("[vaultmesh]\ntsatimeout = \"soon\"\nsigningkee = \"ABCD\"\n")
     r = sh(repo, venv, "git", "vaultmesh", "config", "check")
     assert r.returncode == 1
-    assert ".vaultmesh.toml:2: vaultmesh.tsatimeout = 'soon'" in r.stderr
+    assert ".vaultmesh.toml:2: vaultmesh.tsaTimeout = 'soon'" in r.stderr
     assert "did you mean vaultmesh.signingkey?" in r.stderr
     assert "Traceback" not in r.stderr
