@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .. import timings
 from ..config import Settings, toml_problems
 from ..errors import VaultMeshError
 from ..git import QUARANTINE_ENV, Repo, scratch_view
@@ -83,10 +84,16 @@ def _zero(oid: str) -> str | None:
 
 
 # --- pre-commit ------------------------------------------------------------------------------------------
+PRECOMMIT_STATE = "pre-commit.state.json"  # under <git dir>/vaultmesh: the ledger the last pass judged
+STATE_VERSION = 1
+
+
+class _Undecided(Exception):
+    """The incremental path cannot judge this from what it remembers: judge every entry."""
+
+
 def fast_checks(repo: Repo, settings: Settings) -> list[Finding]:
     """What a commit can afford to check on every run (reads the log's blobs once; no signature, no history)."""
-    from .. import ledger, merkle
-
     out: list[Finding] = []
 
     def fail(covenant: str, ref: str, code: str, detail: str, hint: str | None = None) -> None:
@@ -100,30 +107,86 @@ def fast_checks(repo: Repo, settings: Settings) -> list[Finding]:
             for problem in toml_problems(staged.decode("utf-8", errors="replace")):
                 fail("config", ".vaultmesh.toml", "VM-CONFIG-INVALID", f"staged .vaultmesh.toml: {problem}",
                      "fix the file and `git add` it again")
+    return out + ledger_checks(repo)
+
+
+def ledger_checks(repo: Repo) -> list[Finding]:
+    """The ledger refs were not moved by hand: the head checkpoint is the root of its entries, the notes are
+    derived from this log, and the log extends the checkpoint verified here (no rewind, no replacement).
+
+    When the log only grew since the last pass (that pass's head is an ancestor and the first entries are the
+    very blobs it judged), only the new entries are read: the remembered compact range is extended by them.
+    Anything else, and anything the incremental path cannot pass, is judged again over every entry, so a
+    failure is always reported by the full check."""
+    from .. import ledger
+
     listed = repo.run("for-each-ref", "--format=%(refname) %(objectname)", REF_LOG, REF_NOTES).decode()
     refs = {name: oid for name, _, oid in (line.partition(" ") for line in listed.splitlines())}
     head_oid, notes = refs.get(REF_LOG), refs.get(REF_NOTES)
     if head_oid is None:
-        return out
+        return []
     try:
         items = ledger.entry_items(repo, head_oid)
-        # one cat-file for every entry, the head checkpoint and the notes commit
-        names = [oid for _, _, oid in items] + [f"{head_oid}:{ledger.CHECKPOINT}"] + ([notes] if notes else [])
-        blobs = repo.read_blobs(names)
-        leaves = [merkle.leaf_hash(_line(b)) for b in blobs[: len(items)]]
-        cp = ledger.parse_checkpoint(blobs[len(items)])
-    except (KeyError, ValueError):
-        fail("Integrity", REF_LOG, "VM-LOG-CORRUPT", "a ledger object is missing or corrupt",
-             "restore the ledger from a replica; run `git fsck`")
-        return out
     except VaultMeshError as exc:
+        return [_ledger_failure(REF_LOG, exc.code, exc.cause, exc.hint)]
+    seen = ledger.load_verified(repo)
+    cached = _load_state(repo)
+    if cached is not None:
+        try:
+            with timings.step("pre-commit ledger, new entries", unit="entries"):
+                return _judge_ledger(repo, head_oid, notes, items, seen, cached)
+        except _Undecided:
+            pass
+    with timings.step("pre-commit ledger, all entries", unit="entries"):
+        try:
+            return _judge_ledger(repo, head_oid, notes, items, seen, None)
+        except _Undecided:  # pragma: no cover - the full path decides everything
+            raise AssertionError("the full pre-commit check left a question open") from None
+
+
+def _judge_ledger(repo: Repo, head_oid: str, notes: str | None, items: Sequence[tuple[int, str, str]],
+                  seen: dict[str, Any] | None, cached: dict[str, Any] | None) -> list[Finding]:
+    """One judgement of the ledger refs. With `cached` (the last pass) it reads only the entries after the
+    prefix that pass judged, and raises _Undecided rather than report anything: failures are the full path's."""
+    from .. import ledger, merkle
+
+    out: list[Finding] = []
+    start, frontier = 0, merkle.CompactRange.from_leaf_hashes([])
+    if cached is not None:
+        start = int(cached["size"])
+        if start > len(items) or _prefix_digest(items[:start]) != cached["prefix"]:
+            raise _Undecided  # rewound, or an entry the last pass judged was replaced
+        if cached["log"] != head_oid and not repo.is_ancestor(cached["log"], head_oid):
+            raise _Undecided  # the log commits were rewritten (same entries or not)
+        frontier = merkle.CompactRange.from_frontier(start, [bytes.fromhex(h) for h in cached["frontier"]])
+    prefix_root = frontier.root().hex()
+    try:
+        # one cat-file for every entry not judged before, the head checkpoint and the notes commit
+        names = ([oid for _, _, oid in items[start:]] + [f"{head_oid}:{ledger.CHECKPOINT}"]
+                 + ([notes] if notes else []))
+        blobs = repo.read_blobs(names)
+        leaves = [merkle.leaf_hash(_line(b)) for b in blobs[: len(items) - start]]
+        cp = ledger.parse_checkpoint(blobs[len(items) - start])
+    except (KeyError, ValueError):
+        if cached is not None:
+            raise _Undecided from None
+        return [_ledger_failure(REF_LOG, "VM-LOG-CORRUPT", "a ledger object is missing or corrupt",
+                                "restore the ledger from a replica; run `git fsck`")]
+    except VaultMeshError as exc:
+        if cached is not None:
+            raise _Undecided from None
         vm_code = "VM-LOG-CORRUPT" if exc.code == "VM-GIT-FAILED" else exc.code
-        fail("Integrity", REF_LOG, vm_code, exc.cause, exc.hint)
-        return out
-    root = merkle.root_from_leaf_hashes(leaves)
-    if cp.size != len(leaves) or cp.root != root:
-        fail("Integrity", REF_LOG, "VM-CHECKPOINT-MISMATCH",
-             f"the head checkpoint says size {cp.size}, the log holds {len(leaves)} entries with another root: "
+        return [_ledger_failure(REF_LOG, vm_code, exc.cause, exc.hint)]
+    frontier.extend(leaves)
+
+    def fail(ref: str, code: str, detail: str, hint: str | None = None) -> None:
+        if cached is not None:
+            raise _Undecided
+        out.append(_ledger_failure(ref, code, detail, hint))
+
+    if cp.size != len(items) or cp.root != frontier.root():
+        fail(REF_LOG, "VM-CHECKPOINT-MISMATCH",
+             f"the head checkpoint says size {cp.size}, the log holds {len(items)} entries with another root: "
              "the log was edited by hand", "run `git vaultmesh verify --all`")
     if notes is not None:
         prefix = ledger.NOTES_MESSAGE.encode()
@@ -131,23 +194,101 @@ def fast_checks(repo: Repo, settings: Settings) -> list[Finding]:
                  if line.startswith(prefix)]
         source = named[0] if len(named) == 1 else None
         if source is None or not (source == head_oid or repo.is_ancestor(source, head_oid)):
-            fail("Integrity", REF_NOTES, "VM-NOTES-MISMATCH",
+            fail(REF_NOTES, "VM-NOTES-MISMATCH",
                  f"{REF_NOTES} ({notes[:12]}) is not derived from this log "
                  f"(it names {source[:12] if source else 'no log'}): a ledger ref was moved by hand",
                  "run `git vaultmesh verify --all`; `git vaultmesh doctor --repair` rebuilds the notes")
-    seen = ledger.load_verified(repo)
     if seen and seen.get("log") is not None:
         size = int(seen.get("size", 0))
         if seen.get("log") != cp.log_id:
-            fail("Integrity", REF_LOG, "VM-LOG-FORKED",
+            fail(REF_LOG, "VM-LOG-FORKED",
                  f"the log is {cp.log_id}, the one verified here before was {seen.get('log')} (replaced)")
-        elif len(leaves) < size:
-            fail("Integrity", REF_LOG, "VM-LOG-ROLLBACK",
-                 f"the log has {len(leaves)} entries, {size} were verified here before (rewound)")
-        elif merkle.root_from_leaf_hashes(leaves[:size]).hex() != seen.get("root"):
-            fail("Integrity", REF_LOG, "VM-LOG-FORKED",
+        elif len(items) < size:
+            fail(REF_LOG, "VM-LOG-ROLLBACK",
+                 f"the log has {len(items)} entries, {size} were verified here before (rewound)")
+        elif _root_of_first(size, len(items), start, prefix_root, frontier.root().hex(), leaves, seen,
+                            cached) != seen.get("root"):
+            fail(REF_LOG, "VM-LOG-FORKED",
                  f"the first {size} entries no longer have the root verified here before (replaced)")
+    if not out:
+        _save_state(repo, {"version": STATE_VERSION, "log": head_oid, "size": len(items),
+                           "prefix": _prefix_digest(items), "frontier": [h.hex() for h in frontier.hashes],
+                           "verified": seen, "judged": "full" if cached is None else "incremental",
+                           "entries_read": len(leaves)})
     return out
+
+
+def _root_of_first(size: int, total: int, start: int, prefix_root: str, head_root: str,
+                   leaves: Sequence[bytes], seen: dict[str, Any], cached: dict[str, Any] | None) -> str | None:
+    """The root of the first `size` entries, from what this judgement holds: every leaf (full path), or the
+    remembered prefix and the new head (incremental path); any other size is not decidable from those."""
+    from .. import merkle
+
+    if cached is None:
+        return merkle.root_from_leaf_hashes(leaves[:size]).hex()
+    if size == total:
+        return head_root
+    if size == start:
+        return prefix_root
+    if seen == cached.get("verified"):  # the same verified checkpoint the last pass checked, on the same prefix
+        return str(seen.get("root"))
+    raise _Undecided
+
+
+def _ledger_failure(ref: str, code: str, detail: str, hint: str | None) -> Finding:
+    return Finding("Integrity", ref, _check(f"pre-commit.{ref}", False, code, detail, hint))
+
+
+def _prefix_digest(items: Sequence[tuple[int, str, str]]) -> str:
+    """Names the entry blobs (content-addressed) at their paths: equal digests, equal entries."""
+    import hashlib
+
+    return hashlib.sha256("".join(f"{path} {oid}\n" for _, path, oid in items).encode()).hexdigest()
+
+
+def _state_path(repo: Repo) -> Path:
+    return repo.git_dir / "vaultmesh" / PRECOMMIT_STATE
+
+
+def _load_state(repo: Repo) -> dict[str, Any] | None:
+    """The last passing judgement of the ledger; anything unreadable or of another shape counts as none."""
+    import json
+
+    try:
+        data = json.loads(_state_path(repo).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(data, dict) and data.get("version") == STATE_VERSION
+            and isinstance(data.get("log"), str) and _is_oid(data["log"])
+            and isinstance(data.get("size"), int) and data["size"] >= 0 and isinstance(data.get("prefix"), str)
+            and isinstance(data.get("frontier"), list) and len(data["frontier"]) == data["size"].bit_count()
+            and all(isinstance(h, str) and len(h) == 64 for h in data["frontier"])):
+        return None
+    try:
+        for h in data["frontier"]:
+            bytes.fromhex(h)
+    except ValueError:
+        return None
+    return data
+
+
+def _is_oid(text: str) -> bool:
+    return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)
+
+
+def _save_state(repo: Repo, state: dict[str, Any]) -> None:
+    """Atomic (a crash keeps the old state); a cache only: failing to write it costs the next commit time."""
+    import json
+
+    path = _state_path(repo)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=PRECOMMIT_STATE + ".", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(state, fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def _line(blob: bytes) -> bytes:
