@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,6 @@ def record_reproducible(repo: Path, tag: str, tmp: Path) -> Path:
     wt = tmp / f"build-{tag}"
     git(repo, "worktree", "add", "-q", "--detach", str(wt), tag)
     epoch = git(repo, "show", "-s", "--format=%ct", tag)
-    import subprocess
 
     subprocess.run(["sh", "-c", REPRO], cwd=wt, check=True, env=dict(os.environ, SOURCE_DATE_EPOCH=epoch))
     art = tmp / f"{tag}-app.tar"
@@ -291,20 +291,83 @@ def test_native_pre_commit_hook(ledger_repo: Path, shim: Path) -> None:
     assert notes
 
 
-def _commit(repo: Path, message: str) -> object:
-    import subprocess
-
+def _commit(repo: Path, message: str) -> subprocess.CompletedProcess[str]:
     (repo / f"{message}.txt").write_text(message)
     git(repo, "add", f"{message}.txt")
     return subprocess.run(["git", "commit", "-q", "-m", message], cwd=repo, capture_output=True, text=True)
+
+
+def _state(repo: Path) -> dict[str, object]:
+    """What the last passing pre-commit run remembers of the ledger it judged (and how it judged it)."""
+    return dict(json.loads((repo / ".git" / "vaultmesh" / "pre-commit.state.json").read_text()))
+
+
+def test_pre_commit_judges_only_the_appended_entries(ledger_repo: Path, shim: Path) -> None:
+    ok(ledger_repo, "install", "--no-refspecs")
+    assert _commit(ledger_repo, "first").returncode == 0
+    first = _state(ledger_repo)
+    assert first["judged"] == "full" and first["entries_read"] == first["size"]
+    vm_ok(ledger_repo, "record", "v1.0")
+    vm_ok(ledger_repo, "record", "HEAD", "--environment", "prod")
+    res = _commit(ledger_repo, "after two appends")
+    assert res.returncode == 0, res.stderr
+    after = _state(ledger_repo)
+    size = len(git(ledger_repo, "ls-tree", "-r", "--name-only", "refs/vaultmesh/log", "entries").splitlines())
+    assert after["judged"] == "incremental" and after["size"] == size == int(str(first["size"])) + 2
+    assert after["entries_read"] == 2  # only the two new entry blobs were read
+    assert after["log"] == git(ledger_repo, "rev-parse", "refs/vaultmesh/log")
+    # a verified checkpoint remembered at the new head is judged on the incremental path too
+    ok(ledger_repo, "verify", "--all")
+    vm_ok(ledger_repo, "record", "HEAD", "--environment", "staging")
+    assert _commit(ledger_repo, "after verify and an append").returncode == 0
+    assert _state(ledger_repo)["judged"] == "incremental" and _state(ledger_repo)["entries_read"] == 1
+
+
+def test_pre_commit_catches_a_rewrite_after_a_cached_pass(ledger_repo: Path, shim: Path) -> None:
+    ok(ledger_repo, "install", "--no-refspecs")
+    vm_ok(ledger_repo, "record", "v1.0")
+    assert _commit(ledger_repo, "cached").returncode == 0
+    head = git(ledger_repo, "rev-parse", "refs/vaultmesh/log")
+    assert _state(ledger_repo)["log"] == head
+    # a descendant of the cached head (so ancestry alone would pass it) whose tree replaces entry #0
+    path = git(ledger_repo, "ls-tree", "-r", "--name-only", head, "entries").splitlines()[0]
+    blob = git(ledger_repo, "hash-object", "-w", "--stdin", input=b'{"forged":1}\n')
+    tree = git(ledger_repo, "mktree", input=_tree_with(ledger_repo, head, path, blob).encode())
+    forged = git(ledger_repo, "commit-tree", tree, "-p", head, "-m", "forged", input=b"")
+    git(ledger_repo, "update-ref", "refs/vaultmesh/log", forged)
+    res = _commit(ledger_repo, "after the rewrite")
+    assert res.returncode != 0 and "FAIL Integrity [VM-CHECKPOINT-MISMATCH]" in res.stderr, res.stderr
+    assert _state(ledger_repo)["log"] == head  # a failing run remembers nothing
+    # the same entries under rewritten log commits (not a descendant): judged in full, and it passes
+    git(ledger_repo, "update-ref", "refs/vaultmesh/log", head)
+    twin = git(ledger_repo, "commit-tree", f"{head}^{{tree}}", "-p", f"{head}~1", "-m", "rewritten", input=b"")
+    git(ledger_repo, "update-ref", "refs/vaultmesh/log", twin)
+    notes = git(ledger_repo, "rev-parse", "refs/notes/vaultmesh")
+    renamed = git(ledger_repo, "commit-tree", f"{notes}^{{tree}}", "-m", f"vaultmesh notes derived from log {twin}",
+                  input=b"")
+    git(ledger_repo, "update-ref", "refs/notes/vaultmesh", renamed)
+    res = _commit(ledger_repo, "same entries, other commits")
+    assert res.returncode == 0, res.stderr
+    assert _state(ledger_repo)["judged"] == "full" and _state(ledger_repo)["log"] == twin
+    # rewound below the checkpoint verified here, after a cached pass: the full check reports the rollback
+    git(ledger_repo, "update-ref", "refs/vaultmesh/log", head)
+    git(ledger_repo, "update-ref", "refs/notes/vaultmesh", notes)
+    assert _commit(ledger_repo, "restored").returncode == 0
+    assert _state(ledger_repo)["judged"] == "full"  # the cached twin is no ancestor of the restored head
+    vm_ok(ledger_repo, "record", "HEAD", "--environment", "prod")
+    ok(ledger_repo, "verify", "--all")
+    assert _commit(ledger_repo, "verified").returncode == 0
+    assert _state(ledger_repo)["judged"] == "incremental"
+    git(ledger_repo, "update-ref", "refs/vaultmesh/log", head)
+    git(ledger_repo, "update-ref", "refs/notes/vaultmesh", notes)
+    res = _commit(ledger_repo, "after the rewind")
+    assert res.returncode != 0 and "FAIL Integrity [VM-LOG-ROLLBACK]" in res.stderr, res.stderr
 
 
 def test_post_rewrite_reports_rewritten_subjects(ledger_repo: Path, shim: Path) -> None:
     vm_ok(ledger_repo, "record", "HEAD", "--environment", "prod")
     old = git(ledger_repo, "rev-parse", "HEAD")
     ok(ledger_repo, "install", "--no-refspecs")
-    import subprocess
-
     res = subprocess.run(["git", "commit", "-q", "--amend", "-m", "amended"], cwd=ledger_repo,
                          capture_output=True, text=True)
     assert res.returncode == 0
