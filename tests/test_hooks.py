@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import assert_error, ok, run
-from conftest import git, vm_ok
+from conftest import gen_gpg_key, git, make_repo, vm_ok
 from hooks_kit import hooks_clone, pre_commit, pre_commit_config, pre_commit_home, push, shim
 
 __all__ = ["hooks_clone", "pre_commit_home", "shim"]  # fixtures, imported for pytest
@@ -93,6 +93,29 @@ def test_federation_peers_configured_is_never_a_pass(ledger_repo: Path) -> None:
     (ledger_repo / ".vaultmesh.toml").write_text('[vaultmesh.peer.beta]\nurl = "https://example.invalid/b"\n')
     code, cov = covenants(ledger_repo, "federation")
     assert code == 1 and "beta" in str(cov["federation"]["detail"])
+
+
+def test_federation_passes_once_witnessed_and_fails_on_a_rewound_copy(ledger_repo: Path, gnupghome: str,
+                                                                     tmp_path: Path) -> None:
+    bob_key = gen_gpg_key(gnupghome, "Bob")
+    bob = make_repo(tmp_path / "bob")
+    git(bob, "config", "vaultmesh.signingKey", bob_key.fingerprint)
+    vm_ok(bob, "init")
+    vm_ok(bob, "record", "v1.0")
+    ok(ledger_repo, "federate", "add", "bob", f"file://{bob}", "--trust-root", bob_key.fingerprint)
+    code, cov = covenants(ledger_repo, "federation")
+    assert code == 1 and cov["federation"]["codes"] == ["VM-PEER-UNREACHABLE"]  # configured, never witnessed
+    ok(ledger_repo, "federate", "sync", "bob")
+    vm_ok(bob, "record", "HEAD", "--environment", "prod")
+    ok(ledger_repo, "federate", "sync", "bob")
+    code, cov = covenants(ledger_repo, "federation")
+    assert code == 0 and cov["federation"]["status"] == "pass", cov
+    assert "bob at size" in str(cov["federation"]["detail"])
+    # our copy of bob's log rewound below what we witnessed of it: Federation fails with the rollback
+    copy = "refs/vaultmesh/remotes/bob/log"
+    git(ledger_repo, "update-ref", copy, f"{copy}~1")
+    code, cov = covenants(ledger_repo, "federation")
+    assert code == 1 and cov["federation"]["codes"] == ["VM-PEER-ROLLBACK"], cov
 
 
 def test_reproducibility_passes_a_reproducible_build(ledger_repo: Path, tmp_path: Path) -> None:
