@@ -9,6 +9,7 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -320,9 +321,10 @@ def _commit(repo: Path, message: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", "commit", "-q", "-m", message], cwd=repo, capture_output=True, text=True)
 
 
-def _state(repo: Path) -> dict[str, object]:
+def _state(repo: Path) -> dict[str, Any]:
     """What the last passing pre-commit run remembers of the ledger it judged (and how it judged it)."""
-    return dict(json.loads((repo / ".git" / "vaultmesh" / "pre-commit.state.json").read_text()))
+    data: dict[str, Any] = json.loads((repo / ".git" / "vaultmesh" / "pre-commit.state.json").read_text())
+    return data
 
 
 def test_pre_commit_judges_only_the_appended_entries(ledger_repo: Path, shim: Path) -> None:
@@ -336,7 +338,7 @@ def test_pre_commit_judges_only_the_appended_entries(ledger_repo: Path, shim: Pa
     assert res.returncode == 0, res.stderr
     after = _state(ledger_repo)
     size = len(git(ledger_repo, "ls-tree", "-r", "--name-only", "refs/vaultmesh/log", "entries").splitlines())
-    assert after["judged"] == "incremental" and after["size"] == size == int(str(first["size"])) + 2
+    assert after["judged"] == "incremental" and after["size"] == size == first["size"] + 2
     assert after["entries_read"] == 2  # only the two new entry blobs were read
     assert after["log"] == git(ledger_repo, "rev-parse", "refs/vaultmesh/log")
     # a verified checkpoint remembered at the new head is judged on the incremental path too
@@ -344,6 +346,13 @@ def test_pre_commit_judges_only_the_appended_entries(ledger_repo: Path, shim: Pa
     vm_ok(ledger_repo, "record", "HEAD", "--environment", "staging")
     assert _commit(ledger_repo, "after verify and an append").returncode == 0
     assert _state(ledger_repo)["judged"] == "incremental" and _state(ledger_repo)["entries_read"] == 1
+    # a remembered range that does not reproduce the remembered head's checkpoint is not used
+    state = _state(ledger_repo)
+    state["frontier"] = ["00" * 32 for _ in state["frontier"]]
+    (ledger_repo / ".git" / "vaultmesh" / "pre-commit.state.json").write_text(json.dumps(state))
+    vm_ok(ledger_repo, "record", "HEAD", "--environment", "qa")
+    assert _commit(ledger_repo, "with a damaged state file").returncode == 0
+    assert _state(ledger_repo)["judged"] == "full" and _state(ledger_repo)["entries_read"] == state["size"] + 1
 
 
 def test_pre_commit_catches_a_rewrite_after_a_cached_pass(ledger_repo: Path, shim: Path) -> None:

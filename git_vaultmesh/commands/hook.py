@@ -162,11 +162,17 @@ def _judge_ledger(repo: Repo, head_oid: str, notes: str | None, items: Sequence[
     prefix_root = frontier.root().hex()
     try:
         # one cat-file for every entry not judged before, the head checkpoint and the notes commit
+        # (the incremental path also reads the remembered head's checkpoint: the range must reproduce it)
         names = ([oid for _, _, oid in items[start:]] + [f"{head_oid}:{ledger.CHECKPOINT}"]
+                 + ([f"{cached['log']}:{ledger.CHECKPOINT}"] if cached is not None else [])
                  + ([notes] if notes else []))
         blobs = repo.read_blobs(names)
         leaves = [merkle.leaf_hash(_line(b)) for b in blobs[: len(items) - start]]
         cp = ledger.parse_checkpoint(blobs[len(items) - start])
+        if cached is not None:
+            was = ledger.parse_checkpoint(blobs[len(items) - start + 1])
+            if was.size != start or was.root.hex() != prefix_root:
+                raise _Undecided  # the state file does not describe the head it names
     except (KeyError, ValueError):
         if cached is not None:
             raise _Undecided from None
