@@ -398,11 +398,16 @@ STALE_LOCK_SECONDS = 10.0
 APPEND_TURN_WAIT = 60.0
 
 
-def _common_dir(repo: Repo) -> Path:
-    base = repo.git_dir
-    if (base / "commondir").is_file():  # a linked worktree: refs live in the common dir
-        base = (base / (base / "commondir").read_text().strip()).resolve()
-    return base
+def append_onto(
+    repo: Repo, key: SigningKey, base: Head, entries: Sequence[Entry], *, expected_log: str | None,
+    all_entries: Sequence[Entry], notes_parents: Sequence[str] = (),
+) -> str | None:
+    """One attempt to append `entries` onto another log's head `base` (pull: onto the remote's log), moving
+    REF_LOG only if it is still `expected_log`; the notes are rebuilt from `all_entries`, the whole result.
+    None when the local ledger moved meanwhile (no retry: the caller's merge was computed against it)."""
+    with _appender_turn(repo):
+        return _try_append(repo, key, base, list(entries), (), expected_log=expected_log,
+                           all_entries=all_entries, notes_parents=notes_parents)
 
 
 @contextmanager
@@ -416,7 +421,7 @@ def _appender_turn(repo: Repo) -> Iterator[None]:
     try:
         import fcntl
 
-        path = _common_dir(repo) / "vaultmesh" / "append.turn"
+        path = repo.common_dir / "vaultmesh" / "append.turn"
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except (ImportError, OSError):
@@ -439,19 +444,13 @@ def _appender_turn(repo: Repo) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+LEDGER_LOCKS = ("refs/vaultmesh/**/*.lock", "refs/notes/*.lock", "packed-refs.lock")
+
+
 def ref_locks(repo: Repo, older_than: float = 0.0) -> list[str]:
     """Lock files on the ledger's refs (and packed-refs) at least `older_than` seconds old. git removes its
     lock when it exits, unless it was killed (SIGKILL, power loss): then the lock stays until removed by hand."""
-    base = _common_dir(repo)
-    now = time.time()
-    found = []
-    for path in [*base.glob("refs/vaultmesh/**/*.lock"), *base.glob("refs/notes/*.lock"), base / "packed-refs.lock"]:
-        try:
-            if now - path.stat().st_mtime >= older_than:
-                found.append(str(path))
-        except OSError:  # gone meanwhile, or never there
-            continue
-    return sorted(found)
+    return repo.ref_locks(LEDGER_LOCKS, older_than)
 
 
 def locked_error(locks: Sequence[str]) -> VaultMeshError:
