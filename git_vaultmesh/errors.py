@@ -217,6 +217,8 @@ CODES: dict[str, Code] = {
          "renew before certificates expire: `git vaultmesh timestamp --archive`"),
     "VM-TSA-DUPLICATE": Code("tsa add: a policy TSA already has this URL or signing key (one authority counts once)",
          "one authority counts once: add a TSA run by a different authority"),
+    "VM-TSA-BEFORE-ENTRY": Code("an entry's recorded_at is later than its token's genTime (beyond the clock allowance)",
+         "the recorder's clock (or SOURCE_DATE_EPOCH) was ahead: fix it and record again; the token proves the earlier time"),
     "VM-TSA-UNKNOWN": Code("a token names a TSA that is not in the policy",
          "only TSAs in the policy count; add it with `git vaultmesh tsa add`"),
     "VM-TSA-UNREACHABLE": Code("the TSA could not be reached, timed out, or answered garbage",

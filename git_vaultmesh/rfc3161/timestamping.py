@@ -45,6 +45,9 @@ DEFAULT_JOBS = 16  # concurrent TSA requests (vaultmesh.tsaJobs)
 
 SIGN_JOBS = 4  # concurrent gpg/ssh-keygen processes when signing many timestamp entries
 
+# How far an entry's recorded_at may lie after its token's genTime: clocks of the recorder and the TSA disagree
+# a little. Beyond it the entry claims a time at which, by the token, it already existed: impossible.
+CLOCK_ALLOWANCE = timedelta(minutes=10)
 HINT_PENDING = "run `git vaultmesh timestamp --pending` once the TSA is reachable"
 HINT_UNKNOWN = ("tokens count only from TSAs named in the policy in force where they were appended; "
                 "add the TSA with `git vaultmesh tsa add` (a signed policy change)")
@@ -136,6 +139,7 @@ class Pending:
     need: int
     have: tuple[str, ...]  # TSAs with a valid token
     missing: tuple[str, ...]  # TSAs of the entry's policy without one
+    same_authority: tuple[str, ...] = ()  # valid tokens not counted: their key already counted for another TSA
 
 
 class TokenBook:
@@ -244,6 +248,12 @@ class TokenBook:
                        f"but that certificate expired at {iso(info.signer_not_after)}, before the verification "
                        f"time {iso(self.now)}; no archive timestamp whose checkpoint includes entry #{st.seq} "
                        f"was made (with a valid token) before {iso(info.signer_not_after)}", HINT_EXPIRED, info)
+        claimed = _recorded_at(self.entries[target]) if target is not None else None
+        if claimed is not None and claimed - info.gen_time > CLOCK_ALLOWANCE:
+            return bad("VM-TSA-BEFORE-ENTRY",
+                       f"entry #{target} says it was recorded at {iso(claimed)}, but the token proves it existed "
+                       f"at genTime {iso(info.gen_time)}, {claimed - info.gen_time} earlier (the clock allowance is "
+                       f"{CLOCK_ALLOWANCE})", None, info)
         return Verdict(st.seq, i, name, target, st.checkpoint, None,
                        f"{where}: genTime {iso(info.gen_time)}", None, info)
 
@@ -283,26 +293,50 @@ class TokenBook:
         return policy.tokens(e.type)
 
     def valid(self, seq: int) -> dict[str, Verdict]:
-        """TSA name -> a valid token on entry `seq` (distinct TSAs are what a requirement counts)."""
+        """TSA name -> a valid token on entry `seq`, one per distinct authority: what a k-of-n requirement
+        counts. Policy TSAs whose tokens are signed by one key (the same signer SPKI) are one authority, so a
+        second token from that key counts for nothing, whatever TSA name it is filed under."""
+        return self._counted(seq)[0]
+
+    def _counted(self, seq: int) -> tuple[dict[str, Verdict], dict[str, str]]:
         out: dict[str, Verdict] = {}
+        same: dict[str, str] = {}  # TSA name -> the counted TSA whose signing key it shares
+        by_key: dict[str, str] = {}
         for ts in self.of_target.get(seq, []):
             if not self._usable(ts):
                 continue
             for v in self.verdicts(ts):
-                if v.ok:
-                    out.setdefault(v.tsa, v)
-        return out
+                if not v.ok or v.tsa in out or v.info is None:
+                    continue
+                first = by_key.get(v.info.spki_pin)
+                if first is not None and first != v.tsa:
+                    same.setdefault(v.tsa, first)
+                    continue
+                by_key[v.info.spki_pin] = v.tsa
+                out[v.tsa] = v
+        return out, same
 
     def pending(self, seq: int) -> Pending | None:
         need = self.required(seq)
         if need == 0:
             return None
-        have = self.valid(seq)
+        have, same = self._counted(seq)
         if len(have) >= need:
             return None
         policy = self.policies[seq]
         assert policy is not None
-        return Pending(seq, need, tuple(sorted(have)), tuple(t.name for t in policy.tsas if t.name not in have))
+        return Pending(seq, need, tuple(sorted(have)), tuple(t.name for t in policy.tsas if t.name not in have),
+                       tuple(f"{a} (same signing key as {b})" for a, b in sorted(same.items())))
+
+
+def _recorded_at(entry: Entry | None) -> datetime | None:
+    raw = entry.body.get("recorded_at") if entry is not None else None
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.strptime(raw, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None  # the entry's shape is the statement rules' to judge
 
 
 def verification_now() -> datetime:
