@@ -170,6 +170,21 @@ def parse_line(line: bytes, where: str = "entry") -> Entry:
     return Entry(line, body, sigs)
 
 
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def is_refname(name: str) -> bool:
+    """A full refname by `git check-ref-format`'s rules (refs/ and at least one more level; no component
+    starting with '.' or ending in '.lock'; no '..', '@{', control characters, space, ~ ^ : ? * [ or \\):
+    what a receipt may name, and so all pull may ever create from a remote's entry."""
+    if not name.startswith("refs/") or len(name) > 1024 or "@{" in name or ".." in name or name.endswith("."):
+        return False
+    if _REF_FORBIDDEN.search(name) or name == "@":
+        return False
+    parts = name.split("/")
+    return len(parts) >= 3 and all(p and not p.startswith(".") and not p.endswith(".lock") for p in parts)
+
+
 def check_body(body: dict[str, Any], where: str = "entry") -> None:
     """Shape rules every body must meet, whatever its signatures say."""
 
@@ -219,6 +234,8 @@ def check_body(body: dict[str, Any], where: str = "entry") -> None:
                 raise bad(f"body.subject.{k} must be a string")
             if k != "ref" and not re.match(r"^[0-9a-f]{40}([0-9a-f]{24})?$", v):
                 raise bad(f"body.subject.{k} must be a full object id")
+        if "ref" in subj and not is_refname(subj["ref"]):
+            raise bad(f"body.subject.ref {str(subj['ref'])[:80]!r} is not a full refname (refs/…)")
     if typ in ("cosign",) and not (isinstance(body.get("entry"), str) and _HEX64.match(body["entry"])):
         raise bad("a cosign body names the body digest it co-signs in body.entry")
     if typ == "timestamp":

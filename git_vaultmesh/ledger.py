@@ -400,14 +400,16 @@ APPEND_TURN_WAIT = 60.0
 
 def append_onto(
     repo: Repo, key: SigningKey, base: Head, entries: Sequence[Entry], *, expected_log: str | None,
-    all_entries: Sequence[Entry], notes_parents: Sequence[str] = (),
+    all_entries: Sequence[Entry], notes_parents: Sequence[str] = (), keep: Sequence[str] = (),
+    check: Callable[[str], None] | None = None,
 ) -> str | None:
     """One attempt to append `entries` onto another log's head `base` (pull: onto the remote's log), moving
     REF_LOG only if it is still `expected_log`; the notes are rebuilt from `all_entries`, the whole result.
+    `check(commit)` judges the built log commit before any ref moves (raising leaves everything in place).
     None when the local ledger moved meanwhile (no retry: the caller's merge was computed against it)."""
     with _appender_turn(repo):
-        return _try_append(repo, key, base, list(entries), (), expected_log=expected_log,
-                           all_entries=all_entries, notes_parents=notes_parents)
+        return _try_append(repo, key, base, list(entries), keep, expected_log=expected_log,
+                           all_entries=all_entries, notes_parents=notes_parents, check=check)
 
 
 @contextmanager
@@ -464,6 +466,7 @@ def _try_append(
     repo: Repo, key: SigningKey, head: Head, todo: list[Entry], keep: Sequence[str],
     *, expected_log: str | None | bool = False, all_entries: Sequence[Entry] | None = None,
     notes_parents: Sequence[str] = (), confirm: Callable[[], bool] | None = None,
+    check: Callable[[str], None] | None = None,
 ) -> str | None:
     """Build the commit on `head` and CAS the refs. `expected_log` (when not False) is the value REF_LOG
     must still have — differs from head.commit only for pull, which appends onto the remote's log; then
@@ -536,6 +539,8 @@ def _try_append(
             updates.append(RefUpdate(ref, oid, None))
     if confirm is not None and not confirm():
         raise _Rebuild
+    if check is not None:
+        check(commit)
     return commit if repo.update_refs(updates) else None
 
 
