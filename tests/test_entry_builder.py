@@ -110,7 +110,8 @@ def test_sign_batch_writes_the_fixed_vector(vkey: SigningKey) -> None:
     assert len({e.sigs[0]["sig"] for e in entries}) == 1  # one signature for the whole batch
     for i, e in enumerate(entries):
         (s,) = e.sigs
-        assert s["batch"] == {"size": 2, "index": i, "proof": [h.hex() for h in merkle.inclusion_proof(leaves, i)]}
+        batch: Any = s["batch"]  # Entry.sigs is typed {str: str}; a batch signature also carries its proof
+        assert batch == {"size": 2, "index": i, "proof": [h.hex() for h in merkle.inclusion_proof(leaves, i)]}
         assert signed_message(s, e) == statement
         assert parse_line(e.line) == e
         assert _verified(e, vkey) == {VECTOR_FPR}
