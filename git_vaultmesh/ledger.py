@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import merkle, timings
-from .entry import Entry, canonical, entry_path, make_entry, parse_line, seq_of_path
+from .entry import Entry, canonical, entry_path, parse_line, seq_of_path
 from .errors import VaultMeshError
 from .git import RefUpdate, Repo, grep_tree
 from .signing import SigningKey, sign
@@ -582,24 +582,14 @@ def _checkpoint_note(repo: Repo, head: Head, log_id: str, todo: Sequence[Entry],
 def append_bodies(repo: Repo, key: SigningKey, bodies: Sequence[dict[str, Any]], keep: Sequence[str] = ()) -> AppendResult:
     """Append many bodies as one log commit under ONE batch signature (docs/formats.md, "Batch signatures"):
     the signer runs once for the batch, not once per entry."""
-    from .entry import batch_statement, check_body
+    from .entry import check_body, sign_batch
 
     if not bodies:
         raise VaultMeshError("VM-USAGE", "nothing to append",
                              "the calling command passed no entry: please report this as a bug")
     for i, b in enumerate(bodies):
         check_body(b, f"batch body #{i}")
-    log_id = str(bodies[0]["log"])
-    leaves = [merkle.leaf_hash(canonical(b)) for b in bodies]
-    root = merkle.root_from_leaf_hashes(leaves)
-    sig = sign(key, batch_statement(log_id, len(bodies), root))
-    entries = []
-    for i, b in enumerate(bodies):
-        proof = [h.hex() for h in merkle.inclusion_proof(leaves, i)]
-        item: dict[str, Any] = {"format": key.format, "signer": key.fingerprint, "sig": sig,
-                                "batch": {"size": len(bodies), "index": i, "proof": proof}}
-        entries.append(make_entry(b, [item]))
-    return append(repo, key, entries, keep=keep)
+    return append(repo, key, sign_batch(bodies, key), keep=keep)
 
 
 NOTES_MESSAGE = "vaultmesh notes derived from log "

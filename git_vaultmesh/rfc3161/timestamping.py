@@ -28,10 +28,10 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from .. import merkle
-from ..entry import NO_TOKEN_TYPES, Entry, canonical, make_entry, now_rfc3339, sha256_hex
+from ..entry import NO_TOKEN_TYPES, Entry, now_rfc3339, sha256_hex, sign_body
 from ..errors import VaultMeshError
 from ..ledger import checkpoint_text
-from ..policy import Policy
+from ..policy import Policy, may_sign
 from .fetch import Endpoint, Fetched, fetch, verify_fetched
 
 if TYPE_CHECKING:
@@ -98,18 +98,12 @@ def timestamp_body(log_id: str, tokens: Sequence[tuple[str, bytes]], *, entry: s
 
 def sign_bodies(key: SigningKey, bodies: Sequence[dict[str, Any]], jobs: int = SIGN_JOBS) -> list[Entry]:
     """Entries for bodies signed by key; several gpg/ssh-keygen processes at once for large batches."""
-    from ..signing import sign
-
-    def one(body: dict[str, Any]) -> Entry:
-        return make_entry(body, [{"format": key.format, "signer": key.fingerprint,
-                                  "sig": sign(key, canonical(body))}])
-
     if len(bodies) <= 1:
-        return [one(b) for b in bodies]
+        return [sign_body(b, key) for b in bodies]
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(bodies)))) as pool:
-        return list(pool.map(one, bodies))
+        return list(pool.map(lambda b: sign_body(b, key), bodies))
 
 
 # --- judging tokens ---------------------------------------------------------------------------------------
@@ -478,14 +472,16 @@ def stamp_entries(repo: Repo, key: SigningKey, policy: Policy, targets: Sequence
     from ..config import Settings
 
     log_id = str(targets[0].body["log"])
-    signer = policy.signer(key.fingerprint)
     settings = _take_warm(repo) or Settings(repo)
     timeout, jobs = settings_for(repo, settings)
     eps, no_url = endpoints(repo, policy, settings)
     for name in no_url:
         out.problems.append(f"TSA {name}: no URL configured (git config vaultmesh.tsa.{name}.url URL)")
-    if signer is None or not signer.may_sign("timestamp"):
-        out.problems.append(f"your key {key.fingerprint} may not sign timestamp entries under the policy")
+    try:
+        may_sign(policy, key, "timestamp", lambda _: (f"your key {key.fingerprint} may not sign timestamp entries "
+                                                      "under the policy", ""))
+    except VaultMeshError as exc:  # the targets are still appended, pending: never raise because of a TSA
+        out.problems.append(exc.cause)
         eps = []
     # Fetched now, verified in a thread while the caller signs and builds the append (confirm() waits for
     # it before the refs move): the verifier's imports (cryptography, ~25 ms) and checks are off the path.
