@@ -262,6 +262,15 @@ class Tamper:
         return self.rewrite(blobs, key, sizes=self.sizes())
 
 
+class Disagreement(Exception):
+    """check-proof (or prove) and verify disagree: the one failure a strict xfail may stand for."""
+
+
+def agree(ok: bool, what: str) -> None:
+    if not ok:
+        raise Disagreement(what)
+
+
 # --- proof bundles, through the CLI ---------------------------------------------------------------------
 _ERROR_LINE = re.compile(r"^error: (VM-[A-Z0-9-]+): ", re.M)
 

@@ -3,6 +3,9 @@ real gpg: the situation is made with the CLI where the CLI allows it (and with p
 attacker would write it), the bundle comes from `prove` (edited only where the attack is the edit), and then
 `check-proof --json` and `verify --json` must both refuse, with the same code.
 
+A fifth test records what the checkpoint's policy commitment cannot stop: a removed signer whose key signs the
+head checkpoint itself (strict xfail, with the reason).
+
 The pristine repository is the tamper matrix's (tests/adversarial/conftest.py): Alice is the genesis signer
 and trust root; "bob" is the key called Mallory there, pinned by a policy change in each test.
 """
@@ -16,9 +19,23 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from git_vaultmesh import ledger, merkle
 from git_vaultmesh.entry import canonical, entry_path
 
-from .kit import REF_LOG, Ctx, check_proof, gpg_export, prove, run_git
+from .kit import (
+    REF_LOG,
+    Ctx,
+    Disagreement,
+    agree,
+    check_proof,
+    gpg_export,
+    leaf_data,
+    parsed_or_none,
+    prove,
+    run_git,
+)
 from .test_tamper_matrix import add_bob, check_schema, failed_codes, verify_json, vm_ok
 from conftest import kill_agent, make_gpg_home, vm
 from policy_kit import as_user, ssh_keypair
@@ -183,3 +200,35 @@ def test_bundle_omits_policy_entry_that_removed_signer(ctx: Ctx) -> None:
     kept = [it for it in bundle["entries"] if json.loads(it["line"]) != removal]
     assert len(kept) == len(bundle["entries"]) - 1
     assert check_codes(ctx, dict(bundle, entries=kept), "edited.json") == {"VM-PROOF-INCOMPLETE"}
+
+
+@pytest.mark.xfail(strict=True, raises=Disagreement, reason=(
+    "the policy commitment is only as good as the checkpoint's signer: a removed signer's key signs a head "
+    "checkpoint (true root) whose policy line leaves out its own removal; the bundle without the removal then "
+    "shows that key pinned at the checkpoint's size and check-proof accepts it, while verify of the repository "
+    "says VM-CHECKPOINT-MISMATCH, VM-CHECKPOINT-SIG, VM-SIG-UNPINNED. Offline, this is the fork a once-pinned "
+    "key can always make; carrying checkpoint.note (a note key the policy pins) or witness cosignatures in the "
+    "bundle would close it"))
+def test_removed_signer_forges_the_policy_commitment(ctx: Ctx) -> None:
+    add_bob(ctx)
+    tag_new_commit(ctx.repo, ctx.vm_env, "v2.0")
+    release = bob_signs_release_elsewhere(ctx, "v2.0")
+    vm_ok(ctx, "policy", "remove-signer", "bob")
+    removal = ctx.t.entries()[-1]
+    ctx.t.commit_policies = True
+    ctx.t.append([release], ctx.mallory)
+    blobs = ctx.t.blobs()
+    kept = [b for b in blobs if json.loads(b) != removal]
+    root = merkle.root_from_leaf_hashes([merkle.leaf_hash(leaf_data(b)) for b in blobs])
+    lying = ledger.checkpoint_text(ctx.t.log_id, len(blobs), root,
+                                   ledger.policy_commitment([leaf_data(b) for b in kept],
+                                                            [parsed_or_none(b) for b in kept]))
+    ctx.t.on_top(ctx.t.checkpoint_files(lying, ctx.mallory))  # signed by bob's key
+
+    assert verify_codes(ctx, "--all") == {"VM-CHECKPOINT-MISMATCH", "VM-CHECKPOINT-SIG", "VM-SIG-UNPINNED"}
+    bundle = bundle_of(ctx, "v2.0")
+    assert check_codes(ctx, bundle, "unedited.json") == {"VM-PROOF-INCOMPLETE"}
+    edited = dict(bundle, entries=[it for it in bundle["entries"] if json.loads(it["line"]) != removal])
+    code, report = check_proof(edited, ctx.work / "edited.json", ctx.alice.fingerprint, ctx.vm_env)
+    check_schema(report)
+    agree(code == 1 and not report["ok"], "check-proof accepts the bundle without bob's removal")

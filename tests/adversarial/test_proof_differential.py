@@ -25,7 +25,7 @@ import pytest
 from git_vaultmesh import merkle
 from git_vaultmesh.entry import seq_of_path
 
-from .kit import REF_LOG, Ctx, Row, World, check_proof, leaf_data, prove
+from .kit import REF_LOG, Ctx, Disagreement, Row, World, agree, check_proof, leaf_data, prove
 from .test_tamper_matrix import ROWS, check_schema, failed_codes, verify_json
 
 # verify's code -> the bundle's name for the same defect
@@ -77,8 +77,10 @@ BY_ID = {r.id: r for r in ROWS}
 def _param(row: Row) -> Any:
     if row.id in SKIPPED:
         return pytest.param(row, id=row.id, marks=[pytest.mark.skip(reason=f"repository only: {SKIPPED[row.id]}")])
-    marks = [pytest.mark.xfail(strict=True, reason=DISAGREE[row.id])] if row.id in DISAGREE else []
-    return pytest.param(row, id=row.id, marks=marks)
+    if row.id not in DISAGREE:
+        return pytest.param(row, id=row.id)
+    return pytest.param(row, id=row.id, marks=[pytest.mark.xfail(strict=True, raises=Disagreement,
+                                                                 reason=DISAGREE[row.id])])
 
 
 def target_tag(args: list[str]) -> str:
@@ -157,29 +159,37 @@ def test_same_verdict(row: Row, ctx: Ctx, pristine: dict[str, Any]) -> None:
     tag = target_tag(args)
     bundle, refused = prove(ctx.repo, ctx.vm_env, tag, ctx.work / "prove.json")
     if refused is not None:
-        assert refused in want, f"prove refused with {refused}, verify with {sorted(want)}"
+        agree(refused in want, f"prove refused with {refused}, verify with {sorted(want)}")
     if row.id in PROVE_REFUSES:
-        assert refused is not None, f"prove made a bundle of a log verify refuses with {sorted(want)}"
+        agree(refused is not None, f"prove made a bundle of a log verify refuses with {sorted(want)}")
         return
     if bundle is not None and not {it["line"] for it in bundle["entries"]} <= pristine["lines"]:
         # prove's own bundle carries a line the attack wrote: whatever it says, verify must say it too
         got = check(ctx, bundle, "unedited.json")
-        assert got <= allowed(want), f"unedited bundle: check-proof {sorted(got)}, verify {sorted(want)}"
+        agree(got <= allowed(want), f"unedited bundle: check-proof {sorted(got)}, verify {sorted(want)}")
     got = check(ctx, whole_log(ctx, bundle or pristine[tag]), "whole-log.json")
-    assert got, f"check-proof accepted what verify refuses with {sorted(want)}"
+    agree(bool(got), f"check-proof accepted what verify refuses with {sorted(want)}")
     for alternatives in row.expect:
         spelled = set(alternatives.split("|"))
         spelled |= {COUNTERPART[c] for c in spelled if c in COUNTERPART}
-        assert spelled & got & allowed(want), f"want {alternatives}: check-proof {sorted(got)}, verify {sorted(want)}"
-    assert got <= allowed(want), f"check-proof {sorted(got)} reports what verify ({sorted(want)}) does not"
+        agree(bool(spelled & got & allowed(want)),
+              f"want {alternatives}: check-proof {sorted(got)}, verify {sorted(want)}")
+    agree(got <= allowed(want), f"check-proof {sorted(got)} reports what verify ({sorted(want)}) does not")
 
 
-@pytest.mark.xfail(strict=True, reason="prove TAG --in v2.0 bundles another release of the same commit (v1.1's), "
+@pytest.mark.xfail(strict=True, raises=Disagreement, reason="prove TAG --in v2.0 bundles another release of the same commit (v1.1's), "
                    "which check-proof accepts while verify v2.0 says VM-SIG-PENDING: release_entry takes the first "
                    "entry naming the tag OR its commit")
 def test_prove_bundles_the_release_it_is_asked_for(ctx: Ctx) -> None:
+    ctx.t.commit_policies = True
     BY_ID["threshold-single-key"].attack(ctx)  # v2.0 on v1.1's commit, its release signed by one of two
+    code, report = verify_json(ctx, "v2.0")
+    assert code == 1 and set(failed_codes(report)) == {"VM-SIG-PENDING"}, report
     bundle, refused = prove(ctx.repo, ctx.vm_env, "v2.0", ctx.work / "v2.0.json")
-    assert bundle is not None, refused
+    if bundle is None:
+        agree(refused == "VM-SIG-PENDING", f"prove v2.0 refused with {refused}")
+        return
     release = next(it for it in bundle["entries"] if it["index"] == bundle["release"])
-    assert json.loads(release["line"])["body"]["subject"]["ref"] == "refs/tags/v2.0"
+    ref = json.loads(release["line"])["body"]["subject"]["ref"]
+    agree(ref == "refs/tags/v2.0", f"prove v2.0 bundled the release of {ref}")
+    agree(bool(check(ctx, bundle, "v2.0.check.json")), "check-proof accepts the bundle prove made for v2.0")
