@@ -66,8 +66,6 @@ DISAGREE = {
     "reorder-rewritten": "check-proof does not run verify's release-base rule: a release whose history base names "
                          "a release appended after it (VM-HISTORY-BASE) passes, although the whole-log bundle "
                          "carries both entries",
-    "unknown-rev": "prove names a name that names nothing VM-NOT-RECORDED (show.select takes it for a deleted "
-                   "tag); verify says VM-BAD-REV",
 }
 
 SKIPPED = {row: why for why, rows in REPO_ONLY.items() for row in rows}
@@ -177,9 +175,6 @@ def test_same_verdict(row: Row, ctx: Ctx, pristine: dict[str, Any]) -> None:
     agree(got <= allowed(want), f"check-proof {sorted(got)} reports what verify ({sorted(want)}) does not")
 
 
-@pytest.mark.xfail(strict=True, raises=Disagreement, reason="prove TAG --in v2.0 bundles another release of the same commit (v1.1's), "
-                   "which check-proof accepts while verify v2.0 says VM-SIG-PENDING: release_entry takes the first "
-                   "entry naming the tag OR its commit")
 def test_prove_bundles_the_release_it_is_asked_for(ctx: Ctx) -> None:
     ctx.t.commit_policies = True
     BY_ID["threshold-single-key"].attack(ctx)  # v2.0 on v1.1's commit, its release signed by one of two
