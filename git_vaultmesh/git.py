@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -505,35 +506,6 @@ class Repo:
             proc.wait()
             feeder.join()
 
-    def first_parent_chain(self, tip: str) -> list[tuple[str, list[str]]]:
-        """(commit, parents) of tip's first-parent chain, oldest first."""
-        out = self.run("rev-list", "--first-parent", "--reverse", "--parents", tip).decode()
-        chain = []
-        for line in out.splitlines():
-            parts = line.split()
-            chain.append((parts[0], parts[1:]))
-        return chain
-
-    def diff_tree(self, old: str | None, new: str) -> list[RawChange]:
-        """Raw changes between two commits' trees (old None = against the empty tree)."""
-        if old is None:
-            out = self.run("diff-tree", "-r", "-z", "--no-renames", "--raw", "--root", "--no-commit-id", new)
-        else:
-            out = self.run("diff-tree", "-r", "-z", "--no-renames", "--raw", old, new)
-        fields = out.decode().split("\0")
-        changes = []
-        i = 0
-        while i < len(fields) - 1:
-            meta = fields[i]
-            if not meta.startswith(":"):
-                i += 1
-                continue
-            _, _, old_oid, new_oid, status = meta[1:].split(" ")
-            changes.append(RawChange(status[0], old_oid, new_oid, fields[i + 1]))
-            i += 2
-        return changes
-
-    # --- refs (compare-and-swap only) ---------------------------------------------------------------
     def update_refs(self, updates: Sequence[RefUpdate]) -> bool:
         """Apply all updates atomically, each checked against its expected old value.
 
@@ -612,6 +584,73 @@ class Repo:
                        env=self._clean_env(), cwd=self.git_dir)
         subprocess.run(self._cmd(["worktree", "prune"]), capture_output=True, env=self._clean_env(),
                        cwd=self.git_dir)
+
+    # --- ref locks and compare-and-swap deletion ---------------------------------------------------------
+    @property
+    def common_dir(self) -> Path:
+        """Where refs and shared state live: the git dir, or for a linked worktree the main one's."""
+        base = self.git_dir
+        if (base / "commondir").is_file():
+            base = (base / (base / "commondir").read_text().strip()).resolve()
+        return base
+
+    def ref_locks(self, patterns: Sequence[str], older_than: float = 0.0) -> list[str]:
+        """Lock files (`<ref>.lock`, globs relative to the common dir) at least `older_than` seconds old. git
+        removes its lock when it exits, unless it was killed (SIGKILL, power loss): then it stays until removed."""
+        now = time.time()
+        found = []
+        for pattern in patterns:
+            for path in self.common_dir.glob(pattern):
+                try:
+                    if now - path.stat().st_mtime >= older_than:
+                        found.append(str(path))
+                except OSError:  # gone meanwhile
+                    continue
+        return sorted(set(found))
+
+    def delete_ref(self, ref: str, expected: str) -> bool:
+        """Delete `ref` only if it still points at `expected` (compare-and-swap); False when it moved."""
+        code, _, err = self.try_run("update-ref", "-d", ref, expected)
+        if code == 0:
+            return True
+        text = err.decode(errors="replace")
+        if any(s in text for s in _RACE_MESSAGES) or "cannot lock ref" in text:
+            return False
+        raise VaultMeshError("VM-GIT-FAILED", f"git update-ref -d {ref} failed: {text.strip()}",
+                             _failure_hint(text, "check that the repository is writable"))
+
+    def try_fetch(self, remote: str, refspecs: Sequence[str]) -> bool:
+        """A best-effort fetch (refs the remote may not have); False when git could not fetch them."""
+        return self.try_run("fetch", "--no-tags", "--quiet", remote, *refspecs)[0] == 0
+
+    def staged_blob(self, path: str) -> bytes | None:
+        """The index's copy of `path`, or None when it is not staged."""
+        code, out, _ = self.try_run("show", f":{path}")
+        return out if code == 0 else None
+
+    def ref_values(self, refs: Sequence[str]) -> dict[str, str]:
+        """ref -> oid for those of `refs` that exist, in one git process."""
+        out = self.run("for-each-ref", "--format=%(refname) %(objectname)", *refs).decode()
+        return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+    # --- making a repository (demo) -------------------------------------------------------------------
+    @classmethod
+    def init_at(cls, path: Path, branch: str = "main") -> Repo:
+        """`git init` a new repository at `path`."""
+        res = subprocess.run([_git_exe(), "init", "-q", "-b", branch, str(path)], capture_output=True)
+        if res.returncode != 0:
+            raise VaultMeshError("VM-GIT-FAILED", f"git init failed: {res.stderr.decode().strip()}",
+                                 _failure_hint(res.stderr.decode(), "check that the directory is writable"))
+        return cls.discover(path)
+
+    def commit_all(self, message: str) -> str:
+        """Stage the whole work tree and commit it; returns the commit."""
+        self.run("add", "--all")
+        self.run("commit", "-q", "-m", message)
+        return self.run("rev-parse", "HEAD").decode().strip()
+
+    def tag_annotated(self, name: str, message: str, target: str = "HEAD") -> None:
+        self.run("tag", "-a", name, "-m", message, target)
 
     def fetch(self, remote: str, refspecs: Sequence[str]) -> None:
         code, _, err = self.try_run("fetch", "--no-tags", "--quiet", remote, *refspecs)

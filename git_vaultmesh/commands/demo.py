@@ -43,16 +43,16 @@ def _env(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _tool(args: list[str], cwd: Path | None = None) -> str:
+def _gpg(args: list[str]) -> str:
     try:
-        res = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60)
+        res = subprocess.run(args, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
         raise VaultMeshError("VM-TOOL-MISSING", f"{args[0]} is not installed", f"install {args[0]}") from None
     if res.returncode != 0:
-        raise VaultMeshError("VM-GIT-FAILED" if args[0] == "git" else "VM-SIGN-FAILED",
+        raise VaultMeshError("VM-SIGN-FAILED",
                              f"{' '.join(args[:3])} failed: {res.stderr.strip()[-300:]}",
-                             "the demo runs git and gpg in a throwaway directory: check that both work "
-                             "(`git --version`, `gpg --version`) and run it again")
+                             "the demo makes a throwaway gpg key: check that gpg works (`gpg --version`) "
+                             "and run it again")
     return res.stdout.strip()
 
 
@@ -103,21 +103,20 @@ def run(args: argparse.Namespace) -> int:
     server = None
     try:
         with _env({"GNUPGHOME": str(gnupghome), "GIT_CONFIG_NOSYSTEM": "1", **_IDENTITY}):
-            _tool(["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key",
+            _gpg(["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key",
                    "Demo Releaser <releaser@example.org>", "ed25519", "sign", "1d"])
-            listing = _tool(["gpg", "--batch", "--with-colons", "--list-secret-keys"])
+            listing = _gpg(["gpg", "--batch", "--with-colons", "--list-secret-keys"])
             fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
             repo_dir = workdir / "shop"
             repo_dir.mkdir()
-            _tool(["git", "init", "-q", "-b", "main", str(repo_dir)])
-            for i, text in enumerate(["print('hello')\n", "print('hello, world')\n", "VERSION = '1.0'\n"]):
-                (repo_dir / f"app{i}.py").write_text(text)
-                _tool(["git", "add", "."], repo_dir)
-                _tool(["git", "commit", "-q", "-m", f"change {i}"], repo_dir)
-            _tool(["git", "tag", "-a", "v1.0", "-m", "release v1.0"], repo_dir)
+            with Repo.init_at(repo_dir) as shop:
+                for i, text in enumerate(["print('hello')\n", "print('hello, world')\n", "VERSION = '1.0'\n"]):
+                    (repo_dir / f"app{i}.py").write_text(text)
+                    shop.commit_all(f"change {i}")
+                shop.tag_annotated("v1.0", "release v1.0")
+                shop.config_set("vaultmesh.signingKey", fpr)
             artifact = workdir / "shop-1.0.tar.gz"
             artifact.write_bytes(b"pretend this is the release tarball\n")
-            _tool(["git", "config", "vaultmesh.signingKey", fpr], repo_dir)
             server = _start_tsa(repo_dir)
             if not args.json:
                 print(f"demo repository: {repo_dir}\nephemeral OpenPGP key: {fpr}\n")

@@ -102,8 +102,8 @@ def fast_checks(repo: Repo, settings: Settings) -> list[Finding]:
     for problem in settings.problems():
         fail("config", "config", "VM-CONFIG-INVALID", problem, "fix or remove the setting (git config --unset …)")
     if repo.work_tree is not None:
-        code, staged, _ = repo.try_run("show", ":.vaultmesh.toml")
-        if code == 0:
+        staged = repo.staged_blob(".vaultmesh.toml")
+        if staged is not None:
             for problem in toml_problems(staged.decode("utf-8", errors="replace")):
                 fail("config", ".vaultmesh.toml", "VM-CONFIG-INVALID", f"staged .vaultmesh.toml: {problem}",
                      "fix the file and `git add` it again")
@@ -120,8 +120,7 @@ def ledger_checks(repo: Repo) -> list[Finding]:
     failure is always reported by the full check."""
     from .. import ledger
 
-    listed = repo.run("for-each-ref", "--format=%(refname) %(objectname)", REF_LOG, REF_NOTES).decode()
-    refs = {name: oid for name, _, oid in (line.partition(" ") for line in listed.splitlines())}
+    refs = repo.ref_values([REF_LOG, REF_NOTES])
     head_oid, notes = refs.get(REF_LOG), refs.get(REF_NOTES)
     if head_oid is None:
         return []

@@ -119,42 +119,8 @@ _DN_NAMES = {"2.5.4.3": "CN", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O", 
              "2.5.4.9": "STREET", "0.9.2342.19200300.100.1.25": "DC", "0.9.2342.19200300.100.1.1": "UID"}
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]*?)-----END CERTIFICATE-----")
 
-_HINTS: dict[str, str] = {
-    "VM-TSA-EMPTY": "the TSA or the network failed when the token was stored; request a new token",
-    "VM-TSA-NOT-DER": (
-        "the TSA URL probably serves a web page, or a proxy answered instead: check that the URL "
-        "accepts application/timestamp-query POSTs, then request a new token"
-    ),
-    "VM-TSA-TRUNCATED": "the token was cut short (interrupted transfer or storage); request a new token",
-    "VM-TSA-STATUS": "check that the TSA accepts SHA-256 imprints and its default policy, or retry later",
-    "VM-TSA-IMPRINT": "the token was issued for other bytes: request a token over the entry's exact line",
-    "VM-TSA-NONCE": "the response answers another request (replayed or cached): retry, bypassing proxies",
-    "VM-TSA-SIGNATURE": "the token was altered or corrupted after the TSA signed it; request a new token",
-    "VM-TSA-CHAIN": (
-        "check that the TSA URL belongs to the TSA named in the policy, or update the policy's CA "
-        "certificate for it (a signed policy change)"
-    ),
-    "VM-TSA-EKU": (
-        "use a TSA whose signer certificate has a critical extendedKeyUsage of exactly timeStamping "
-        "(RFC 3161 section 2.3)"
-    ),
-    "VM-TSA-PIN": (
-        "the TSA's signing key changed: confirm the new key with the TSA operator out of band, then update "
-        "the pin in the policy (spki_pin_of prints it)"
-    ),
-    "VM-TSA-CERT-VALIDITY": (
-        "the TSA signed outside its certificate's validity (clock or certificate error): report it to the "
-        "TSA operator and timestamp with another TSA"
-    ),
-    "VM-TSA-UNREACHABLE": (
-        "check the TSA URL and the network, raise the timeout, or retry later; the entry stays pending "
-        "until a token is added"
-    ),
-}
-
-
 def _fail(code: str, cause: str, hint: str | None = None) -> NoReturn:
-    raise VaultMeshError(code, cause, hint if hint is not None else _HINTS.get(code))
+    raise VaultMeshError(code, cause, hint)  # no hint: the registry's
 
 
 # --- public data types --------------------------------------------------------------------------------------

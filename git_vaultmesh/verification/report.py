@@ -9,28 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CODES, VaultMeshError
-
-HINTS: dict[str, str] = {
-    "VM-LOG-NOT-APPEND-ONLY": "restore refs/vaultmesh/log from a replica (refs/vaultmesh/remotes/*) or a peer",
-    "VM-LOG-GAP": "restore refs/vaultmesh/log from a replica; entries are never removed",
-    "VM-LOG-ROLLBACK": "someone rewound the ledger; fetch it again from a trusted replica",
-    "VM-LOG-FORKED": "this is not the ledger verified here before; compare with a trusted replica",
-    "VM-TRUST-ROOT-MISMATCH": "the log was replaced by one with another genesis; do not trust it",
-    "VM-CHECKPOINT-MISMATCH": "the checkpoint does not commit to these entries: the log was edited",
-    "VM-CHECKPOINT-SIG": "checkpoints are signed by a policy signer at every append; this one was not",
-    "VM-NOTES-MISMATCH": "run `git vaultmesh doctor --repair` to rebuild notes from the log",
-    "VM-SIG-MISSING": "re-record the receipt with a signing key",
-    "VM-SIG-INVALID": "the entry or its signature was altered after signing",
-    "VM-SIG-UNPINNED": "only keys pinned in the policy count; add the signer with `policy add-signer`",
-    "VM-SIG-NOT-AUTHORIZED": "ask the policy signers to extend the signer's types",
-    "VM-SIG-PENDING": "collect the missing signatures with `git vaultmesh cosign`",
-    "VM-TAG-MOVED": "the tag was moved after it was recorded; restore it to the recorded object",
-    "VM-TAG-MISSING": "the recorded tag was deleted; fetch tags (git fetch --tags) or restore it",
-    "VM-HISTORY-MISMATCH": "the history under the tag was rewritten after recording",
-    "VM-ARTIFACT-MISMATCH": "the artifact is not the file that was released",
-    "VM-TSA-PENDING": "run `git vaultmesh timestamp --pending` once the TSA is reachable",
-}
+from ..errors import CODES, VaultMeshError, hint_for
 
 
 @dataclass
@@ -64,7 +43,7 @@ class Report:
     def failed(self, check: str, code: str, detail: str, hint: str | None = None) -> None:
         if code not in CODES:
             raise ValueError(f"unregistered error code {code!r}")
-        self.checks.append(Check(check, False, code, detail, hint or HINTS.get(code)))
+        self.checks.append(Check(check, False, code, detail, hint or hint_for(code)))
 
     def error(self, check: str, exc: VaultMeshError) -> None:
         self.failed(check, exc.code, exc.cause, exc.hint)

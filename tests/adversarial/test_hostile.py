@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from git_vaultmesh.errors import CODES, errors_markdown
+from git_vaultmesh.errors import CODES, VaultMeshError, errors_markdown
 
 from conftest import GpgKey, git, kill_agent, make_gpg_home, vm, vm_ok
 
@@ -386,20 +386,20 @@ def test_every_code_the_package_uses_is_registered() -> None:
         assert CODE_RE.fullmatch(code), f"{code} is not an upper-case VM- code"
 
 
-def test_every_error_the_package_raises_carries_a_hint() -> None:
-    """Code, cause and a fix: a literal None or a missing hint argument is a bug (tsa._fail falls back to
-    its per-code _HINTS table, so each code it raises without a hint must be in that table)."""
-    from git_vaultmesh.rfc3161 import tsa
+def test_every_code_has_a_hint_in_the_registry() -> None:
+    """Code, cause and a fix: each code declares what to do next once, in the registry; an error raised or a
+    check failed without a more specific hint carries that one (never None)."""
+    from git_vaultmesh.verification.report import Report
 
-    missing = []
-    for path, call, code in _package_calls():
-        hint = call.args[2] if len(call.args) > 2 else next((k.value for k in call.keywords if k.arg == "hint"), None)
-        absent = hint is None or (isinstance(hint, ast.Constant) and hint.value is None)
-        if absent and call.func.id == "_fail" and code in tsa._HINTS:  # type: ignore[union-attr]
-            continue
-        if absent:
-            missing.append(f"{path.relative_to(ROOT)}:{call.lineno} {code}")
-    assert not missing, "errors without a hint:\n" + "\n".join(missing)
+    for code, entry in CODES.items():
+        assert entry.hint.strip() and entry.hint != entry.meaning, code
+        assert VaultMeshError(code, "cause").hint == entry.hint
+        report = Report()
+        report.failed("c", code, "detail")
+        assert report.checks[0].hint == entry.hint
+    assert VaultMeshError("VM-USAGE", "cause", "specific").hint == "specific"
+    with pytest.raises(ValueError):
+        VaultMeshError("VM-NO-SUCH-CODE", "cause")
 
 
 def test_errors_doc_is_generated_from_the_registry() -> None:
