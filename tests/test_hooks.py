@@ -224,6 +224,10 @@ def test_correct_pushes_go_through(pushed: tuple[Path, Path]) -> None:
     assert git(bare, "rev-parse", "refs/heads/main") == git(repo, "rev-parse", "HEAD")  # plain push: the branch
     assert git(bare, "rev-parse", "v1.0") == git(repo, "rev-parse", "v1.0")
     assert _user_runs(repo) == 2  # the user's own pre-push hook ran on both pushes
+    git(repo, "fetch", "-q", "origin")  # the installed fetch refspecs bring the ledger refs in, beside ours
+    assert git(repo, "rev-parse", "refs/vaultmesh/remotes/origin/log") == git(bare, "rev-parse", "refs/vaultmesh/log")
+    assert git(repo, "rev-parse", "refs/vaultmesh/remotes/origin/notes") == git(bare, "rev-parse",
+                                                                               "refs/notes/vaultmesh")
 
 
 def test_pre_push_blocks_an_unrecorded_tag(pushed: tuple[Path, Path]) -> None:
