@@ -345,11 +345,12 @@ def test_pre_commit_judges_only_the_appended_entries(ledger_repo: Path, shim: Pa
     assert after["judged"] == "incremental" and after["size"] == size == first["size"] + 2
     assert after["entries_read"] == 2  # only the two new entry blobs were read
     assert after["log"] == git(ledger_repo, "rev-parse", "refs/vaultmesh/log")
-    # a verified checkpoint remembered at the new head is judged on the incremental path too
-    ok(ledger_repo, "verify", "--all")
+    # a checkpoint verified here between the last pass and now is placed on the incremental path too
     vm_ok(ledger_repo, "record", "HEAD", "--environment", "staging")
-    assert _commit(ledger_repo, "after verify and an append").returncode == 0
-    assert _state(ledger_repo)["judged"] == "incremental" and _state(ledger_repo)["entries_read"] == 1
+    ok(ledger_repo, "verify", "--all")
+    vm_ok(ledger_repo, "record", "HEAD", "--environment", "dev")
+    assert _commit(ledger_repo, "after an append, a verify and an append").returncode == 0
+    assert _state(ledger_repo)["judged"] == "incremental" and _state(ledger_repo)["entries_read"] == 2
     # a remembered range that does not reproduce the remembered head's checkpoint is not used
     state = _state(ledger_repo)
     state["frontier"] = ["00" * 32 for _ in state["frontier"]]

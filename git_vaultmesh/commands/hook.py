@@ -211,7 +211,7 @@ def _judge_ledger(repo: Repo, head_oid: str, notes: str | None, items: Sequence[
         elif len(items) < size:
             fail(REF_LOG, "VM-LOG-ROLLBACK",
                  f"the log has {len(items)} entries, {size} were verified here before (rewound)")
-        elif _root_of_first(size, len(items), start, prefix_root, frontier.root().hex(), leaves, seen,
+        elif _root_of_first(size, start, cached["frontier"] if cached else (), leaves, seen,
                             cached) != seen.get("root"):
             fail(REF_LOG, "VM-LOG-FORKED",
                  f"the first {size} entries no longer have the root verified here before (replaced)")
@@ -223,19 +223,20 @@ def _judge_ledger(repo: Repo, head_oid: str, notes: str | None, items: Sequence[
     return out
 
 
-def _root_of_first(size: int, total: int, start: int, prefix_root: str, head_root: str,
-                   leaves: Sequence[bytes], seen: dict[str, Any], cached: dict[str, Any] | None) -> str | None:
-    """The root of the first `size` entries, from what this judgement holds: every leaf (full path), or the
-    remembered prefix and the new head (incremental path); any other size is not decidable from those."""
+def _root_of_first(size: int, start: int, prefix: Sequence[str], leaves: Sequence[bytes], seen: dict[str, Any],
+                   cached: dict[str, Any] | None) -> str | None:
+    """The root of the first `size` entries from what this judgement holds: every leaf (full path), or the
+    remembered range of the first `start` and the leaves after them (incremental path). Below `start` only
+    the verified checkpoint the last pass checked is known (on the same entries); anything else is undecided."""
     from .. import merkle
 
     if cached is None:
         return merkle.root_from_leaf_hashes(leaves[:size]).hex()
-    if size == total:
-        return head_root
-    if size == start:
-        return prefix_root
-    if seen == cached.get("verified"):  # the same verified checkpoint the last pass checked, on the same prefix
+    if start <= size <= start + len(leaves):
+        rng = merkle.CompactRange.from_frontier(start, [bytes.fromhex(h) for h in prefix])
+        rng.extend(leaves[: size - start])
+        return rng.root().hex()
+    if seen == cached.get("verified"):
         return str(seen.get("root"))
     raise _Undecided
 
