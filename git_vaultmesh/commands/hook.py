@@ -93,7 +93,8 @@ class _Undecided(Exception):
 
 
 def fast_checks(repo: Repo, settings: Settings) -> list[Finding]:
-    """What a commit can afford to check on every run (reads the log's blobs once; no signature, no history)."""
+    """What a commit can afford to check on every run: no signature, no history, and of the log only the
+    entries the last passing run did not judge (all of them when it cannot tell)."""
     out: list[Finding] = []
 
     def fail(covenant: str, ref: str, code: str, detail: str, hint: str | None = None) -> None:
