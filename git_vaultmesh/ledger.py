@@ -12,7 +12,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -675,3 +675,22 @@ def save_verified(repo: Repo, log_id: str, size: int, root: bytes) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump({"log": log_id, "size": size, "root": root.hex()}, fh)
     os.replace(tmp, path)
+
+
+def against_remembered(stored: Mapping[str, Any] | None, log_id: str | None, size: int,
+                       root_of_first: Callable[[int], str | None]) -> tuple[str, str] | None:
+    """The rollback rule, for verify (verification/log.py) and the pre-commit hook (which holds a compact
+    range, not every leaf): (code, detail) when the log `log_id` of `size` entries does not extend the
+    checkpoint this clone verified last (`stored`), else None. `root_of_first(n)`: the hex root of the
+    log's first n entries."""
+    if not stored or not log_id:
+        return None
+    verified = int(stored.get("size", 0))
+    if stored.get("log") != log_id:
+        return "VM-LOG-FORKED", f"log id is {log_id}, the log verified here before was {stored.get('log')} (replaced)"
+    if size < verified:
+        return "VM-LOG-ROLLBACK", f"log has {size} entries, {verified} were verified here before (rewound)"
+    if root_of_first(verified) != stored.get("root"):
+        return ("VM-LOG-FORKED", f"the first {verified} entries no longer have the root verified here before "
+                f"({str(stored.get('root'))[:16]}…): the log was replaced")
+    return None

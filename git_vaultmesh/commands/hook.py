@@ -204,18 +204,10 @@ def _judge_ledger(repo: Repo, head_oid: str, notes: str | None, items: Sequence[
                  f"{REF_NOTES} ({notes[:12]}) is not derived from this log "
                  f"(it names {source[:12] if source else 'no log'}): a ledger ref was moved by hand",
                  "run `git vaultmesh verify --all`; `git vaultmesh doctor --repair` rebuilds the notes")
-    if seen and seen.get("log") is not None:
-        size = int(seen.get("size", 0))
-        if seen.get("log") != cp.log_id:
-            fail(REF_LOG, "VM-LOG-FORKED",
-                 f"the log is {cp.log_id}, the one verified here before was {seen.get('log')} (replaced)")
-        elif len(items) < size:
-            fail(REF_LOG, "VM-LOG-ROLLBACK",
-                 f"the log has {len(items)} entries, {size} were verified here before (rewound)")
-        elif _root_of_first(size, start, cached["frontier"] if cached else (), leaves, seen,
-                            cached) != seen.get("root"):
-            fail(REF_LOG, "VM-LOG-FORKED",
-                 f"the first {size} entries no longer have the root verified here before (replaced)")
+    problem = ledger.against_remembered(seen, cp.log_id, len(items), lambda n: _root_of_first(
+        n, start, cached["frontier"] if cached else (), leaves, seen, cached))
+    if problem is not None:
+        fail(REF_LOG, *problem)
     if not out:
         _save_state(repo, {"version": STATE_VERSION, "log": head_oid, "size": len(items),
                            "prefix": _prefix_digest(items), "frontier": [h.hex() for h in frontier.hashes],
@@ -224,8 +216,8 @@ def _judge_ledger(repo: Repo, head_oid: str, notes: str | None, items: Sequence[
     return out
 
 
-def _root_of_first(size: int, start: int, prefix: Sequence[str], leaves: Sequence[bytes], seen: dict[str, Any],
-                   cached: dict[str, Any] | None) -> str | None:
+def _root_of_first(size: int, start: int, prefix: Sequence[str], leaves: Sequence[bytes],
+                   seen: dict[str, Any] | None, cached: dict[str, Any] | None) -> str | None:
     """The root of the first `size` entries from what this judgement holds: every leaf (full path), or the
     remembered range of the first `start` and the leaves after them (incremental path). Below `start` only
     the verified checkpoint the last pass checked is known (on the same entries); anything else is undecided."""
@@ -237,7 +229,7 @@ def _root_of_first(size: int, start: int, prefix: Sequence[str], leaves: Sequenc
         rng = merkle.CompactRange.from_frontier(start, [bytes.fromhex(h) for h in prefix])
         rng.extend(leaves[: size - start])
         return rng.root().hex()
-    if seen == cached.get("verified"):
+    if seen is not None and seen == cached.get("verified"):
         return str(seen.get("root"))
     raise _Undecided
 

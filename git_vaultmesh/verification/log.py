@@ -198,16 +198,10 @@ def rollback(ctx: Context) -> None:
         r.passed("log.rollback", "no checkpoint verified here before; this one will be remembered")
         return
     leaves = ctx.view.leaves
-    if stored.get("log") != r.log_id:
-        r.failed("log.rollback", "VM-LOG-FORKED",
-                 f"log id is {r.log_id}, the log verified here before was {stored.get('log')} (replaced)")
-    elif len(leaves) < int(stored.get("size", 0)):
-        r.failed("log.rollback", "VM-LOG-ROLLBACK",
-                 f"log has {len(leaves)} entries, {stored.get('size')} were verified here before (rewound)")
-    elif merkle.root_from_leaf_hashes(leaves[: int(stored["size"])]).hex() != stored.get("root"):
-        r.failed("log.rollback", "VM-LOG-FORKED",
-                 f"the first {stored['size']} entries no longer have the root verified here before "
-                 f"({str(stored.get('root'))[:16]}…): the log was replaced")
+    problem = ledger.against_remembered(stored, r.log_id, len(leaves),
+                                        lambda n: merkle.root_from_leaf_hashes(leaves[:n]).hex())
+    if problem is not None:
+        r.failed("log.rollback", *problem)
     else:
         r.passed("log.rollback", f"consistent with the checkpoint verified here before (size {stored['size']})")
 
