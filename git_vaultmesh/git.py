@@ -660,6 +660,21 @@ class Repo:
                 f"check `git remote -v` and that {remote} has a ledger (refs/vaultmesh/log)",
             )
 
+    def tree_changes(self, old: str, new: str) -> list[tuple[str, str, str, str]]:
+        """(status, new mode, new oid, path) of every file that differs between two commits' trees: what
+        an append changed, read without listing the unchanged entries."""
+        fields = self.run("diff-tree", "-r", "-z", "--no-renames", old, new).decode().split("\0")
+        changes, i = [], 0
+        while i + 1 < len(fields):
+            meta = fields[i]
+            if not meta.startswith(":"):
+                i += 1
+                continue
+            _, mode, _, oid, status = meta[1:].split(" ")
+            changes.append((status[:1], mode, oid, fields[i + 1]))
+            i += 2
+        return changes
+
 
 _RACE_MESSAGES = ("is at ", "but expected", "reference already exists", "unable to resolve reference", "File exists")
 _FAILURE_HINTS = (

@@ -401,6 +401,41 @@ def test_pre_commit_catches_a_rewrite_after_a_cached_pass(ledger_repo: Path, shi
     assert res.returncode != 0 and "FAIL Integrity [VM-LOG-ROLLBACK]" in res.stderr, res.stderr
 
 
+def test_pre_commit_incremental_path_keeps_the_layout_rules(ledger_repo: Path, shim: Path, tmp_path: Path) -> None:
+    """An appended entry that is not a plain file, under a checkpoint forged to match it: the new-entries
+    path must not pass it (the full check names the layout problem)."""
+    from git_vaultmesh import ledger, merkle
+    from git_vaultmesh.entry import entry_path
+    from git_vaultmesh.git import Repo
+
+    ok(ledger_repo, "install", "--no-refspecs")
+    assert _commit(ledger_repo, "cached").returncode == 0
+    head = git(ledger_repo, "rev-parse", "refs/vaultmesh/log")
+    r = Repo.discover(ledger_repo)
+    items = ledger.entry_items(r, head)
+    line = r.read_blobs([items[-1][2]])[0]  # a copy of the last entry: any line will do
+    leaves = [merkle.leaf_hash(b[:-1]) for b in r.read_blobs([oid for _, _, oid in items])] + [
+        merkle.leaf_hash(line[:-1])]
+    cp = ledger.parse_checkpoint(r.read_blobs([f"{head}:{ledger.CHECKPOINT}"])[0])
+    r.close()
+    forged_cp = ledger.checkpoint_text(cp.log_id, len(leaves), merkle.root_from_leaf_hashes(leaves))
+    env = dict(os.environ, GIT_INDEX_FILE=str(tmp_path / "forge.index"))
+
+    def plumb(*args: str, input: bytes | None = None) -> str:
+        res = subprocess.run(["git", *args], cwd=ledger_repo, env=env, input=input, capture_output=True, check=True)
+        return res.stdout.decode().strip()
+
+    plumb("read-tree", head)
+    plumb("update-index", "--add", "--cacheinfo",
+          f"100755,{plumb('hash-object', '-w', '--stdin', input=line)},{entry_path(len(items))}")
+    plumb("update-index", "--cacheinfo", f"100644,{plumb('hash-object', '-w', '--stdin', input=forged_cp)},checkpoint")
+    forged = plumb("commit-tree", plumb("write-tree"), "-p", head, "-m", "forged append", input=b"")
+    git(ledger_repo, "update-ref", "refs/vaultmesh/log", forged)
+    res = _commit(ledger_repo, "after the forged append")
+    assert res.returncode != 0 and "FAIL Integrity [VM-LOG-CORRUPT]" in res.stderr, res.stderr
+    assert "100755" in res.stderr
+
+
 def test_post_rewrite_reports_rewritten_subjects(ledger_repo: Path, shim: Path) -> None:
     vm_ok(ledger_repo, "record", "HEAD", "--environment", "prod")
     old = git(ledger_repo, "rev-parse", "HEAD")

@@ -85,7 +85,7 @@ def _zero(oid: str) -> str | None:
 
 # --- pre-commit ------------------------------------------------------------------------------------------
 PRECOMMIT_STATE = "pre-commit.state.json"  # under <git dir>/vaultmesh: the ledger the last pass judged
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class _Undecided(Exception):
@@ -115,62 +115,88 @@ def ledger_checks(repo: Repo) -> list[Finding]:
     """The ledger refs were not moved by hand: the head checkpoint is the root of its entries, the notes are
     derived from this log, and the log extends the checkpoint verified here (no rewind, no replacement).
 
-    When the log only grew since the last pass (that pass's head is an ancestor and the first entries are the
-    very blobs it judged), only the new entries are read: the remembered compact range is extended by them.
-    Anything else, and anything the incremental path cannot pass, is judged again over every entry, so a
-    failure is always reported by the full check."""
+    When the log only grew since the last pass (that pass's head is an ancestor, and the trees differ only by
+    entries added after the ones it judged, and checkpoint files), only the new entries are read: the
+    remembered compact range is extended by them. Anything else, and anything that path cannot pass, is
+    judged again over every entry, so a failure is always reported by the full check."""
     from .. import ledger
 
     refs = repo.ref_values([REF_LOG, REF_NOTES])
     head_oid, notes = refs.get(REF_LOG), refs.get(REF_NOTES)
     if head_oid is None:
         return []
-    try:
-        items = ledger.entry_items(repo, head_oid)
-    except VaultMeshError as exc:
-        return [_ledger_failure(REF_LOG, exc.code, exc.cause, exc.hint)]
     seen = ledger.load_verified(repo)
     cached = _load_state(repo)
     if cached is not None:
         try:
             with timings.step("pre-commit ledger, new entries", unit="entries"):
-                return _judge_ledger(repo, head_oid, notes, items, seen, cached)
+                return _judge_ledger(repo, head_oid, notes, _appended(repo, head_oid, cached), seen, cached)
         except _Undecided:
             pass
     with timings.step("pre-commit ledger, all entries", unit="entries"):
         try:
-            return _judge_ledger(repo, head_oid, notes, items, seen, None)
+            items = ledger.entry_items(repo, head_oid)
+        except VaultMeshError as exc:
+            return [_ledger_failure(REF_LOG, exc.code, exc.cause, exc.hint)]
+        try:
+            return _judge_ledger(repo, head_oid, notes, [oid for _, _, oid in items], seen, None)
         except _Undecided:  # pragma: no cover - the full path decides everything
             raise AssertionError("the full pre-commit check left a question open") from None
 
 
-def _judge_ledger(repo: Repo, head_oid: str, notes: str | None, items: Sequence[tuple[int, str, str]],
+def _appended(repo: Repo, head_oid: str, cached: dict[str, Any]) -> list[str]:
+    """The blobs of the entries appended since the pass `cached` remembers, in log order; _Undecided unless
+    the log only grew (anything else changed in the tree, or the commits were rewritten)."""
+    from .. import ledger
+    from ..entry import seq_of_path
+
+    if cached["log"] == head_oid:
+        return []
+    if not repo.is_ancestor(cached["log"], head_oid):
+        raise _Undecided  # rewound, or the log commits were rewritten (same entries or not)
+    try:
+        changes = repo.tree_changes(cached["log"], head_oid)
+    except VaultMeshError:
+        raise _Undecided from None
+    added: list[tuple[int, str]] = []
+    for status, mode, oid, path in changes:
+        if path in (ledger.CHECKPOINT, ledger.CHECKPOINT_SIG, ledger.CHECKPOINT_NOTE):
+            continue
+        seq = seq_of_path(path)
+        if status != "A" or mode != "100644" or seq is None:
+            raise _Undecided  # an entry the last pass judged was changed or removed, or something else added
+        added.append((seq, oid))
+    added.sort()
+    if [seq for seq, _ in added] != list(range(cached["size"], cached["size"] + len(added))):
+        raise _Undecided
+    return [oid for _, oid in added]
+
+
+def _judge_ledger(repo: Repo, head_oid: str, notes: str | None, entry_oids: Sequence[str],
                   seen: dict[str, Any] | None, cached: dict[str, Any] | None) -> list[Finding]:
-    """One judgement of the ledger refs. With `cached` (the last pass) it reads only the entries after the
-    prefix that pass judged, and raises _Undecided rather than report anything: failures are the full path's."""
+    """One judgement of the ledger refs over the entries after those the last pass (`cached`) judged, or
+    over every entry (`cached` None). With `cached` it raises _Undecided rather than report anything:
+    failures are the full path's."""
     from .. import ledger, merkle
 
     out: list[Finding] = []
     start, frontier = 0, merkle.CompactRange.from_leaf_hashes([])
     if cached is not None:
-        start = int(cached["size"])
-        if start > len(items) or _prefix_digest(items[:start]) != cached["prefix"]:
-            raise _Undecided  # rewound, or an entry the last pass judged was replaced
-        if cached["log"] != head_oid and not repo.is_ancestor(cached["log"], head_oid):
-            raise _Undecided  # the log commits were rewritten (same entries or not)
+        start = cached["size"]
         frontier = merkle.CompactRange.from_frontier(start, [bytes.fromhex(h) for h in cached["frontier"]])
     prefix_root = frontier.root().hex()
+    new = len(entry_oids)
     try:
-        # one cat-file for every entry not judged before, the head checkpoint and the notes commit
-        # (the incremental path also reads the remembered head's checkpoint: the range must reproduce it)
-        names = ([oid for _, _, oid in items[start:]] + [f"{head_oid}:{ledger.CHECKPOINT}"]
+        # one cat-file for the entries not judged before, the head checkpoint and the notes commit (the
+        # incremental path also reads the remembered head's checkpoint: the range must reproduce it)
+        names = ([*entry_oids, f"{head_oid}:{ledger.CHECKPOINT}"]
                  + ([f"{cached['log']}:{ledger.CHECKPOINT}"] if cached is not None else [])
                  + ([notes] if notes else []))
         blobs = repo.read_blobs(names)
-        leaves = [merkle.leaf_hash(_line(b)) for b in blobs[: len(items) - start]]
-        cp = ledger.parse_checkpoint(blobs[len(items) - start])
+        leaves = [merkle.leaf_hash(_line(b)) for b in blobs[:new]]
+        cp = ledger.parse_checkpoint(blobs[new])
         if cached is not None:
-            was = ledger.parse_checkpoint(blobs[len(items) - start + 1])
+            was = ledger.parse_checkpoint(blobs[new + 1])
             if was.size != start or was.root.hex() != prefix_root:
                 raise _Undecided  # the state file does not describe the head it names
     except (KeyError, ValueError):
@@ -184,15 +210,16 @@ def _judge_ledger(repo: Repo, head_oid: str, notes: str | None, items: Sequence[
         vm_code = "VM-LOG-CORRUPT" if exc.code == "VM-GIT-FAILED" else exc.code
         return [_ledger_failure(REF_LOG, vm_code, exc.cause, exc.hint)]
     frontier.extend(leaves)
+    size = start + new
 
     def fail(ref: str, code: str, detail: str, hint: str | None = None) -> None:
         if cached is not None:
             raise _Undecided
         out.append(_ledger_failure(ref, code, detail, hint))
 
-    if cp.size != len(items) or cp.root != frontier.root():
+    if cp.size != size or cp.root != frontier.root():
         fail(REF_LOG, "VM-CHECKPOINT-MISMATCH",
-             f"the head checkpoint says size {cp.size}, the log holds {len(items)} entries with another root: "
+             f"the head checkpoint says size {cp.size}, the log holds {size} entries with another root: "
              "the log was edited by hand", "run `git vaultmesh verify --all`")
     if notes is not None:
         prefix = ledger.NOTES_MESSAGE.encode()
@@ -204,15 +231,14 @@ def _judge_ledger(repo: Repo, head_oid: str, notes: str | None, items: Sequence[
                  f"{REF_NOTES} ({notes[:12]}) is not derived from this log "
                  f"(it names {source[:12] if source else 'no log'}): a ledger ref was moved by hand",
                  "run `git vaultmesh verify --all`; `git vaultmesh doctor --repair` rebuilds the notes")
-    problem = ledger.against_remembered(seen, cp.log_id, len(items), lambda n: _root_of_first(
+    problem = ledger.against_remembered(seen, cp.log_id, size, lambda n: _root_of_first(
         n, start, cached["frontier"] if cached else (), leaves, seen, cached))
     if problem is not None:
         fail(REF_LOG, *problem)
     if not out:
-        _save_state(repo, {"version": STATE_VERSION, "log": head_oid, "size": len(items),
-                           "prefix": _prefix_digest(items), "frontier": [h.hex() for h in frontier.hashes],
-                           "verified": seen, "judged": "full" if cached is None else "incremental",
-                           "entries_read": len(leaves)})
+        _save_state(repo, {"version": STATE_VERSION, "log": head_oid, "size": size,
+                           "frontier": [h.hex() for h in frontier.hashes], "verified": seen,
+                           "judged": "full" if cached is None else "incremental", "entries_read": new})
     return out
 
 
@@ -238,13 +264,6 @@ def _ledger_failure(ref: str, code: str, detail: str, hint: str | None) -> Findi
     return Finding("Integrity", ref, _check(f"pre-commit.{ref}", False, code, detail, hint))
 
 
-def _prefix_digest(items: Sequence[tuple[int, str, str]]) -> str:
-    """Names the entry blobs (content-addressed) at their paths: equal digests, equal entries."""
-    import hashlib
-
-    return hashlib.sha256("".join(f"{path} {oid}\n" for _, path, oid in items).encode()).hexdigest()
-
-
 def _state_path(repo: Repo) -> Path:
     return repo.git_dir / "vaultmesh" / PRECOMMIT_STATE
 
@@ -259,7 +278,7 @@ def _load_state(repo: Repo) -> dict[str, Any] | None:
         return None
     if not (isinstance(data, dict) and data.get("version") == STATE_VERSION
             and isinstance(data.get("log"), str) and _is_oid(data["log"])
-            and isinstance(data.get("size"), int) and data["size"] >= 0 and isinstance(data.get("prefix"), str)
+            and isinstance(data.get("size"), int) and data["size"] >= 0
             and isinstance(data.get("frontier"), list) and len(data["frontier"]) == data["size"].bit_count()
             and all(isinstance(h, str) and len(h) == 64 for h in data["frontier"])):
         return None
