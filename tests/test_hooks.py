@@ -34,7 +34,6 @@ def record_reproducible(repo: Path, tag: str, tmp: Path) -> Path:
     wt = tmp / f"build-{tag}"
     git(repo, "worktree", "add", "-q", "--detach", str(wt), tag)
     epoch = git(repo, "show", "-s", "--format=%ct", tag)
-
     subprocess.run(["sh", "-c", REPRO], cwd=wt, check=True, env=dict(os.environ, SOURCE_DATE_EPOCH=epoch))
     art = tmp / f"{tag}-app.tar"
     (wt / "dist" / "app.tar").rename(art)
