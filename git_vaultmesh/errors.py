@@ -115,6 +115,9 @@ CODES: dict[str, str] = {
     "VM-TSA-DUPLICATE": "tsa add: a policy TSA already has this URL or signing key (one authority counts once)",
     "VM-TSA-UNKNOWN": "a token names a TSA that is not in the policy",
     "VM-TSA-UNREACHABLE": "the TSA could not be reached, timed out, or answered garbage",
+    # --- migration from VaultMesh v4.1 ---------------------------------------------------------------
+    "VM-IMPORT-NOT-V4": "import-v4: the path does not exist, is not a VaultMesh v4.1 tree (no ops/receipts), or holds no receipts",
+    "VM-IMPORT-MALFORMED": "import-v4: an old receipt cannot be read strictly (bad YAML front matter or JSON, duplicate key, not UTF-8, too large)",
 }
 
 
