@@ -433,13 +433,17 @@ def import_body(root: Path, rel: str, data: bytes, p: Parsed) -> dict[str, Any]:
                                 "bytes": base64.b64encode(data).decode(), "fields": p.fields}
     if a.files:
         original["files"] = a.files
+    kind = p.kind
+    parts = rel.split("/")
+    if kind == "unknown" and len(parts) > 3 and parts[:2] == ["ops", "receipts"]:
+        kind = parts[2]  # no type of its own: the directory the old tool kept it in (deploy, incident, ...)
     body: dict[str, Any] = {"type": "import", "source": {"tool": FORMAT, "path": rel, "shape": p.shape,
-                                                         "kind": p.kind}}
+                                                         "kind": kind}}
     for key in ("component", "version"):
         value = p.fields.get(key)
         if p.shape != "adr-markdown" and isinstance(value, str) and value and len(value) <= 200:
             body[key] = value
-    what = f"{p.title}" if p.title else f"{p.kind} receipt"
+    what = p.title or f"{kind} receipt"
     body["message"] = f"imported from VaultMesh v4.1 {rel} ({what}); its claims are unverified"
     body["original"] = original
     body["verified"] = a.verified
