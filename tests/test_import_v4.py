@@ -198,7 +198,8 @@ def test_paths_outside_the_tree_are_never_read(ledger_repo: Path, tmp_path: Path
 
 @pytest.mark.parametrize("name, content, cause", [
     ("deploy/open.receipt", b"---\ntype: deployment\ncomponent: a\n", "never closed"),
-    ("deploy/dup.receipt", b"---\ncomponent: a\ncomponent: b\n---\n", "not valid YAML"),
+    ("deploy/dup.receipt", b"---\ncomponent: a\ncomponent: b\n---\n", "twice (line 3)"),
+    ("deploy/bad.receipt", b"---\na: [1\n---\n", "not valid YAML"),
     ("deploy/alias.receipt", b"---\na: &x 1\nb: *x\n---\n", "anchor or alias"),
     ("deploy/tag.receipt", b"---\na: !!python/object:os.system x\n---\n", "explicit YAML tag"),
     ("deploy/list.receipt", b"---\n- a\n- b\n---\n", "must be a mapping"),

@@ -595,3 +595,11 @@ if __name__ == "__main__":
     out = VECTORS / "merkle_own.json"
     out.write_text(json.dumps(build_own_vectors(), indent=1) + "\n")
     print(f"wrote {out}", file=sys.stderr)
+
+
+def test_inclusion_proofs_at_once_equal_one_by_one() -> None:
+    from git_vaultmesh import merkle
+
+    for n in [*range(0, 40), 64, 65, 100]:
+        leaves = [hashlib.sha256(b"%d" % i).digest() for i in range(n)]
+        assert merkle.inclusion_proofs(leaves) == [merkle.inclusion_proof(leaves, i) for i in range(n)]
