@@ -34,7 +34,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 KNOWN_KEYS = frozenset({"type", "schema_version", "component", "version", "timestamp", "evidence", "status",
                         "verified_by", "signatures", "timestamps", "image", "digest", "artifact", "sha256"})
 ADR_KNOWN = frozenset({"date", "status"})
-NEIGHBOUR_SUFFIXES = (".asc", ".tsr", ".tsq", ".sig")
+NEIGHBOUR_SUFFIXES = (".asc", ".tsr", ".tsq")  # read with their receipt (.tsq: the old request, not evidence)
 
 _MALFORMED_HINT = ("fix or move the file out of the tree and import again; nothing was appended "
                    "(an import is all or nothing)")
