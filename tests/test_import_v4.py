@@ -259,3 +259,20 @@ def test_needs_a_ledger_and_a_signer_in_policy(repo: Path, gpg_key: Any) -> None
     git(repo, "config", "vaultmesh.signingKey", gpg_key.fingerprint)
     assert_error(run(repo, "import-v4", str(FIXTURES)), "VM-NOT-INITIALIZED")
     assert ok_json(repo, "import-v4", "--dry-run", str(FIXTURES))["appended"] == 0  # a plan needs no ledger
+
+
+def test_two_imports_at_once_append_each_receipt_once(ledger_repo: Path) -> None:
+    """Both runs start together; they take turns, so the second finds the first's entries and appends nothing
+    (two identical bodies in one second would be duplicate statements that verify refuses)."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-m", "git_vaultmesh", "import-v4", "--json", str(FIXTURES)],
+                              cwd=ledger_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    appended = sorted(json.loads(out)["appended"] for out, _err in outs)
+    assert appended == [0, 3]
+    assert len(imports(ledger_repo)) == 3
+    assert ok_json(ledger_repo, "verify", "--all")["ok"] is True

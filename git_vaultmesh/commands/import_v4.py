@@ -17,10 +17,16 @@ import os
 import posixpath
 import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import VaultMeshError
+
+if TYPE_CHECKING:
+    from ..git import Repo
+    from ..ledger import AppendResult
 
 FORMAT = "vaultmesh-v4.1"
 MAX_RECEIPT = 256 * 1024  # a receipt is a page of text; its base64 must fit in one entry (1 MiB)
@@ -597,18 +603,54 @@ def plan(path_args: list[str]) -> tuple[list[Planned], list[str]]:
 # --- the verb -----------------------------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace) -> int:
+@contextmanager
+def _import_lock(repo: Repo) -> Iterator[None]:
+    """Imports into one repository take turns (an advisory flock under the common git dir): the appender
+    re-reads nothing between its precheck and the refs moving, so two imports of one tree in the same second
+    would both append, and their identical bodies would be duplicate statements. Best effort without fcntl."""
     from .. import ledger
-    from ..config import signing_key
-    from ..entry import MAX_LINE, now_rfc3339
+
+    try:
+        import fcntl
+
+        path = ledger._common_dir(repo) / "vaultmesh" / "import.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # no flock on this file system
+            pass
+        yield
+    finally:
+        os.close(fd)
+
+
+def run(args: argparse.Namespace) -> int:
     from ..git import Repo
-    from ..ui import print_json
-    from .record import current_policy, require_signer
 
     repo = Repo.discover()
     planned, skipped = plan(args.paths)
+    if args.dry_run:
+        result = _append_new(repo, planned, dry_run=True)
+    else:
+        with _import_lock(repo):
+            result = _append_new(repo, planned, dry_run=False)
+    return _report(args, planned, skipped, result)
+
+
+def _append_new(repo: Repo, planned: list[Planned], *, dry_run: bool) -> AppendResult | None:
+    """Mark what the log already holds; append the rest (unless dry_run). The AppendResult, or None."""
+    from .. import ledger
+    from ..config import signing_key
+    from ..entry import MAX_LINE, now_rfc3339
+    from .record import current_policy, require_signer
+
     head = ledger.read_head(repo)
-    if head.commit is None and not args.dry_run:
+    if head.commit is None and not dry_run:
         raise VaultMeshError("VM-NOT-INITIALIZED", f"{ledger.REF_LOG} does not exist",
                              "run `git vaultmesh init` first")
     existing: dict[tuple[Any, ...], tuple[int, str]] = {}
@@ -627,12 +669,17 @@ def run(args: argparse.Namespace) -> int:
         if len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()) > MAX_LINE - 16 * 1024:
             raise _malformed(p.rel, "its import entry would exceed the ledger's entry size limit")
         bodies.append(body)
-    result = None
-    if todo and not args.dry_run:
-        assert head.log_id is not None
-        key = signing_key(repo)
-        require_signer(current_policy(repo, head), key, "import")
-        result = ledger.append_bodies(repo, key, bodies)
+    if not todo or dry_run:
+        return None
+    key = signing_key(repo)
+    require_signer(current_policy(repo, head), key, "import")
+    return ledger.append_bodies(repo, key, bodies)
+
+
+def _report(args: argparse.Namespace, planned: list[Planned], skipped: list[str],
+            result: AppendResult | None) -> int:
+    from ..ui import print_json
+
     entries = result.entries if result is not None else []
     rows = []
     done = iter(zip(range(result.first_seq if result else 0, 1 << 62), entries))
@@ -667,6 +714,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  UNVERIFIED  {u['item']} ({u['status']}): {u['detail']}")
     for rel in skipped:
         print(f"{rel}: skipped (not a receipt: *.receipt, *.json, or Markdown under adr/)")
+    todo = [p for p in planned if p.existing is None]
     already = len(planned) - len(todo)
     verb = "would append" if args.dry_run else "appended"
     print(f"{verb} {len(todo) if args.dry_run else appended} import entr{'y' if len(todo) == 1 else 'ies'}"
