@@ -375,7 +375,7 @@ def _import_verbs(add: Add) -> None:
             "import checked (verified) and what it could not (unverified: missing, empty or HTML tokens, unchecked\n"
             "signatures, malformed dates, unknown keys). The old tool's claims never become verdicts.\n"
             "Importing the same tree again appends nothing. A malformed receipt stops the import before\n"
-            "anything is appended (VM-IMPORT-MALFORMED).")
+            "anything is appended (VM-IMPORT-MALFORMED). See docs/migrating-from-v4.md.")
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="the old tree's root (holding ops/receipts), or a directory or file inside ops/receipts")
     p.add_argument("--dry-run", action="store_true", help="parse and report; append nothing (no signing key needed)")

@@ -276,3 +276,28 @@ def test_two_imports_at_once_append_each_receipt_once(ledger_repo: Path) -> None
     assert appended == [0, 3]
     assert len(imports(ledger_repo)) == 3
     assert ok_json(ledger_repo, "verify", "--all")["ok"] is True
+
+
+def test_schema_3_receipt_names_its_signature_and_token_files(ledger_repo: Path, tmp_path: Path) -> None:
+    """The 3.0-schema front matter lists sig_file / token_file; a real token over the artifact is parsed
+    (genTime, imprint) but its TSA is not trusted; an armoured signature is kept, not checked."""
+    tree = copy_tree(tmp_path)
+    (tree / "dist").mkdir()
+    (tree / "proofs").mkdir()
+    artifact = b"release bytes\n"
+    (tree / "dist" / "a.tar.gz").write_bytes(artifact)
+    (tree / "proofs" / "a.sig.asc").write_text("-----BEGIN PGP SIGNATURE-----\n\niQ==\n-----END PGP SIGNATURE-----\n")
+    (tree / "proofs" / "a.token.tsr").write_bytes(_token(artifact))
+    digest = hashlib.sha256(artifact).hexdigest()
+    rel = "ops/receipts/deploy/a-v3.receipt"
+    (tree / rel).write_text(
+        f'---\nschema_version: "3.0"\ntype: deployment\ncomponent: a\nversion: v3\ntimestamp: 2025-10-19T19:33:40Z\n'
+        f"evidence:\n  artifact: dist/a.tar.gz\n  sha256: {digest}\nsignatures:\n  - type: gpg\n    keyid: ABCD\n"
+        f"    sig_file: proofs/a.sig.asc\n    sig_sha256: \ntimestamps:\n  - type: rfc3161\n"
+        f"    tsa: https://tsa.example.org/tsr\n    token_file: proofs/a.token.tsr\nstatus: active\n---\n")
+    row = next(r for r in ok_json(ledger_repo, "import-v4", str(tree / rel))["receipts"] if r["path"] == rel)
+    assert statuses(row["verified"]) == {"original": "kept", "artifact": "matches"}
+    un = statuses(row["unverified"])
+    assert un["signature"] == "not-checked" and un["token"] == "not-checked" and "fields" not in un
+    tok = next(u for u in row["unverified"] if u["item"] == "token")["detail"]
+    assert f"imprint equals the artifact's sha256 {digest}" in tok and "proofs/a.token.tsr" in tok
