@@ -301,3 +301,23 @@ def test_schema_3_receipt_names_its_signature_and_token_files(ledger_repo: Path,
     assert un["signature"] == "not-checked" and un["token"] == "not-checked" and "fields" not in un
     tok = next(u for u in row["unverified"] if u["item"] == "token")["detail"]
     assert f"imprint equals the artifact's sha256 {digest}" in tok and "proofs/a.token.tsr" in tok
+
+
+def test_tokens_the_policy_requires_date_the_import(ledger_repo: Path, tmp_path: Path) -> None:
+    """With a TSA in policy the import entries are pending (VM-TSA-PENDING) until `timestamp --pending` gives
+    them tokens, which date the import; the old receipts' own claims stay unverified."""
+    from git_vaultmesh.rfc3161.server import TsaServer, make_identity
+
+    ident = make_identity("ec")
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(ident.ca_cert_pem)
+    with TsaServer(ident, max_lifetime=120) as srv:
+        ok(ledger_repo, "tsa", "add", "main", "--url", srv.url, "--ca-cert", str(ca))
+        res = run(ledger_repo, "import-v4", str(FIXTURES))
+        assert res.returncode == 0 and "timestamp --pending" in res.stderr, res.stderr
+        report = json.loads(run(ledger_repo, "verify", "--all", "--json").stdout)
+        assert report["ok"] is False
+        assert {c["code"] for c in report["checks"] if not c["ok"]} == {"VM-TSA-PENDING"}
+        ok(ledger_repo, "timestamp", "--pending")
+    assert ok_json(ledger_repo, "verify", "--all")["ok"] is True
+    assert all(e["body"]["unverified"] for e in imports(ledger_repo))

@@ -672,8 +672,15 @@ def _append_new(repo: Repo, planned: list[Planned], *, dry_run: bool) -> AppendR
     if not todo or dry_run:
         return None
     key = signing_key(repo)
-    require_signer(current_policy(repo, head), key, "import")
-    return ledger.append_bodies(repo, key, bodies)
+    policy = current_policy(repo, head)
+    require_signer(policy, key, "import")
+    result = ledger.append_bodies(repo, key, bodies)
+    if policy.tokens("import") > 0:  # the entries are pending until they carry the tokens policy requires
+        from ..ui import note
+
+        note(f"the policy requires {policy.tokens('import')} RFC 3161 token(s) per import entry: run "
+             "`git vaultmesh timestamp --pending` (the tokens date the import, not the old receipts)")
+    return result
 
 
 def _report(args: argparse.Namespace, planned: list[Planned], skipped: list[str],
