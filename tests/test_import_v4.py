@@ -118,7 +118,10 @@ def test_dry_run_appends_nothing_and_needs_no_key(ledger_repo: Path) -> None:
     assert out["dry_run"] is True and out["appended"] == 0
     assert {r["status"] for r in out["receipts"]} == {"would-import"}
     assert ledger_refs(ledger_repo) == before
+    assert out["unverified"]["signature missing"] == 3 and out["unverified"]["timestamp malformed"] == 1
+    assert out["unverified"]["fields not-interpreted"] == 1
     text = ok(ledger_repo, "import-v4", "--dry-run", str(FIXTURES))
+    assert "not verified, over 3 receipt(s): signature missing 3, status claimed 3, token missing 3," in text
     assert "would import" in text and "UNVERIFIED  timestamp (malformed)" in text and "would append 3" in text
 
 

@@ -325,6 +325,8 @@ def _claims(p: Parsed, a: _Assessment) -> None:
         elif not isinstance(f[key], str) or not f[key]:
             a.unverified.append(_item(key, "malformed", f"{key} {f[key]!r} is not a non-empty string"))
     extra = sorted(set(f) - KNOWN_KEYS)
+    if isinstance(f.get("evidence"), dict):
+        extra += sorted(f"evidence.{k}" for k in set(f["evidence"]) - {"artifact", "sha256"})
     if extra:
         a.unverified.append(_item("fields", "not-interpreted",
                                   f"unknown key(s) {', '.join(extra)} kept as written, not interpreted"))
@@ -703,10 +705,15 @@ def _report(args: argparse.Namespace, planned: list[Planned], skipped: list[str]
         row.update(verified=p.body["verified"], unverified=p.body["unverified"])
         rows.append(row)
     appended = len(entries)
+    tally: dict[str, int] = {}
+    for p in planned:
+        for u in p.body["unverified"]:
+            tally[f"{u['item']} {u['status']}"] = tally.get(f"{u['item']} {u['status']}", 0) + 1
     if args.json:
         print_json({"ok": True, "dry_run": bool(args.dry_run), "appended": appended,
                     "already_imported": sum(1 for p in planned if p.existing is not None),
-                    "commit": result.commit if result else None, "receipts": rows, "skipped": skipped})
+                    "commit": result.commit if result else None, "unverified": tally, "receipts": rows,
+                    "skipped": skipped})
         return 0
     for row in rows:
         where = f"entry #{row['seq']} ({row['entry'][:12]})" if row["entry"] else ""
@@ -724,6 +731,9 @@ def _report(args: argparse.Namespace, planned: list[Planned], skipped: list[str]
     todo = [p for p in planned if p.existing is None]
     already = len(planned) - len(todo)
     verb = "would append" if args.dry_run else "appended"
+    if tally:
+        print(f"not verified, over {len(planned)} receipt(s): "
+              + ", ".join(f"{k} {n}" for k, n in sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))))
     print(f"{verb} {len(todo) if args.dry_run else appended} import entr{'y' if len(todo) == 1 else 'ies'}"
           + (f"; {already} already imported, unchanged" if already else ""))
     return 0
