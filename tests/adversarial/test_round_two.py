@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,9 +34,7 @@ from policy_kit import (
     inject_line,
     key,
     ledger_refs,
-    ok_as,
     refused,
-    run_as,
     tag,
     verify_json,
 )
@@ -343,15 +342,10 @@ def test_concurrent_policy_apply_of_proposals_against_one_policy(pgp: PgpWorld, 
         vm_ok(pgp.repo, "policy", *change, "--propose", str(p))
         props.append(p)
     n_policies = sum(e.type == "policy" for e in entries(pgp.repo))
-    import sys
-
     procs = [subprocess.Popen([sys.executable, "-m", "git_vaultmesh", "policy", "apply", str(p)], cwd=pgp.repo,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in props]
-    results = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs]
-    for p in procs:
-        for stream in (p.stdout, p.stderr):
-            if stream:
-                stream.close()
+    errs = [proc.communicate(timeout=120)[1] for proc in procs]
+    results = [(proc.returncode, err) for proc, err in zip(procs, errs)]
     assert [rc for rc, _ in results].count(0) == 1, results
     for rc, err in results:
         assert "Traceback" not in err
