@@ -137,7 +137,8 @@ def test_refused_pull_moves_no_ref_at_all(net: Net) -> None:
 def test_first_pull_from_a_rewritten_remote_loses_nothing(net: Net, tmp_path: Path) -> None:
     """A clone that never pulled from this remote (no tracking ref: nothing to compare with) meets the
     rewritten log: either refused with nothing changed, or merged with every entry it had kept and a ledger
-    that still verifies against its remembered checkpoint."""
+    that still verifies. (Today it merges: without a tracking ref a dropped published entry cannot be told from
+    an unpushed one, and pull re-remembers the merged checkpoint; see the threat model's round-two limits.)"""
     _rewrite_theirs(net, "staging")
     git(net.ours, "update-ref", "-d", "refs/vaultmesh/remotes/origin/log")
     had = {e.body_digest for e in entries(net.ours)}
