@@ -433,3 +433,83 @@ def test_cosign_does_not_complete_a_policy_change(pgp: PgpWorld) -> None:
     assert "VM-POLICY-UNAUTHORIZED" in got and "VM-SIG-UNPINNED" in got, got
     shown = json.loads(vm_ok(pgp.repo, "policy", "show", "--json"))
     assert "mallory" not in [s["name"] for s in shown["signers"]]
+
+
+# --- checkpoint notes, proof bundles, forged history ----------------------------------------------------------
+
+
+def _replace_in_log(repo: Path, path: str, content: bytes) -> None:
+    """A new log commit on top, the same tree with PATH holding CONTENT (plumbing, as an attacker would)."""
+    new = git(repo, "hash-object", "-w", "--stdin", input=content)
+    env = dict(os.environ, GIT_INDEX_FILE=str(repo / ".git" / "tamper-index"))
+    subprocess.run(["git", "read-tree", "refs/vaultmesh/log"], cwd=repo, env=env, check=True)
+    subprocess.run(["git", "update-index", "--add", "--cacheinfo", f"100644,{new},{path}"], cwd=repo, env=env,
+                   check=True)
+    tree = subprocess.run(["git", "write-tree"], cwd=repo, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+    git(repo, "update-ref", "refs/vaultmesh/log",
+        git(repo, "commit-tree", tree, "-p", "refs/vaultmesh/log", "-m", "tamper"))
+
+
+def _checkpoint(repo: Path) -> str:
+    return git(repo, "cat-file", "blob", "refs/vaultmesh/log:checkpoint") + "\n"
+
+
+def test_checkpoint_note_while_the_policy_pins_no_note_key(pgp: PgpWorld) -> None:
+    """A checkpoint.note signed by the attacker's own note key, in a ledger whose policy pins none: a C2SP
+    consumer reading the note would take the attacker's key for the log's."""
+    from git_vaultmesh.note import NoteKey
+
+    log_id = entries(pgp.repo)[0].body["log"]
+    note = NoteKey.generate(f"vaultmesh/{log_id}").sign_note(_checkpoint(pgp.repo))
+    _replace_in_log(pgp.repo, "checkpoint.note", note.encode())
+    assert "VM-CHECKPOINT-SIG" in _bad(pgp.repo, "--all")
+
+
+def test_checkpoint_note_by_a_rotated_out_note_key(pgp: PgpWorld) -> None:
+    """The note key is rotated (k1 -> k2, both made by `policy set-note-key`); whoever kept k1 signs the head
+    checkpoint as a note with it, in a new log commit on top."""
+    from git_vaultmesh.note import NoteKey
+
+    key_file = pgp.repo / ".git" / "vaultmesh" / "note.key"
+    vm_ok(pgp.repo, "policy", "set-note-key")
+    k1 = NoteKey.parse(key_file.read_text().strip())
+    key_file.unlink()
+    vm_ok(pgp.repo, "policy", "set-note-key")  # a fresh local key, k2, replaces k1 in the policy
+    vm_ok(pgp.repo, "record", "HEAD", "--environment", "prod")
+    rc, rep = verify_json(pgp.repo, "--all")
+    assert rc == 0, failures(rep)
+    _replace_in_log(pgp.repo, "checkpoint.note", k1.sign_note(_checkpoint(pgp.repo)).encode())
+    assert "VM-CHECKPOINT-SIG" in _bad(pgp.repo)
+
+
+def test_bundle_whose_release_index_names_the_policy_entry(pgp: PgpWorld, tmp_path: Path) -> None:
+    """A proof bundle edited so that its `release` points at the genesis policy entry it carries: a policy
+    is not a release, and its signature must not vouch for the commit."""
+    vm_ok(pgp.repo, "record", "v1.0")
+    out = tmp_path / "b.json"
+    vm_ok(pgp.repo, "prove", "HEAD", "--in", "v1.0", "-o", str(out))
+    bundle = json.loads(out.read_text())
+    policy_idx = next(e["index"] for e in bundle["entries"] if '"type":"policy"' in e["line"])
+    bundle["release"] = policy_idx
+    out.write_text(json.dumps(bundle))
+    empty = tmp_path / "nowhere"
+    empty.mkdir()
+    res = vm(empty, "check-proof", "--trust-root", pgp.alice.fingerprint, str(out), "--json")
+    assert res.returncode == 1 and "Traceback" not in res.stderr, (res.stdout, res.stderr)
+    got = {c["code"] for c in json.loads(res.stdout).get("checks", []) if not c["ok"]}
+    assert got == {"VM-PROOF-MALFORMED"}, (res.stdout, res.stderr)
+
+
+def test_release_with_a_forged_history_root(pgp: PgpWorld, tmp_path: Path) -> None:
+    """A validly signed release of v2.0 whose history names another root (over other commits): the receipt
+    would vouch for a history that is not v2.0's."""
+    tag(pgp.repo, "v2.0")
+    scratch = tmp_path / "scratch"
+    shutil.copytree(pgp.repo, scratch, symlinks=True)
+    vm_ok(scratch, "record", "v2.0")
+    body = dict(entries(scratch)[-1].body, recorded_at=now_rfc3339())
+    body["history"] = dict(body["history"], root="ab" * 32)
+    ka = key(pgp.alice.fingerprint)
+    inject(pgp.repo, body, [ka], ka)
+    assert "VM-HISTORY-MISMATCH" in _bad(pgp.repo, "v2.0")

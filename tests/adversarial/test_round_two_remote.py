@@ -181,6 +181,37 @@ def test_pull_does_not_move_our_tag_when_the_remote_moved_it(net: Net) -> None:
     assert rc == 0, failures(rep)
 
 
+def _moved_tag_pulled(net: Net) -> str:
+    """The remote records release v9.0, then moves its tag v9.0 to other code and pushes both; we lack v9.0,
+    so pull fetches it. Returns the tag object the receipt names."""
+    t = net.theirs
+    tag(t, "v9.0")
+    vm_ok(t, "record", "v9.0")
+    recorded = git(t, "rev-parse", "v9.0")
+    evil = _commit(t, "evil")
+    git(t, "tag", "-f", "-a", "v9.0", "-m", "moved", evil)
+    git(t, "push", "-q", "--force", "origin", "main", "refs/tags/v9.0", *PUSH)
+    assert "Traceback" not in vm(net.ours, "pull", "origin").stderr
+    return recorded
+
+
+def test_verify_refuses_a_pulled_tag_that_contradicts_its_receipt(net: Net) -> None:
+    """Whatever pull installed under refs/tags/v9.0, verify judges it against the receipt."""
+    _moved_tag_pulled(net)
+    rc, rep = verify_json(net.ours, "v9.0")
+    assert rc == 1 and codes(rep) == {"VM-TAG-MOVED"}, failures(rep)
+
+
+@pytest.mark.xfail(strict=True, reason="UNSAFE-INSTALL: pull creates refs/tags/v9.0 at the remote's moved tag "
+                   "(code no receipt names) and reports success; verify then fails (VM-TAG-MOVED), but "
+                   "`git checkout v9.0` already gives the other code")
+def test_pull_installs_no_tag_that_contradicts_its_receipt(net: Net) -> None:
+    """pull fetches an absent tag a receipt names only when it is the tag object that receipt records."""
+    recorded = _moved_tag_pulled(net)
+    installed = git(net.ours, "for-each-ref", "--format=%(objectname)", "refs/tags/v9.0")
+    assert installed in ("", recorded)
+
+
 def test_federated_peer_force_pushes_a_re_signed_rewrite(net: Net, tmp_path: Path) -> None:
     """A peer we witnessed replaces its log by a validly signed rewrite of the same log id (its key, its
     policy, every checkpoint consistent on its own): only consistency with what we witnessed catches it."""
