@@ -154,6 +154,8 @@ CODES: dict[str, Code] = {
          "the tag was moved after it was recorded; restore it to the recorded object"),
     "VM-SUBJECT-MISSING": Code("the recorded commit/tree object is no longer in the repository",
          "fetch the objects again (`git fetch --tags`) or restore them from a replica"),
+    "VM-TAG-NAME-MISMATCH": Code("a tag ref points at an annotated tag object that carries another tag's name",
+         "create a tag object of its own for that name (git tag -a NAME COMMIT); an old tag cannot be renamed by a ref"),
     "VM-HISTORY-MISMATCH": Code("the commit history recomputed now differs from the recorded Merkle root",
          "the history under the tag was rewritten after recording"),
     "VM-HISTORY-BASE": Code("the release's base is not an earlier release, not an ancestor, or not consistent",
