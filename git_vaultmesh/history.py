@@ -120,21 +120,22 @@ def _parse_into(stream: bytes, out: Commits) -> int:
         raise ValueError("these commits are complete")
     nparents_append = out.nparents.append
     k = len(out.oids)
+    idlen = out.idlen
     while pos < n:
         nl = find(b"\n", pos)
         if nl < 0:
             break
         sp1 = find(b" ", pos, nl)
-        sp2 = find(b" ", sp1 + 1, nl)
-        if sp1 < 0 or sp2 < 0:
-            raise ValueError(f"unexpected cat-file header {stream[pos:nl]!r}")
-        oid = stream[pos:sp1]
-        if stream[sp1 + 1:sp2] != b"commit":
-            raise ValueError(f"{oid.decode()} is a {stream[sp1 + 1:sp2].decode()}, not a commit")
+        if not startswith(b" commit ", sp1):
+            sp2 = find(b" ", sp1 + 1, nl)
+            if sp1 < 0 or sp2 < 0:
+                raise ValueError(f"unexpected cat-file header {stream[pos:nl]!r}")
+            raise ValueError(f"{stream[pos:sp1].decode()} is a {stream[sp1 + 1:sp2].decode()}, not a commit")
         start = nl + 1
-        end = start + int(stream[sp2 + 1:nl])
+        end = start + int(stream[sp1 + 8:nl])
         if end + 1 > n:
             break  # the record's body (or its trailing newline) is still on its way
+        oid = stream[pos:sp1]
         idlen = sp1 - pos
         if not startswith(b"tree ", start):
             raise ValueError(f"commit {oid.decode()} does not start with its tree")
@@ -151,8 +152,8 @@ def _parse_into(stream: bytes, out: Commits) -> int:
         index[oid] = k
         oids_append(oid)
         k += 1
-        out.idlen = idlen
         pos = end + 1
+    out.idlen = idlen
     return pos
 
 
