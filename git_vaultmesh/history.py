@@ -52,21 +52,29 @@ class History:
 
 
 class Commits:
-    """The commits of a history as they arrive from git, stored compactly: a first record reads a million of
-    them, and dicts of tuples of lists of bytes took ~700 bytes a commit (0.7 GB at 1M); this takes ~250.
+    """The commits of a history as they arrive from git, with their graph, stored compactly: a first record
+    reads a million of them, and dicts of tuples of lists of bytes took ~650 bytes a commit; this takes ~200.
 
     Position i (arrival order) has id `oids[i]` (lowercase hex bytes, the key of `index`), leaf hash
-    `leaves[32*i:32*i+32]`, and `nparents[i]` parent lines ("parent <id>\\n") next in `parent_lines`."""
+    `leaves[32*i:32*i+32]`, `indegree[i]` parents in the set, and children `children[ends[i-1]:ends[i]]`
+    plus `late.get(i, [])`.
 
-    __slots__ = ("index", "oids", "leaves", "parent_lines", "nparents", "idlen")
+    Why the graph is built while the commits arrive: rev-list sends children before their parents (by date;
+    not guaranteed, hence `late`), so when a commit arrives its children are the ones `waiting` for it, and
+    `waiting` only holds the walk's frontier. Building it there overlaps git producing the rest, where
+    building it after the stream would add to the command's time."""
+
+    __slots__ = ("index", "oids", "leaves", "indegree", "children", "ends", "waiting", "late")
 
     def __init__(self) -> None:
         self.index: dict[bytes, int] = {}
         self.oids: list[bytes] = []
         self.leaves = bytearray()
-        self.parent_lines: bytes | bytearray = bytearray()
-        self.nparents = array("I")
-        self.idlen = 0
+        self.indegree = array("I")
+        self.children = array("I")
+        self.ends = array("I")
+        self.waiting: dict[bytes, list[int]] = {}  # a parent id not seen yet -> the children naming it
+        self.late: dict[int, list[int]] = {}  # children that came after their parent
 
     def __len__(self) -> int:
         return len(self.oids)
@@ -101,7 +109,7 @@ def parse_chunks(chunks: Iterable[bytes], progress: timings.Step | timings._Null
 def _checked(out: Commits) -> Commits:
     if len(out.index) != len(out.oids):
         raise ValueError("a commit came twice in cat-file output")
-    out.parent_lines = bytes(out.parent_lines)  # its slices are then bytes, which `index` can look up
+    out.waiting.clear()  # parents that never came are outside the set: in the base
     return out
 
 
@@ -109,18 +117,16 @@ def _parse_into(stream: bytes, out: Commits) -> int:
     """Parse the complete records of `stream` into `out`; return how many bytes they took.
 
     Hot path (one pass per 100k commits): a commit object starts "tree <id>\\n" then one "parent <id>\\n"
-    per parent (git fsck enforces that order), so parents are found at fixed offsets and copied as one run
-    of lines, and the body is hashed through a memoryview instead of being copied."""
+    per parent (git fsck enforces that order), so parents are read at fixed offsets, and the body is hashed
+    through a memoryview instead of being copied."""
     pos, n = 0, len(stream)
     find, startswith = stream.find, stream.startswith
     view = memoryview(stream)
     leaf_prefix = hashlib.sha256(b"\x00")
-    index, oids_append, leaves, parent_lines = out.index, out.oids.append, out.leaves, out.parent_lines
-    if not isinstance(parent_lines, bytearray):
-        raise ValueError("these commits are complete")
-    nparents_append = out.nparents.append
+    index, oids_append, leaves = out.index, out.oids.append, out.leaves
+    index_get, indegree, children_extend, ends_append = out.index.get, out.indegree, out.children.extend, out.ends.append
+    waiting, waiting_pop, late = out.waiting, out.waiting.pop, out.late
     k = len(out.oids)
-    idlen = out.idlen
     while pos < n:
         nl = find(b"\n", pos)
         if nl < 0:
@@ -139,13 +145,28 @@ def _parse_into(stream: bytes, out: Commits) -> int:
         idlen = sp1 - pos
         if not startswith(b"tree ", start):
             raise ValueError(f"commit {oid.decode()} does not start with its tree")
-        first = p = start + 6 + idlen
-        step = 8 + idlen
+        p = start + 6 + idlen
+        parents_seen = 0
         while startswith(b"parent ", p, end):
-            p += step
-        if p > first:
-            parent_lines += view[first:p]
-        nparents_append((p - first) // step)
+            parent = stream[p + 7:p + 7 + idlen]
+            j = index_get(parent)
+            if j is None:  # the usual case: it comes later (or never: then it is in the base)
+                w = waiting.get(parent)
+                if w is None:
+                    waiting[parent] = [k]
+                else:
+                    w.append(k)
+            else:
+                parents_seen += 1
+                late.setdefault(j, []).append(k)
+            p += 8 + idlen
+        mine = waiting_pop(oid, None)
+        if mine is not None:
+            children_extend(mine)
+            for c in mine:
+                indegree[c] += 1
+        indegree.append(parents_seen)
+        ends_append(len(out.children))
         h = leaf_prefix.copy()
         h.update(view[start:end])
         leaves += h.digest()
@@ -153,73 +174,45 @@ def _parse_into(stream: bytes, out: Commits) -> int:
         oids_append(oid)
         k += 1
         pos = end + 1
-    out.idlen = idlen
     return pos
 
 
 def order(commits: Commits) -> list[int]:
     """Positions in vaultmesh-topo-v1 order (parents outside the set are already in the base): Kahn's
     algorithm, the ready commits in a min-heap of ids (lowercase hex bytes, so byte order is id order)."""
-    n = len(commits)
-    index_get, oids = commits.index.get, commits.oids
-    lines, nparents, idlen = bytes(commits.parent_lines), commits.nparents, commits.idlen  # no copy if bytes
-    step = 8 + idlen
-    # in-set parents: each commit's count, and the edges as (parent, child) positions
-    indegree = array("I", bytes(4 * n))
-    edge_parent: array[int] = array("I")
-    edge_child: array[int] = array("I")
-    ep_append, ec_append = edge_parent.append, edge_child.append
-    off = 7
-    for i in range(n):
-        k = nparents[i]
-        while k:
-            j = index_get(lines[off:off + idlen])
-            if j is not None:
-                ep_append(j)
-                ec_append(i)
-                indegree[i] += 1
-            off += step
-            k -= 1
-    # children of each position, contiguous (children[first[i]:first[i + 1]])
-    first = array("I", bytes(4 * (n + 1)))
-    for j in edge_parent:
-        first[j + 1] += 1
-    total = 0
-    for i in range(n + 1):
-        total += first[i]
-        first[i] = total
-    fill = first[:n]
-    children = array("I", bytes(4 * len(edge_parent)))
-    for j, c in zip(edge_parent, edge_child):
-        children[fill[j]] = c
-        fill[j] += 1
-    del edge_parent, edge_child, fill
-    ready = [oids[i] for i in range(n) if not indegree[i]]
+    oids, index, indegree = commits.oids, commits.index, array("I", commits.indegree)
+    children, ends, late_get = commits.children, commits.ends, commits.late.get
+    ready = [oids[i] for i, d in enumerate(indegree) if not d]
     heapq.heapify(ready)
     out: list[int] = []
     push, pop, append = heapq.heappush, heapq.heappop, out.append
-    index = commits.index
+    has_late = bool(commits.late)
     while ready:
         i = index[pop(ready)]
         append(i)
-        for c in children[first[i]:first[i + 1]]:
+        for c in children[ends[i - 1] if i else 0:ends[i]]:
             k = indegree[c] - 1
             indegree[c] = k
             if not k:
                 push(ready, oids[c])
+        if has_late:
+            for c in late_get(i, ()):
+                k = indegree[c] - 1
+                indegree[c] = k
+                if not k:
+                    push(ready, oids[c])
     return out
 
 
 def ordered_leaves(commits: dict[bytes, tuple[list[bytes], bytes]]) -> list[bytes]:
-    """Leaf values in vaultmesh-topo-v1 order, from commit id -> (parents, leaf): `order` on a plain mapping
-    (ids: lowercase hex bytes of one length; what the property tests feed it)."""
-    got = Commits()
+    """Leaf values in vaultmesh-topo-v1 order, from commit id -> (parents, leaf), arriving in the mapping's
+    order: the mapping is written out as `cat-file --batch` records and goes through the parser and `order`,
+    exactly the path of a real history (ids: lowercase hex bytes of one length; what the property tests use)."""
+    records = []
     for oid, (parents, _) in commits.items():
-        got.idlen = len(oid)
-        got.index[oid] = len(got.oids)
-        got.oids.append(oid)
-        got.nparents.append(len(parents))
-        got.parent_lines += b"".join(b"parent " + p + b"\n" for p in parents)
+        body = b"tree " + b"0" * len(oid) + b"\n" + b"".join(b"parent " + p + b"\n" for p in parents) + b"\n"
+        records.append(b"%s commit %d\n%s\n" % (oid, len(body), body))
+    got = parse_batch(b"".join(records))
     return [commits[got.oids[i]][1] for i in order(got)]
 
 
