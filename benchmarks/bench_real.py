@@ -19,8 +19,10 @@ Every figure is a whole process, `git vaultmesh ...` as a user types it:
 A floor and what is compared to it run in turn (floor, command, floor, command, ...) and each ratio is taken
 round by round, then the median: pairing keeps a ratio meaningful while the machine's load drifts. `--before
 DIR` also times `verify TAG` with the code of another checkout in the same rounds (before/after in one run).
-`--scaling N,N,...` prints verify's cost per commit at each size (linear means a flat column). Peak RSS is the
-largest single process of the command (the Python one). A script, not a test: nothing asserts a time.
+`--scaling N,N,...` prints verify's cost per commit between sizes (linear means a flat column); `--synthetic
+N,...` the history recompute's own CPU and peak memory on a synthetic stream of N commits (no repository: for
+sizes too slow to build here). Peak RSS is the largest single process of the command, git's included. A
+script, not a test: nothing asserts a time.
 """
 
 from __future__ import annotations
@@ -171,7 +173,8 @@ class Bench:
         self.built = gen_repo.ensure(gen_repo.Params(commits=commits))
         self.env = env
         self.commits = commits
-        self.work = gen_repo.checkout(self.built, scratch / f"w{commits}", submodule=True)
+        self.work = gen_repo.checkout(self.built, Path(tempfile.mkdtemp(prefix=f"w{commits}-", dir=scratch)) / "repo",
+                                      submodule=True)
         self.tag, self.base = self.built.tags[-1], self.built.tags[-2]
         self.tool_env = dict(env, PATH=f"{tool}{os.pathsep}{env['PATH']}")
         git(self.work, env, "config", "vaultmesh.signingKey", env["VM_BENCH_KEY"])
@@ -296,6 +299,58 @@ def scaling(sizes: Sequence[int], runs: int, scratch: Path, env: dict[str, str],
           "the floor's.")
 
 
+_SYNTH_WRITE = """
+import hashlib, random, sys
+n, path = int(sys.argv[1]), sys.argv[2]
+rng, ids, out = random.Random(15), [], []
+for i in range(n):  # about 23 % merges, of a recent commit and one a few back, like gen_repo's topic branches
+    parents = [] if i == 0 else [ids[-1], ids[-rng.randint(2, 8)]] if i > 10 and rng.random() < 0.23 else [ids[-1]]
+    body = (b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\\n" + b"".join(b"parent " + p + b"\\n" for p in parents)
+            + b"author A <a@example.org> %d +0000\\ncommitter A <a@example.org> %d +0000\\n\\nchange %d\\n" % (i, i, i)
+            + b"x" * rng.randint(100, 600))
+    oid = hashlib.sha1(b"commit %d\\0" % len(body) + body).hexdigest().encode()
+    ids.append(oid)
+    out.append(b"%s commit %d\\n" % (oid, len(body)) + body + b"\\n")
+out.reverse()  # children first, as rev-list sends them
+open(path, "wb").write(b"".join(out))
+"""
+
+_SYNTH_READ = """
+import resource, sys, time
+sys.path.insert(0, sys.argv[3])
+from git_vaultmesh import history, merkle
+def chunks():
+    with open(sys.argv[2], "rb") as f:
+        while c := f.read(1 << 20):
+            yield c
+t0 = time.process_time()
+got = history.parse_chunks(chunks())
+t1 = time.process_time()
+positions = history.order(got)
+t2 = time.process_time()
+whole = bytes(got.leaves)
+del got
+tree = merkle.CompactRange.from_leaf_hashes([])
+tree.extend(whole[32 * i:32 * i + 32] for i in positions)
+t3 = time.process_time()
+print(f"{int(sys.argv[1]):>10,} {t1 - t0:>8.2f} {t2 - t1:>8.2f} {t3 - t2:>8.2f} "
+      f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:>8.0f}")
+"""
+
+
+def synthetic(sizes: Sequence[int], scratch: Path, code: Path) -> None:
+    """The history recompute's own share at sizes no cached repository has: a synthetic `cat-file --batch`
+    stream (real commit objects and ids, no git) goes through the parser, the order and the tree, in a fresh
+    interpreter whose peak RSS is then history's alone (plus the interpreter's ~20 MB)."""
+    print("\nhistory recompute, Python side only, on a synthetic stream (cpu seconds; peak RSS of the process):")
+    print(f"{'commits':>10} {'parse':>8} {'order':>8} {'tree':>8} {'peak MB':>8}")
+    for n in sizes:
+        path = scratch / f"synthetic-{n}.batch"
+        subprocess.run([sys.executable, "-c", _SYNTH_WRITE, str(n), str(path)], check=True)
+        subprocess.run([sys.executable, "-c", _SYNTH_READ, str(n), str(path), str(code)], check=True)
+        path.unlink()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--commits", type=int, default=70_000, help="size of the main repository (default 70000)")
@@ -305,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--scaling", default="", help="comma-separated sizes for the per-commit cost (e.g. "
                     "10000,100000,1000000); 0 skips the main figures")
     ap.add_argument("--scaling-runs", type=int, default=3)
+    ap.add_argument("--synthetic", default="", help="comma-separated sizes (e.g. 1000000) for the history "
+                    "recompute's own cpu and memory on a synthetic stream, no repository needed")
     args = ap.parse_args(argv)
     for code in (args.code, args.before):
         if code is not None and not (code / "git_vaultmesh" / "cli.py").exists():
@@ -326,6 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          args.before.resolve() if args.before else None, scratch)
         if sizes:
             scaling(sizes, args.scaling_runs, scratch, env, tool)
+        synth = [int(x) for x in args.synthetic.split(",") if x]
+        if synth:
+            synthetic(synth, scratch, args.code.resolve())
         print_load("after")
     finally:
         subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True)

@@ -107,9 +107,18 @@ def parse_chunks(chunks: Iterable[bytes], progress: timings.Step | timings._Null
 
 
 def _checked(out: Commits) -> Commits:
+    """The stream is complete: a parent still waited for either came before its child (its children so far
+    were taken when it came, so these are `late`), or never came: outside the set, in the base."""
     if len(out.index) != len(out.oids):
         raise ValueError("a commit came twice in cat-file output")
-    out.waiting.clear()  # parents that never came are outside the set: in the base
+    index_get = out.index.get
+    for parent, children in out.waiting.items():
+        j = index_get(parent)
+        if j is not None:
+            out.late.setdefault(j, []).extend(children)
+            for c in children:
+                out.indegree[c] += 1
+    out.waiting.clear()
     return out
 
 
@@ -124,8 +133,9 @@ def _parse_into(stream: bytes, out: Commits) -> int:
     view = memoryview(stream)
     leaf_prefix = hashlib.sha256(b"\x00")
     index, oids_append, leaves = out.index, out.oids.append, out.leaves
-    index_get, indegree, children_extend, ends_append = out.index.get, out.indegree, out.children.extend, out.ends.append
-    waiting, waiting_pop, late = out.waiting, out.waiting.pop, out.late
+    indegree, indegree_append = out.indegree, out.indegree.append
+    children_extend, ends_append = out.children.extend, out.ends.append
+    waiting, waiting_get, waiting_pop = out.waiting, out.waiting.get, out.waiting.pop
     k = len(out.oids)
     while pos < n:
         nl = find(b"\n", pos)
@@ -146,26 +156,21 @@ def _parse_into(stream: bytes, out: Commits) -> int:
         if not startswith(b"tree ", start):
             raise ValueError(f"commit {oid.decode()} does not start with its tree")
         p = start + 6 + idlen
-        parents_seen = 0
         while startswith(b"parent ", p, end):
+            # it comes later (or never: then it is in the base), or it came before (rare: see _checked)
             parent = stream[p + 7:p + 7 + idlen]
-            j = index_get(parent)
-            if j is None:  # the usual case: it comes later (or never: then it is in the base)
-                w = waiting.get(parent)
-                if w is None:
-                    waiting[parent] = [k]
-                else:
-                    w.append(k)
+            w = waiting_get(parent)
+            if w is None:
+                waiting[parent] = [k]
             else:
-                parents_seen += 1
-                late.setdefault(j, []).append(k)
+                w.append(k)
             p += 8 + idlen
         mine = waiting_pop(oid, None)
         if mine is not None:
             children_extend(mine)
             for c in mine:
                 indegree[c] += 1
-        indegree.append(parents_seen)
+        indegree_append(0)
         ends_append(len(out.children))
         h = leaf_prefix.copy()
         h.update(view[start:end])
