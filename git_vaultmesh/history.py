@@ -53,7 +53,7 @@ class History:
 
 class Commits:
     """The commits of a history as they arrive from git, with their graph, stored compactly: a first record
-    reads a million of them, and dicts of tuples of lists of bytes took ~650 bytes a commit; this takes ~200.
+    reads a million of them, and dicts of tuples of lists of bytes took ~650 bytes a commit; this takes ~250.
 
     Position i (arrival order) has id `oids[i]` (lowercase hex bytes, the key of `index`), leaf hash
     `leaves[32*i:32*i+32]`, `indegree[i]` parents in the set, and children `children[ends[i-1]:ends[i]]`
