@@ -1,16 +1,18 @@
 """What REV names, and the subjects of the receipts in scope: the tag still points where it was recorded,
-the commit and tree are present, the history and tree digest recompute, no replace ref changes what git
-shows, and the artifacts given hash to the recorded digests."""
+the commit and tree are present, the histories recompute (REV's and its base releases'), REV's tree digest
+recomputes, no replace ref changes what git shows, and the artifacts given hash to the recorded digests."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .. import history, merkle
 from ..entry import Entry, hash_file
 from ..errors import VaultMeshError
 from ..git import Repo
+from ..recompute import Job, recompute_all
 from .context import Context, Options, Scope, where
 
 
@@ -122,14 +124,73 @@ def _present_releases(ctx: Context, positions: Sequence[int]) -> list[tuple[int,
             if e.type == "release" and str(e.subject_commit) not in ctx.missing_subjects]
 
 
-def histories(ctx: Context, positions: Sequence[int]) -> None:
-    """Each release's history tree recomputes from the commits under it, extending the base it names."""
-    for seq, e in _present_releases(ctx, positions):
-        _history(ctx, seq, e)
+def recomputed(ctx: Context, positions: Sequence[int]) -> None:
+    """Each release's history tree recomputes from the commits under it, extending the base it names, and
+    each judged release's Git-EVTag-v0-SHA512 digest recomputes (submodules as the receipt says they were
+    taken): all of it in one recompute_all, so the digests overlap the histories and every commit of a chain
+    of base releases is read once.
 
-
-def _history(ctx: Context, seq: int, e: Entry) -> None:
+    Judged: every release under `verify --all` (or with no REV); under `verify REV`, the receipts naming REV.
+    A base release is in scope for its history, which REV's history extends (its consistency proof ties the
+    two roots, so REV's root is only as good as the base's); its tree digest says what the base release's
+    tree held, which is no part of REV's verdict, so it is judged by `verify BASE` or `--all`, not here."""
+    repo = ctx.repo
+    assert repo is not None
     r = ctx.report
+    id_pos = {x.id: i for i, x in ctx.carried.items()}
+    releases = _present_releases(ctx, positions)
+    claims: list[_Claim | tuple[str, str, str]] = []
+    jobs: list[Job] = []
+    for seq, e in releases:
+        claim = _history_claim(ctx, seq, e, id_pos)
+        claims.append(claim)
+        partial = e.body.get("submodules") == "not-included"
+        ok = isinstance(claim, _Claim)
+        jobs.append(Job(str(e.subject_commit), claim.base if isinstance(claim, _Claim) else None, history=ok,
+                        digest=ctx.scope.everything or seq in ctx.scope.direct,
+                        require_submodules=not partial, include_submodules=not partial,
+                        commits=claim.size - (claim.base.size if claim.base else 0) if isinstance(claim, _Claim)
+                        else None))
+    results = recompute_all(repo, jobs)
+    for (seq, e), claim, got in zip(releases, claims, results):
+        w = where(seq, e)
+        if not isinstance(claim, _Claim):
+            r.failed(*claim)
+        elif (err := got.history_error) is not None:
+            r.error("release.history", err)
+        elif (h := got.history).root != claim.root or h.size != claim.size or h.frontier.hashes != claim.frontier:
+            r.failed("release.history", "VM-HISTORY-MISMATCH",
+                     f"{w}: history recomputed now has {h.size} commits, root {h.root.hex()[:16]}…; recorded "
+                     f"{claim.size} commits, root {claim.root.hex()[:16]}…")
+        else:
+            r.passed("release.history", f"{w}: history of {claim.size} commits recomputed, root matches")
+    for (seq, e), job, got in zip(releases, jobs, results):
+        if not job.digest:
+            continue
+        if (err := got.digest_error) is not None:
+            r.error("release.tree-digest", err)
+        elif (td := got.digest).digest != e.body.get("tree_digest"):
+            r.failed("release.tree-digest", "VM-TREE-DIGEST-MISMATCH",
+                     f"{where(seq, e)}: Git-EVTag-v0-SHA512 is {td.digest[:16]}…, recorded "
+                     f"{str(e.body.get('tree_digest'))[:16]}…")
+        else:
+            r.passed("release.tree-digest", f"{where(seq, e)}: Git-EVTag-v0-SHA512 matches")
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """What a release's receipt says its history is, once its form and its base have been checked."""
+
+    size: int
+    root: bytes
+    frontier: list[bytes]
+    base: history.Base | None
+
+
+def _history_claim(ctx: Context, seq: int, e: Entry, id_pos: dict[str, int]) -> _Claim | tuple[str, str, str]:
+    """The recorded history, or the failure (check, code, detail) that stops it being recomputed: a malformed
+    field, or a base that is not an earlier release, disagrees with its own receipt, is no longer an ancestor,
+    or whose consistency proof to this history fails."""
     repo = ctx.repo
     assert repo is not None
     w = where(seq, e)
@@ -143,71 +204,32 @@ def _history(ctx: Context, seq: int, e: Entry) -> None:
         base_info = h.get("base")
         consistency = [bytes.fromhex(x) for x in h.get("consistency", [])]
     except (ValueError, KeyError, TypeError) as exc:
-        r.failed("release.history", "VM-ENTRY-MALFORMED", f"{w}: history field malformed ({exc})")
-        return
-    base: history.Base | None = None
-    if base_info is not None:
-        id_pos = {x.id: i for i, x in ctx.carried.items()}
-        bpos = id_pos.get(str(base_info.get("entry")))
-        be = ctx.carried.get(bpos) if bpos is not None else None
-        if bpos is None or bpos >= seq or be is None or be.type != "release":
-            r.failed("release.base", "VM-HISTORY-BASE",
-                     f"{w}: base {str(base_info.get('entry'))[:12]} is not an earlier release in this log")
-            return
-        bh = be.body["history"]
-        try:
-            bfront = merkle.CompactRange.from_frontier(int(bh["size"]), [bytes.fromhex(x) for x in bh["frontier"]])
-        except (ValueError, KeyError, TypeError):
-            r.failed("release.base", "VM-HISTORY-BASE", f"{w}: base entry #{bpos} has a malformed history")
-            return
-        if (int(base_info.get("size", -1)) != int(bh["size"]) or base_info.get("root") != bh["root"]
-                or bfront.root().hex() != bh["root"]):
-            r.failed("release.base", "VM-HISTORY-BASE", f"{w}: base size/root differ from base entry #{bpos}'s own history")
-            return
-        bcommit = str(be.subject_commit)
-        if not repo.has_object(bcommit) or not repo.is_ancestor(bcommit, commit):
-            r.failed("release.base", "VM-HISTORY-BASE",
-                     f"{w}: base release #{bpos} (commit {bcommit[:12]}) is no longer an ancestor of {commit[:12]}: "
-                     "history was rewritten")
-            return
-        if not merkle.verify_consistency(int(bh["size"]), size, bytes.fromhex(bh["root"]), root, consistency):
-            r.failed("release.base", "VM-HISTORY-BASE",
-                     f"{w}: consistency proof from base #{bpos} (size {bh['size']}) to size {size} fails")
-            return
-        base = history.Base(be.id, bcommit, int(bh["size"]), bytes.fromhex(bh["root"]), bfront)
+        return "release.history", "VM-ENTRY-MALFORMED", f"{w}: history field malformed ({exc})"
+    if base_info is None:
+        return _Claim(size, root, frontier.hashes, None)
+    bpos = id_pos.get(str(base_info.get("entry")))
+    be = ctx.carried.get(bpos) if bpos is not None else None
+    if bpos is None or bpos >= seq or be is None or be.type != "release":
+        return ("release.base", "VM-HISTORY-BASE",
+                f"{w}: base {str(base_info.get('entry'))[:12]} is not an earlier release in this log")
+    bh = be.body["history"]
     try:
-        got = history.compute(repo, commit, base)
-    except VaultMeshError as exc:
-        r.error("release.history", exc)
-        return
-    if got.root != root or got.size != size or got.frontier.hashes != frontier.hashes:
-        r.failed("release.history", "VM-HISTORY-MISMATCH",
-                 f"{w}: history recomputed now has {got.size} commits, root {got.root.hex()[:16]}…; recorded "
-                 f"{size} commits, root {root.hex()[:16]}…")
-    else:
-        r.passed("release.history", f"{w}: history of {size} commits recomputed, root matches")
-
-
-def tree_digests(ctx: Context, positions: Sequence[int]) -> None:
-    """Each release's Git-EVTag-v0-SHA512 digest recomputes (submodules as the receipt says they were taken)."""
-    from ..evtag import tree_digest
-
-    r = ctx.report
-    assert ctx.repo is not None
-    for seq, e in _present_releases(ctx, positions):
-        try:
-            partial = e.body.get("submodules") == "not-included"
-            td = tree_digest(ctx.repo, str(e.subject_commit), require_submodules=not partial,
-                             include_submodules=not partial)
-        except VaultMeshError as exc:
-            r.error("release.tree-digest", exc)
-            continue
-        if td.digest != e.body.get("tree_digest"):
-            r.failed("release.tree-digest", "VM-TREE-DIGEST-MISMATCH",
-                     f"{where(seq, e)}: Git-EVTag-v0-SHA512 is {td.digest[:16]}…, recorded "
-                     f"{str(e.body.get('tree_digest'))[:16]}…")
-        else:
-            r.passed("release.tree-digest", f"{where(seq, e)}: Git-EVTag-v0-SHA512 matches")
+        bfront = merkle.CompactRange.from_frontier(int(bh["size"]), [bytes.fromhex(x) for x in bh["frontier"]])
+    except (ValueError, KeyError, TypeError):
+        return "release.base", "VM-HISTORY-BASE", f"{w}: base entry #{bpos} has a malformed history"
+    if (int(base_info.get("size", -1)) != int(bh["size"]) or base_info.get("root") != bh["root"]
+            or bfront.root().hex() != bh["root"]):
+        return "release.base", "VM-HISTORY-BASE", f"{w}: base size/root differ from base entry #{bpos}'s own history"
+    bcommit = str(be.subject_commit)
+    if not repo.has_object(bcommit) or not repo.is_ancestor(bcommit, commit):
+        return ("release.base", "VM-HISTORY-BASE",
+                f"{w}: base release #{bpos} (commit {bcommit[:12]}) is no longer an ancestor of {commit[:12]}: "
+                "history was rewritten")
+    if not merkle.verify_consistency(int(bh["size"]), size, bytes.fromhex(bh["root"]), root, consistency):
+        return ("release.base", "VM-HISTORY-BASE",
+                f"{w}: consistency proof from base #{bpos} (size {bh['size']}) to size {size} fails")
+    return _Claim(size, root, frontier.hashes,
+                  history.Base(be.id, bcommit, int(bh["size"]), bytes.fromhex(bh["root"]), bfront))
 
 
 def replacements(ctx: Context, positions: Sequence[int]) -> None:
@@ -271,4 +293,4 @@ def artifacts(ctx: Context, positions: Sequence[int]) -> None:
                          f"{name!r}", "pass the artifact that was recorded, or record this one")
 
 
-SUBJECT_RULES = (release_tags, subject_objects, histories, tree_digests, replacements, artifacts)
+SUBJECT_RULES = (release_tags, subject_objects, recomputed, replacements, artifacts)
