@@ -97,6 +97,9 @@ def release_tags(ctx: Context, positions: Sequence[int]) -> None:
             r.failed("release.tag", "VM-TAG-MISSING", f"{where(seq, e)}: {ref} is absent (recorded at {expect})")
         elif now != expect:
             r.failed("release.tag", "VM-TAG-MOVED", f"{where(seq, e)}: {ref} is now {now}, recorded {expect}")
+        elif ref.startswith("refs/tags/") and (own := ctx.repo.tag_name(now)) not in (None, ref[len("refs/tags/"):]):
+            r.failed("release.tag", "VM-TAG-NAME-MISMATCH", f"{where(seq, e)}: {ref} is the tag object of {own!r} "
+                     "(an old tag replayed under this name): `git tag -v` and `git describe` call it that")
         else:
             r.passed("release.tag", f"{where(seq, e)}: {ref} still points at {str(expect)[:12]}")
 
@@ -191,8 +194,7 @@ def _history_claim(ctx: Context, seq: int, e: Entry, id_pos: dict[str, int]) -> 
     """The recorded history, or the failure (check, code, detail) that stops it being recomputed: a malformed
     field, or a base that is not an earlier release, disagrees with its own receipt, is no longer an ancestor,
     or whose consistency proof to this history fails."""
-    repo = ctx.repo
-    assert repo is not None
+    repo = ctx.repo  # None for a proof bundle: what needs the repository's objects is left to verify
     w = where(seq, e)
     h = e.body.get("history")
     commit = str(e.subject_commit)
@@ -221,7 +223,7 @@ def _history_claim(ctx: Context, seq: int, e: Entry, id_pos: dict[str, int]) -> 
             or bfront.root().hex() != bh["root"]):
         return "release.base", "VM-HISTORY-BASE", f"{w}: base size/root differ from base entry #{bpos}'s own history"
     bcommit = str(be.subject_commit)
-    if not repo.has_object(bcommit) or not repo.is_ancestor(bcommit, commit):
+    if repo is not None and (not repo.has_object(bcommit) or not repo.is_ancestor(bcommit, commit)):
         return ("release.base", "VM-HISTORY-BASE",
                 f"{w}: base release #{bpos} (commit {bcommit[:12]}) is no longer an ancestor of {commit[:12]}: "
                 "history was rewritten")
@@ -230,6 +232,22 @@ def _history_claim(ctx: Context, seq: int, e: Entry, id_pos: dict[str, int]) -> 
                 f"{w}: consistency proof from base #{bpos} (size {bh['size']}) to size {size} fails")
     return _Claim(size, root, frontier.hashes,
                   history.Base(be.id, bcommit, int(bh["size"]), bytes.fromhex(bh["root"]), bfront))
+
+
+def release_bases(ctx: Context) -> None:
+    """A proof bundle's releases, by the rule `recomputed` applies first: the history field is well formed and
+    a base it names is an earlier release whose own history it extends (consistency proof). A base the bundle
+    does not carry cannot be judged offline; the bundle's own claim is about the commit in this history."""
+    id_pos = {x.id: i for i, x in ctx.carried.items()}
+    for seq, e in sorted(ctx.carried.items()):
+        if e.type != "release":
+            continue
+        base = (e.body.get("history") or {}).get("base") if isinstance(e.body.get("history"), dict) else None
+        if isinstance(base, dict) and str(base.get("entry")) not in id_pos:
+            continue
+        claim = _history_claim(ctx, seq, e, id_pos)
+        if not isinstance(claim, _Claim):
+            ctx.report.failed(*claim)
 
 
 def replacements(ctx: Context, positions: Sequence[int]) -> None:
