@@ -16,21 +16,37 @@ from ..recompute import Job, recompute_all
 from .context import Context, Options, Scope, where
 
 
+def resolve_subject(repo: Repo, name: str) -> tuple[str, str | None]:
+    """(ref, commit) a name stands for, exactly as git builds it (an ambiguous name is VM-REV-AMBIGUOUS); a
+    name that resolves to nothing now is taken as a deleted tag, whose receipts still name refs/tags/<name>."""
+    try:
+        got = repo.resolve_name(name)
+        commit, ref = got.commit, got.refname
+    except VaultMeshError as exc:
+        if exc.code != "VM-BAD-REV" or not name.isprintable() or name.startswith("-"):
+            raise
+        commit, ref = None, None
+    return ref or (f"refs/tags/{name}" if not name.startswith("refs/") else name), commit
+
+
+def naming_receipts(entries: Sequence[Entry | None], ref: str | None, commit: str | None) -> set[int]:
+    """The receipts about a name: those naming its ref, and those naming its commit — except, for a tag, the
+    releases of OTHER tags of that commit (a release vouches for the one tag it names). verify, export and
+    prove all select through here."""
+    tag = ref is not None and ref.startswith("refs/tags/")
+    return {i for i, e in enumerate(entries)
+            if e is not None and e.type not in ("cosign", "timestamp", "policy")
+            and (e.subject_ref == ref or (commit is not None and e.subject_commit == commit
+                                          and not (tag and e.type == "release")))}
+
+
 def scope_for(repo: Repo, opts: Options, entries: Sequence[Entry | None]) -> Scope:
     """The entries naming the target, what refers to them, and the base releases their histories build on."""
     if opts.all or opts.target is None:
         return Scope(everything=True)
     target = opts.target
-    try:  # exactly what git would build for the name; an ambiguous name is refused (VM-REV-AMBIGUOUS)
-        got = repo.resolve_name(target)
-        commit, ref = got.commit, got.refname
-    except VaultMeshError as exc:
-        if exc.code != "VM-BAD-REV" or not target.isprintable() or target.startswith("-"):
-            raise
-        commit, ref = None, None  # a deleted tag: its receipts still name refs/tags/<name>
-    ref = ref or (f"refs/tags/{target}" if not target.startswith("refs/") else target)
-    direct = {i for i, e in enumerate(entries)
-              if e is not None and (e.subject_ref == ref or (commit and e.subject_commit == commit))}
+    ref, commit = resolve_subject(repo, target)
+    direct = naming_receipts(entries, ref, commit)
     positions = set(direct)
     named = {entries[i].id for i in direct} | {entries[i].body_digest for i in direct}  # type: ignore[union-attr]
     positions |= {i for i, e in enumerate(entries) if e is not None and e.body.get("entry") in named}
