@@ -28,8 +28,8 @@ ALLOWED_FIELDS: dict[str, frozenset[str]] = {
     "policy": frozenset(_COMMON | {"signers", "thresholds", "tsas", "tokens_required", "note_keys"}),
     "release": frozenset(_COMMON | {"history", "tree_digest", "submodules"}),
     "deploy": frozenset(_COMMON | {"environment"}),
-    "adr": frozenset(_COMMON | {"title", "status", "document"}),
-    "decision": frozenset(_COMMON | {"title", "status"}),
+    "adr": frozenset(_COMMON | {"title", "status", "document", "number", "supersedes"}),
+    "decision": frozenset(_COMMON | {"title", "status", "number", "supersedes"}),
     "cosign": frozenset({"type", "log", "recorded_at", "entry", "message"}),
     "timestamp": frozenset({"type", "log", "recorded_at", "entry", "checkpoint", "tokens", "message"}),
     "witness": frozenset(_COMMON | {"peer", "checkpoint", "checkpoint_sig", "cosignature", "consistency"}),
@@ -227,6 +227,24 @@ def check_body(body: dict[str, Any], where: str = "entry") -> None:
         raise bad("a release body needs subject and history")
     if typ == "witness":
         _check_witness(body, bad)
+    if typ in ("adr", "decision"):
+        _check_record(body, bad)
+
+
+def _check_record(body: dict[str, Any], bad: Any) -> None:
+    """ADRs and decisions: `number` (>= 1) names the record, several entries with one number are its revisions;
+    `supersedes` lists the numbers it replaces; `title`, `status`, `document` are text."""
+    def positive(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 999_999_999
+
+    for key in ("title", "status", "document"):
+        if key in body and not isinstance(body[key], str):
+            raise bad(f"body.{key} must be a string")
+    if "number" in body and not positive(body["number"]):
+        raise bad("body.number must be an integer from 1 to 999999999")
+    sup = body.get("supersedes")
+    if sup is not None and not (isinstance(sup, list) and len(sup) <= 64 and all(positive(n) for n in sup)):
+        raise bad("body.supersedes must be a list of at most 64 record numbers")
 
 
 def _check_witness(body: dict[str, Any], bad: Any) -> None:

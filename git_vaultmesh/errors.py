@@ -115,6 +115,9 @@ CODES: dict[str, str] = {
     "VM-TSA-DUPLICATE": "tsa add: a policy TSA already has this URL or signing key (one authority counts once)",
     "VM-TSA-UNKNOWN": "a token names a TSA that is not in the policy",
     "VM-TSA-UNREACHABLE": "the TSA could not be reached, timed out, or answered garbage",
+    # --- query, list, timeline, ADRs ----------------------------------------------------------------
+    "VM-QUERY-INVALID": "a query pattern, date, entry type or limit is malformed (query, list, timeline)",
+    "VM-ADR-INVALID": "an ADR command names no ADR of the ledger, or has an empty title or unreadable text",
 }
 
 

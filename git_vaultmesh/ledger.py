@@ -590,8 +590,8 @@ def append_bodies(repo: Repo, key: SigningKey, bodies: Sequence[dict[str, Any]],
     root = merkle.root_from_leaf_hashes(leaves)
     sig = sign(key, batch_statement(log_id, len(bodies), root))
     entries = []
-    for i, b in enumerate(bodies):
-        proof = [h.hex() for h in merkle.inclusion_proof(leaves, i)]
+    for i, (b, path) in enumerate(zip(bodies, merkle.inclusion_proofs(leaves))):
+        proof = [h.hex() for h in path]
         item: dict[str, Any] = {"format": key.format, "signer": key.fingerprint, "sig": sig,
                                 "batch": {"size": len(bodies), "index": i, "proof": proof}}
         entries.append(make_entry(b, [item]))
