@@ -8,7 +8,6 @@ real signed ledgers.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
