@@ -621,6 +621,25 @@ class Repo:
                 f"check `git remote -v` and that {remote} has a ledger (refs/vaultmesh/log)",
             )
 
+    @classmethod
+    def discover_with_ref(cls, ref: str) -> tuple[Repo, str | None]:
+        """`discover()` of the current directory and the oid `ref` points at (None: absent), in ONE git process:
+        the start-up of the read path (query, list, timeline), where each git process is a tenth of the budget."""
+        try:
+            res = subprocess.run([_git_exe(), "rev-parse", "--absolute-git-dir", "--is-bare-repository", "--show-cdup",
+                                  "--verify", "--quiet", "--end-of-options", ref], capture_output=True)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise VaultMeshError("VM-NOT-A-REPO", f"{Path.cwd()} does not exist", "cd into a git repository") from exc
+        lines = res.stdout.decode(errors="replace").split("\n")[:-1]
+        if len(lines) < 2 or not lines[0].startswith("/") or lines[1] not in ("true", "false"):
+            raise VaultMeshError("VM-NOT-A-REPO", f"{Path.cwd()} is not inside a git repository",
+                                 "cd into a git repository, or run `git init` first")
+        rest = lines[2:]
+        oid = rest.pop() if res.returncode == 0 and rest else None  # printed last, only when the ref exists
+        # --show-cdup prints a line (maybe empty) inside a work tree only, none in a bare repo or the git dir
+        work_tree = (Path.cwd() / rest[0]).resolve() if rest and lines[1] == "false" else None
+        return cls(Path(lines[0]), work_tree), oid
+
 
 _RACE_MESSAGES = ("is at ", "but expected", "reference already exists", "unable to resolve reference", "File exists")
 _FAILURE_HINTS = (

@@ -194,6 +194,8 @@ def parse_date(text: str, *, end: bool, what: str) -> str:
 
 
 def check_types(types: Sequence[str]) -> list[str]:
+    if not types:
+        return []
     from .entry import TYPES
 
     for t in types:
@@ -481,9 +483,9 @@ def _hit(r: tuple[Any, ...]) -> Hit:
                json.loads(r[10]) if r[10] is not None else None, r[11], r[12], r[13], r[14])
 
 
-def with_index(repo: Repo, read: Callable[[Index], T]) -> T:
+def with_index(repo: Repo, read: Callable[[Index], T], head: str | None = None) -> T:
     """`read(index)`, once more on a rebuilt index if SQLite finds the file damaged while reading it."""
-    index = open_index(repo)
+    index = open_index(repo, head)
     try:
         return read(index)
     except sqlite3.DatabaseError:
@@ -491,7 +493,7 @@ def with_index(repo: Repo, read: Callable[[Index], T]) -> T:
         path = path_for(repo)
         with _file_lock(path):
             _discard(path)
-        index = open_index(repo)
+        index = open_index(repo, head)
         return read(index)
     finally:
         index.close()

@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     q.types = KINDS[args.kind]
     grouped = args.kind in ("adrs", "decisions", "peers")
     limit, q.limit = q.limit, (None if grouped else q.limit)
-    repo = Repo.discover()
-    hits, about = Source(repo, args.verified).read(lambda ix: ix.search(q))
+    repo, head = Repo.discover_with_ref(index.REF_LOG)
+    hits, about = Source(repo, args.verified, head).read(lambda ix: ix.search(q))
     as_data = args.json or args.yaml
     if args.kind == "peers":
         rows = peers(hits)[:limit] if limit is not None else peers(hits)

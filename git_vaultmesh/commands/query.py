@@ -60,13 +60,14 @@ class Source:
     """Where results come from: the index (the default, unverified), or with --verified an index built in memory
     from the log just after `verify` passed on it (the index file is not read at all then)."""
 
-    def __init__(self, repo: Repo, verified: bool) -> None:
+    def __init__(self, repo: Repo, verified: bool, head: str | None) -> None:
         self.repo = repo
         self.verified = verified
+        self.head = head  # the log head as the command started
 
     def read(self, fn: Callable[[index.Index], Any]) -> tuple[Any, dict[str, Any]]:
         if not self.verified:
-            return index.with_index(self.repo, lambda ix: (fn(ix), self._about(ix)))
+            return index.with_index(self.repo, lambda ix: (fn(ix), self._about(ix)), self.head)
         return self._verified(fn)
 
     def _about(self, ix: index.Index) -> dict[str, Any]:
@@ -198,8 +199,8 @@ def _rows() -> int:
 @usage_errors
 def run(args: argparse.Namespace) -> int:
     q = query_from_args(args, pattern=" ".join(args.pattern), newest_first=not args.reverse)
-    repo = Repo.discover()
-    hits, about = Source(repo, args.verified).read(lambda ix: ix.search(q))
+    repo, head = Repo.discover_with_ref(index.REF_LOG)
+    hits, about = Source(repo, args.verified, head).read(lambda ix: ix.search(q))
     on = use_colour()
     as_data = args.json or args.yaml
     return emit(args, about, entries_json(repo, about, hits) if as_data else [],

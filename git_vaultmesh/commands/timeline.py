@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .. import index
 from ..git import Repo
 from .query import (
     COLOURS,
@@ -21,8 +22,8 @@ from .query import (
 @usage_errors
 def run(args: argparse.Namespace) -> int:
     q = query_from_args(args, newest_first=False)
-    repo = Repo.discover()
-    hits, about = Source(repo, args.verified).read(lambda ix: ix.search(q))
+    repo, head = Repo.discover_with_ref(index.REF_LOG)
+    hits, about = Source(repo, args.verified, head).read(lambda ix: ix.search(q))
     if args.json or args.yaml:
         return emit(args, about, entries_json(repo, about, hits), [])
     on = use_colour()
