@@ -269,3 +269,30 @@ def test_all_inclusion_proofs_at_once_equal_one_at_a_time(data: list[bytes]) -> 
     root = merkle.root_from_leaf_hashes(leaves)
     assert proofs == [merkle.inclusion_proof(leaves, i) for i in range(len(leaves))]
     assert all(merkle.verify_inclusion(i, len(leaves), leaves[i], p, root) for i, p in enumerate(proofs))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.text(alphabet=st.characters(max_codepoint=0x7F)) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_the_fast_canonical_check_never_accepts_what_rfc8785_would_not(value: Any) -> None:
+    """entry.parse_line skips rfc8785 when the C encoder reproduces an ASCII line: it must only ever say yes when
+    the line is exactly JCS, and say yes for every ASCII JCS line (else it saves nothing)."""
+    import json
+
+    from git_vaultmesh.entry import _plainly_canonical, canonical
+
+    jcs = canonical(value)
+    candidates = {jcs, json.dumps(value, sort_keys=True, separators=(",", ":")).encode(errors="surrogatepass"),
+                  json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+                  .encode(errors="surrogatepass"), json.dumps(value).encode(errors="surrogatepass")}
+    for line in candidates:
+        if _plainly_canonical(value, line):
+            assert line == jcs
+    assert _plainly_canonical(value, jcs) == jcs.isascii()
