@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from git_vaultmesh import index
 from git_vaultmesh.git import Repo
 
@@ -172,3 +174,27 @@ def test_concurrent_readers_while_the_log_grows(ledger_repo: Path) -> None:
     docs = [json.loads(o) for o, _ in outs]
     assert all(d == docs[0] for d in docs) and docs[0] == ok_json(ledger_repo, "list", "all")
     assert [r["entry"]["body"]["type"] for r in docs[0]["results"]] == ["policy", "release", "deploy"]
+
+
+def test_read_path_finds_the_repository_from_anywhere(ledger_repo: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Subdirectory, inside .git, -C, and a bare clone: the one-process discovery agrees with `Repo.discover`."""
+    ok(ledger_repo, "record", "v1.0")
+    want = ok_json(ledger_repo, "list", "releases")
+    sub = ledger_repo / "a" / "b"
+    sub.mkdir(parents=True)
+    assert ok_json(sub, "list", "releases") == want
+    assert ok_json(ledger_repo / ".git", "list", "releases") == want
+    assert ok_json(tmp_path, "-C", str(sub), "list", "releases") == want
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "clone", "-q", "--bare", str(ledger_repo), str(bare))
+    git(bare, "fetch", "-q", str(ledger_repo), "refs/vaultmesh/log:refs/vaultmesh/log")
+    assert ok_json(bare, "list", "releases")["results"] == want["results"]
+    for where in (sub, bare, ledger_repo / ".git"):
+        monkeypatch.chdir(where)
+        repo, head = Repo.discover_with_ref("refs/vaultmesh/log")
+        assert head == want["log"]["head"]
+        assert repo.git_dir == Repo.discover(where).git_dir and repo.work_tree == Repo.discover(where).work_tree
+    assert Repo.discover_with_ref("refs/vaultmesh/absent")[1] is None
+    res = run(tmp_path, "query", "x")
+    assert res.returncode == 1 and "VM-NOT-A-REPO" in res.stderr
