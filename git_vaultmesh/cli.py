@@ -406,6 +406,9 @@ def _query_verbs(add: Add) -> None:
             "  git vaultmesh timeline --since 2025-10-01 --until 2025-10-31 --type deploy")
     common(p)
 
+
+def _adr_verbs(add: Add) -> None:
+    """ADRs: signed, numbered records (docs/query.md)."""
     p = add("adr", "architecture decision records: create one, or change its status (signed entries)",
             "ADRs are signed `adr` entries of the ledger, numbered ADR-0001, ADR-0002, ... in the order they are\n"
             "created. `list adrs` lists them; `show ADR-0007` prints one with its revisions.")
@@ -440,6 +443,7 @@ VERB_GROUPS: tuple[Callable[[Add], None], ...] = (
     _hook_verbs,
     _interop_verbs,
     _query_verbs,
+    _adr_verbs,
 )
 
 

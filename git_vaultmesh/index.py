@@ -22,7 +22,6 @@ import sqlite3
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -92,10 +91,20 @@ _COLUMNS = ("seq, id, type, recorded_at, component, version, environment, title,
             "subject_ref, subject_commit, peer, peer_log, text")
 
 
-@dataclass(frozen=True)
+# Plain classes, not dataclasses: each @dataclass costs start-up time (generated code), and this module is on the
+# read path whose whole run is a few tens of milliseconds.
 class Hit:
     """One indexed entry: the fields the index keeps of it (unverified). The entry itself is read from the log
-    (`lines`)."""
+    (`entries_of`)."""
+
+    __slots__ = ("seq", "id", "type", "recorded_at", "component", "version", "environment", "title", "status",
+                 "number", "supersedes", "subject_ref", "subject_commit", "peer", "peer_log")
+
+    def __init__(self, row: Sequence[Any]) -> None:
+        (self.seq, self.id, self.type, self.recorded_at, self.component, self.version, self.environment,
+         self.title, self.status, self.number, supersedes, self.subject_ref, self.subject_commit, self.peer,
+         self.peer_log) = row[:15]
+        self.supersedes: list[int] | None = json.loads(supersedes) if supersedes is not None else None
 
     seq: int
     id: str
@@ -107,28 +116,26 @@ class Hit:
     title: str | None
     status: str | None
     number: int | None
-    supersedes: list[int] | None
     subject_ref: str | None
     subject_commit: str | None
     peer: str | None
     peer_log: str | None
 
 
-@dataclass
 class Query:
     """What to select. `terms` must all occur (case-folded) in one searchable field each; `excluded` none."""
 
-    terms: list[str] = field(default_factory=list)
-    excluded: list[str] = field(default_factory=list)
-    types: list[str] = field(default_factory=list)
-    component: str | None = None
-    version: str | None = None
-    environment: str | None = None
-    signer: str | None = None
-    since: str | None = None  # inclusive, an RFC 3339 UTC second
-    until: str | None = None  # inclusive
-    limit: int | None = None
-    newest_first: bool = True
+    def __init__(self, terms: Sequence[str] = (), excluded: Sequence[str] = (), types: Sequence[str] = (),
+                 component: str | None = None, version: str | None = None, environment: str | None = None,
+                 signer: str | None = None, since: str | None = None, until: str | None = None,
+                 limit: int | None = None, newest_first: bool = True) -> None:
+        self.terms, self.excluded, self.types = list(terms), list(excluded), list(types)
+        self.component, self.version, self.environment, self.signer = component, version, environment, signer
+        self.since, self.until = since, until  # inclusive, RFC 3339 UTC seconds
+        self.limit, self.newest_first = limit, newest_first
+
+    def __repr__(self) -> str:
+        return f"Query({vars(self)})"
 
 
 def invalid(cause: str, hint: str) -> VaultMeshError:
@@ -171,7 +178,7 @@ def parse_pattern(pattern: str) -> tuple[list[str], list[str]]:
     return terms, excluded
 
 
-_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2})Z)?$")
+_DATE = r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2})Z)?$"
 
 
 def parse_date(text: str, *, end: bool, what: str) -> str:
@@ -179,7 +186,7 @@ def parse_date(text: str, *, end: bool, what: str) -> str:
     whole day."""
     import datetime
 
-    m = _DATE.match(text)
+    m = re.match(_DATE, text)
     try:
         if m is None:
             raise ValueError
@@ -257,17 +264,14 @@ def _set_head(db: sqlite3.Connection, head: str, size: int, skipped: int) -> Non
                    [("head", head), ("size", str(size)), ("skipped", str(skipped))])
 
 
-@dataclass
 class Index:
     """An open, fresh index: its connection, the log head and size it describes, and how many entries of the
     log it could not parse (those are left out; `verify` reports them)."""
 
-    db: sqlite3.Connection
-    head: str | None
-    size: int
-    skipped: int
-    rebuilt: bool = False
-    extended: int = 0
+    def __init__(self, db: sqlite3.Connection, head: str | None, size: int, skipped: int, rebuilt: bool = False,
+                 extended: int = 0) -> None:
+        self.db, self.head, self.size, self.skipped = db, head, size, skipped
+        self.rebuilt, self.extended = rebuilt, extended
 
     def close(self) -> None:
         self.db.close()
@@ -475,12 +479,7 @@ def search(db: sqlite3.Connection, q: Query) -> list[Hit]:
     if q.limit is not None:
         sql += " LIMIT ?"
         params.append(q.limit)
-    return [_hit(r) for r in db.execute(sql, params)]
-
-
-def _hit(r: tuple[Any, ...]) -> Hit:
-    return Hit(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
-               json.loads(r[10]) if r[10] is not None else None, r[11], r[12], r[13], r[14])
+    return [Hit(r) for r in db.execute(sql, params)]
 
 
 def with_index(repo: Repo, read: Callable[[Index], T], head: str | None = None) -> T:
@@ -503,7 +502,7 @@ def by_seq(db: sqlite3.Connection, seqs: Sequence[int]) -> list[Hit]:
     if not seqs:
         return []
     sql = f"SELECT {_COLUMNS} FROM entries WHERE seq IN ({', '.join('?' * len(seqs))}) ORDER BY seq"
-    return [_hit(r) for r in db.execute(sql, list(seqs))]
+    return [Hit(r) for r in db.execute(sql, list(seqs))]
 
 
 def entries_of(repo: Repo, head: str, hits: Sequence[Hit]) -> list[Entry]:
