@@ -198,3 +198,28 @@ def test_read_path_finds_the_repository_from_anywhere(ledger_repo: Path, tmp_pat
     assert Repo.discover_with_ref("refs/vaultmesh/absent")[1] is None
     res = run(tmp_path, "query", "x")
     assert res.returncode == 1 and "VM-NOT-A-REPO" in res.stderr
+
+
+def test_terminal_output_is_coloured_and_paged(ledger_repo: Path, tmp_path: Path) -> None:
+    """On a terminal shorter than the output, the lines go through the pager, coloured; off a terminal neither."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    for i in range(4):
+        ok(ledger_repo, "adr", "create", f"decision {i}", "-m", "text")
+    paged = tmp_path / "paged.txt"
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 3, 80, 0, 0))  # 3 rows: 5 lines must page
+    env = dict(os.environ, PAGER=f"cat > {paged}", TERM="xterm")
+    env.pop("NO_COLOR", None)
+    env.pop("GIT_PAGER", None)
+    res = subprocess.run([sys.executable, "-m", "git_vaultmesh", "list", "all"], cwd=ledger_repo, env=env,
+                         stdout=slave, stderr=subprocess.PIPE, text=True)
+    os.close(slave)
+    os.close(master)
+    assert res.returncode == 0, res.stderr
+    text = paged.read_text()
+    assert len(text.splitlines()) == 5 and "\033[35madr" in text
+    assert "unverified" not in res.stderr  # stderr was not a terminal: no note
