@@ -281,7 +281,8 @@ class Index:
 
 
 def _connect(path: Path | str) -> sqlite3.Connection:
-    db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
+    # a reader never waits (WAL); a writer waits for another's rebuild, which at 100k entries takes seconds
+    db = sqlite3.connect(str(path), timeout=300.0, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     return db
@@ -328,7 +329,7 @@ def _file_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def open_index(repo: Repo, head: str | None = None) -> Index:
+def open_index(repo: Repo, head: str | None = None, *, retry: bool = True) -> Index:
     """The index for the log as it is now: used as is when it was built from this head, extended when the log
     only grew since, rebuilt otherwise. Falls back to an index in memory when the git dir is not writable."""
     if head is None:
@@ -358,12 +359,16 @@ def open_index(repo: Repo, head: str | None = None) -> Index:
         db = sqlite3.connect(":memory:", isolation_level=None)
         _create(db)
         return _refresh(repo, db, head)
-    except sqlite3.DatabaseError:  # damaged under our feet: one more time from scratch
+    except sqlite3.DatabaseError:  # damaged under our feet: once more from scratch, then from memory
         if found is not None:
             found[0].close()
+        if not retry:
+            db = sqlite3.connect(":memory:", isolation_level=None)
+            _create(db)
+            return _refresh(repo, db, head)
         with _file_lock(path):
             _discard(path)
-        return open_index(repo, head)
+        return open_index(repo, head, retry=False)
 
 
 def _refresh(repo: Repo, db: sqlite3.Connection, head: str) -> Index:
