@@ -506,6 +506,26 @@ class Repo:
             proc.wait()
             feeder.join()
 
+    def diff_tree(self, old: str | None, new: str) -> list[RawChange]:
+        """Raw changes between two commits' trees (old None = against the empty tree)."""
+        if old is None:
+            out = self.run("diff-tree", "-r", "-z", "--no-renames", "--raw", "--root", "--no-commit-id", new)
+        else:
+            out = self.run("diff-tree", "-r", "-z", "--no-renames", "--raw", old, new)
+        fields = out.decode().split("\0")
+        changes = []
+        i = 0
+        while i < len(fields) - 1:
+            meta = fields[i]
+            if not meta.startswith(":"):
+                i += 1
+                continue
+            _, _, old_oid, new_oid, status = meta[1:].split(" ")
+            changes.append(RawChange(status[0], old_oid, new_oid, fields[i + 1]))
+            i += 2
+        return changes
+
+    # --- refs (compare-and-swap only) ---------------------------------------------------------------
     def update_refs(self, updates: Sequence[RefUpdate]) -> bool:
         """Apply all updates atomically, each checked against its expected old value.
 
@@ -633,6 +653,19 @@ class Repo:
         out = self.run("for-each-ref", "--format=%(refname) %(objectname)", *refs).decode()
         return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
+    def tag_name(self, oid: str) -> str | None:
+        """The name an annotated tag object carries in its own header (`tag v1.0`), None for a non-tag."""
+        try:
+            kind, body = self.read_object(oid)
+        except KeyError:
+            return None
+        if kind != "tag":
+            return None
+        for line in body.split(b"\n\n", 1)[0].split(b"\n"):
+            if line.startswith(b"tag "):
+                return line[4:].decode("utf-8", errors="replace")
+        return None
+
     # --- making a repository (demo) -------------------------------------------------------------------
     @classmethod
     def init_at(cls, path: Path, branch: str = "main") -> Repo:
@@ -659,6 +692,25 @@ class Repo:
                 "VM-REMOTE-FAILED", f"git fetch {remote} failed: {err.decode(errors='replace').strip()}",
                 f"check `git remote -v` and that {remote} has a ledger (refs/vaultmesh/log)",
             )
+
+    @classmethod
+    def discover_with_ref(cls, ref: str) -> tuple[Repo, str | None]:
+        """`discover()` of the current directory and the oid `ref` points at (None: absent), in ONE git process:
+        the start-up of the read path (query, list, timeline), where each git process is a tenth of the budget."""
+        try:
+            res = subprocess.run([_git_exe(), "rev-parse", "--absolute-git-dir", "--is-bare-repository", "--show-cdup",
+                                  "--verify", "--quiet", "--end-of-options", ref], capture_output=True)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise VaultMeshError("VM-NOT-A-REPO", f"{Path.cwd()} does not exist", "cd into a git repository") from exc
+        lines = res.stdout.decode(errors="replace").split("\n")[:-1]
+        if len(lines) < 2 or not lines[0].startswith("/") or lines[1] not in ("true", "false"):
+            raise VaultMeshError("VM-NOT-A-REPO", f"{Path.cwd()} is not inside a git repository",
+                                 "cd into a git repository, or run `git init` first")
+        rest = lines[2:]
+        oid = rest.pop() if res.returncode == 0 and rest else None  # printed last, only when the ref exists
+        # --show-cdup prints a line (maybe empty) inside a work tree only, none in a bare repo or the git dir
+        work_tree = (Path.cwd() / rest[0]).resolve() if rest and lines[1] == "false" else None
+        return cls(Path(lines[0]), work_tree), oid
 
     def tree_changes(self, old: str, new: str) -> list[tuple[str, str, str, str]]:
         """(status, new mode, new oid, path) of every file that differs between two commits' trees: what

@@ -123,6 +123,28 @@ def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
     return top_down
 
 
+def inclusion_proofs(leaf_hashes: Sequence[bytes]) -> list[list[bytes]]:
+    """PATH(i, D_n) for every i at once, in O(n log n): each subtree root is hashed once, not once per leaf
+    (n calls of `inclusion_proof` cost O(n^2): 55 s for a batch of 10k entries)."""
+    _check_leaf_hashes(leaf_hashes)
+    proofs: list[list[bytes]] = [[] for _ in leaf_hashes]
+
+    def subtree(lo: int, hi: int) -> bytes:
+        if hi - lo == 1:
+            return leaf_hashes[lo]
+        k = _split(hi - lo)
+        left, right = subtree(lo, lo + k), subtree(lo + k, hi)
+        for i in range(lo, lo + k):  # children first: the deeper siblings are already in, leaf side first
+            proofs[i].append(right)
+        for i in range(lo + k, hi):
+            proofs[i].append(left)
+        return node_hash(left, right)
+
+    if leaf_hashes:
+        subtree(0, len(leaf_hashes))
+    return proofs
+
+
 def verify_inclusion(index: int, size: int, leaf_hash: bytes, proof: Sequence[bytes], root: bytes) -> bool:
     """RFC 9162 §2.1.3.2, step by step."""
     try:

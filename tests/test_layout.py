@@ -15,6 +15,8 @@ SUBPROCESS_ALLOWED = {
     "covenants.py": "covenant II runs the user's release build (sh -c)",
     "commands/demo.py": "makes a throwaway gpg key",
     "commands/hook.py": "runs the hook that was there before install, and record for auto-recorded tags",
+    "commands/adr.py": "opens $EDITOR for an ADR's text",
+    "commands/query.py": "pages long output through $PAGER on a terminal",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from typing import Any
 
 from .. import ledger
@@ -14,7 +15,12 @@ from ..ui import print_json, print_yaml
 
 
 def select(repo: Repo, entries: list[Entry], what: str) -> list[tuple[int, Entry]]:
-    """Entries about `what`: #seq, an entry id (prefix >= 8), or a ref/revision they name as subject."""
+    """Entries about `what`: #seq, an entry id (prefix >= 8), ADR-0007 / DEC-0007 (every revision of that
+    record), or a ref/revision they name as subject."""
+    record = re.match(r"^(ADR|DEC)-0*([1-9][0-9]{0,8})$", what, re.IGNORECASE)
+    if record is not None:
+        typ, number = ("adr" if record.group(1).upper() == "ADR" else "decision"), int(record.group(2))
+        return [(i, e) for i, e in enumerate(entries) if e.type == typ and e.body.get("number") == number]
     if what.startswith("#") and what[1:].isdigit():
         seq = int(what[1:])
         return [(seq, entries[seq])] if seq < len(entries) else []
@@ -58,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"entry #{s} {e.id}")
             print(f"  type:        {b['type']}")
             print(f"  recorded_at: {b['recorded_at']}")
-            for k in ("component", "version", "environment", "message"):
+            for k in ("number", "title", "status", "supersedes", "component", "version", "environment", "message"):
                 if k in b:
                     print(f"  {k + ':':<12} {b[k]}")
             for k, v in (b.get("subject") or {}).items():
@@ -69,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  tree_digest: {b['tree_digest']}")
             for a in b.get("artifacts", []):
                 print(f"  artifact:    {a['name']} sha256:{a['sha256']}")
+            if "document" in b:
+                print("  document:\n" + "".join(f"    {line}\n" for line in str(b["document"]).splitlines()), end="")
             for sig in e.sigs:
                 print(f"  signed by:   {sig['format']} {sig['signer']}")
     return 0
