@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,9 +58,11 @@ def peers(repo: Repo) -> list[Peer]:
     vaultmesh.peer.<name>.trustRoot, the pin of its genesis signer."""
     from .config import Settings, validated
 
+    settings = Settings(repo)
+    keys = settings.git_keys()  # one git process for every peer's settings, not one per peer
     out = []
-    for name, url in sorted(Settings(repo).peers().items()):
-        root = validated(f"{PEER_KEY}{name}.trustRoot", repo.config_get(f"{PEER_KEY}{name}.trustRoot"))
+    for name, url in sorted(settings.peers().items()):
+        root = validated(f"{PEER_KEY}{name}.trustRoot", keys.get(f"{PEER_KEY}{name}.trustroot"))
         out.append(Peer(name, url, root))
     return out
 
@@ -90,8 +92,12 @@ class Seen:
 
 
 def witnessed(entries: Sequence[Entry | None], by: str) -> list[Seen]:
+    return _seen(enumerate(entries), by)
+
+
+def _seen(pairs: Iterable[tuple[int, Entry | None]], by: str) -> list[Seen]:
     out = []
-    for seq, e in enumerate(entries):
+    for seq, e in pairs:
         if e is None or e.type != "witness":
             continue
         text, sig, who = e.body.get("checkpoint"), e.body.get("checkpoint_sig"), e.body.get("peer")
@@ -103,6 +109,43 @@ def witnessed(entries: Sequence[Entry | None], by: str) -> list[Seen]:
             continue
         out.append(Seen(cp.log_id, cp.size, cp.root, text, str(sig or ""), by, seq, str(who.get("name"))))
     return out
+
+
+def _grep_entries(repo: Repo, commit: str, needle: str) -> list[tuple[int, Entry]]:
+    """The entries of the log at `commit` whose line contains `needle`, strictly parsed: a superset of the
+    witness entries about a peer (git grep in C, then one cat-file), never a read of the whole log."""
+    from .entry import parse_line, seq_of_path
+    from .git import grep_tree
+
+    found = sorted((seq, path) for path in grep_tree(repo, commit, needle, "entries")
+                   if (seq := seq_of_path(path)) is not None)
+    try:
+        blobs = repo.read_blobs([f"{commit}:{path}" for _, path in found])
+    except KeyError as exc:
+        raise VaultMeshError("VM-LOG-CORRUPT", f"entry {exc} of log commit {commit[:12]} cannot be read",
+                             "restore the ledger from a replica; run `git fsck`") from None
+    return [(seq, parse_line(ledger.split_blob(b, f"entry #{seq}"), f"entry #{seq}"))
+            for (seq, _), b in zip(found, blobs)]
+
+
+def _our_witnesses(repo: Repo, p: Peer) -> list[Seen]:
+    """Every witness entry of our log about peer p, in log order (JCS writes its name as "name":"<p>")."""
+    head = repo.ref_oid(ledger.REF_LOG)
+    if head is None:
+        return []
+    return [s for s in _seen(_grep_entries(repo, head, canonical({"name": p.name}).decode()[1:-1]), "us")
+            if s.name == p.name]
+
+
+def _lines(repo: Repo, commit: str) -> list[bytes]:
+    """The entry lines of a log commit, unparsed (enough for Merkle leaves); layout problems raise."""
+    items = ledger.entry_items(repo, commit)
+    try:
+        blobs = repo.read_blobs([oid for _, _, oid in items])
+    except KeyError as exc:
+        raise VaultMeshError("VM-LOG-CORRUPT", f"entry blob {exc} is missing or corrupt",
+                             "restore the ledger from a replica; run `git fsck`") from None
+    return [ledger.split_blob(b, f"entry #{seq}") for (seq, _, _), b in zip(items, blobs)]
 
 
 # --- sync ----------------------------------------------------------------------------------------------------
@@ -120,6 +163,8 @@ class Outcome:
     new_entries: int = 0
     witness_entry: str | None = None
     evidence: str | None = None
+    unchanged: bool = False  # the peer's log is the one we witnessed last: nothing appended
+    reverified: bool = False  # the peer's log was fetched and judged (False: our witness answered)
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -130,50 +175,111 @@ def _fail(out: Outcome, exc: VaultMeshError) -> Outcome:
     return out
 
 
-def sync(repo: Repo, key: Any, p: Peer) -> Outcome:
-    """Fetch, judge and witness one peer; nothing of ours changes unless every check passed."""
+def _unreachable(out: Outcome, p: Peer, exc: VaultMeshError) -> Outcome:
+    return _fail(out, VaultMeshError("VM-PEER-UNREACHABLE", f"peer {p.name} ({p.url}): {exc.cause}",
+                                     "check the URL (git config vaultmesh.peer.NAME.url) and the network; "
+                                     "nothing of ours was changed"))
+
+
+def _copies(repo: Repo) -> dict[str, str]:
+    """Our verified copies of every peer's log (ref -> commit), read with one git process."""
+    return {ref: oid for ref, oid in repo.refs(ledger.REMOTES_PREFIX).items() if ref.endswith("/log")}
+
+
+def sync(repo: Repo, key: Callable[[], Any], p: Peer) -> Outcome:
+    """Fetch, judge and witness one peer; nothing of ours changes unless every check passed. `key` gives
+    the signing key, asked for only when a witness entry is appended."""
     out = Outcome(p.name, False, trust="pinned" if p.trust_root else "tofu")
+    record = load_state(repo).get(p.name)
+    judged = record.get("judged") if isinstance(record, dict) and record.get("ok") else None
+    if isinstance(judged, dict):
+        # the cheap question first: is the peer's head the commit we judged and witnessed last?
+        try:
+            remote = repo.ls_remote(p.url, [ledger.REF_LOG]).get(ledger.REF_LOG)
+        except VaultMeshError as exc:
+            return _unreachable(out, p, exc)
+        if remote is not None and remote == judged.get("head") and _unchanged(repo, p, judged, out):
+            _record(repo, p, out, judged)
+            return out
     try:
         repo.fetch(p.url, [f"+{ledger.REF_LOG}:{p.scratch}"])
     except VaultMeshError as exc:
-        return _fail(out, VaultMeshError("VM-PEER-UNREACHABLE", f"peer {p.name} ({p.url}): {exc.cause}",
-                                         "check the URL (git config vaultmesh.peer.NAME.url) and the network; "
-                                         "nothing of ours was changed"))
+        return _unreachable(out, p, exc)
     fetched = repo.ref_oid(p.scratch)
     assert fetched is not None
+    copies = _copies(repo)  # what the cross-peer check reads, recorded for the next no-op sync
+    others = {ref: oid for ref, oid in copies.items() if ref != p.ref}
+    out.reverified = True
     try:
-        judged = _judge(repo, p, fetched, out)
+        cp, leaves, previous, genesis_signer = _judge(repo, p, fetched, others)
     except VaultMeshError as exc:
         out.evidence = _keep_evidence(repo, p, fetched)
         _record(repo, p, _fail(out, exc))
         return out
     finally:
         repo.update_refs([RefUpdate(p.scratch, repo.zero_oid, fetched)])
-    cp, view, previous = judged
     out.size, out.root = cp.size, cp.root.hex()
     last = previous.size if previous else 0
     out.new_entries = cp.size - last
     if previous is not None and previous.size == cp.size:
-        out.ok, out.detail = True, f"nothing new: {p.name} is at size {cp.size}, witnessed in our entry #{previous.seq}"
-        _record(repo, p, out)
+        if copies.get(p.ref) != fetched:  # e.g. our copy was moved back: the commit just judged replaces it
+            repo.update_refs([RefUpdate(p.ref, fetched, copies.get(p.ref))])
+        out.ok, out.unchanged = True, True
+        out.detail = f"nothing new: {p.name} is at size {cp.size}, witnessed in our entry #{previous.seq}"
+        _record(repo, p, out, {"head": fetched, "witness": previous.seq, "others": others})
         return out
+    signer = key()
     sig = _head_file(repo, fetched, ledger.CHECKPOINT_SIG)
-    body = _witness_body(repo, p, cp, sig, view, previous)
-    entry = make_entry(body, [_sig(key, body)])
-    old = repo.ref_oid(p.ref)
-    ledger.append(repo, key, [entry])
+    body = _witness_body(repo, p, cp, sig, leaves, previous)
+    entry = make_entry(body, [_sig(signer, body)])
+    old = copies.get(p.ref)
+    result = ledger.append(repo, signer, [entry])
     if not repo.update_refs([RefUpdate(p.ref, fetched, old)]):
         raise VaultMeshError("VM-RACE-LOST", f"{p.ref} moved during the sync", "run federate sync again")
     if not p.trust_root:
-        genesis = view.entries[0]
-        assert genesis is not None
-        root = genesis.sigs[0]["signer"]
-        repo.config_set(f"{PEER_KEY}{p.name}.trustRoot", root)
-        out.detail = f"trusted on first use: pinned {p.name}'s genesis signer {root}; "
+        repo.config_set(f"{PEER_KEY}{p.name}.trustRoot", genesis_signer)
+        out.detail = f"trusted on first use: pinned {p.name}'s genesis signer {genesis_signer}; "
     out.ok, out.witness_entry = True, entry.id
     out.detail += f"witnessed {p.name} at size {cp.size} root {cp.root.hex()[:16]}… ({out.new_entries} new entries)"
-    _record(repo, p, out)
+    _record(repo, p, out, {"head": fetched, "witness": result.first_seq, "others": others})
     return out
+
+
+def _unchanged(repo: Repo, p: Peer, judged: dict[str, Any], out: Outcome) -> bool:
+    """The no-op sync: the peer serves the very commit we judged last, our copy of it is that commit, no other
+    peer's copy moved since (so no new witness of theirs to hold it against), and our log's LAST witness entry
+    about the peer records that commit's checkpoint. Anything else, or anything unreadable: False, and the
+    caller fetches and judges in full. The local record only says where to look; the answer is our log's."""
+    from .entry import entry_path, parse_line
+
+    head, seq = judged.get("head"), judged.get("witness")
+    if not isinstance(head, str) or not isinstance(seq, int) or isinstance(seq, bool):
+        return False
+    copies = _copies(repo)
+    if copies.get(p.ref) != head or judged.get("others") != {r: o for r, o in copies.items() if r != p.ref}:
+        return False
+    try:
+        ours = ledger.read_head(repo)
+        if ours.commit is None or not 0 <= seq < ours.size:
+            return False
+        names = [f"{ours.commit}:{entry_path(i)}" for i in range(seq, ours.size)]
+        blobs = repo.read_blobs([*names, f"{head}:{ledger.CHECKPOINT}"])
+        since = [(seq + i, parse_line(ledger.split_blob(b, f"entry #{seq + i}"), f"entry #{seq + i}"))
+                 for i, b in enumerate(blobs[:-1])]
+        cp = ledger.parse_checkpoint(blobs[-1], f"{p.name}'s checkpoint")
+    except (KeyError, VaultMeshError):
+        return False
+    mine = [s for s in _seen(since, "us") if s.name == p.name]
+    if [s.seq for s in mine] != [seq] or since[0][1].body.get("log") != ours.log_id:
+        return False  # the recorded entry is not a witness of p, or a later one exists
+    w = mine[0]
+    if w.text.encode() != blobs[-1] or (w.log_id, w.size, w.root) != (cp.log_id, cp.size, cp.root):
+        return False
+    out.ok, out.unchanged, out.size, out.root = True, True, cp.size, cp.root.hex()
+    out.trust = "pinned" if p.trust_root else "tofu"
+    out.detail = (f"unchanged: {p.name} still serves the log we judged and witnessed in our entry #{seq} "
+                  f"(size {cp.size}); not fetched or re-verified")
+    return True
 
 
 def _sig(key: Any, body: dict[str, Any]) -> dict[str, str]:
@@ -183,20 +289,26 @@ def _sig(key: Any, body: dict[str, Any]) -> dict[str, str]:
 
 
 def _head_file(repo: Repo, commit: str, path: str) -> str:
-    oid = repo.path_oid(commit, path)
-    return repo.read_object(oid)[1].decode(errors="replace") if oid else ""
+    try:
+        return repo.read_blobs([f"{commit}:{path}"])[0].decode(errors="replace")
+    except KeyError:
+        return ""
 
 
-def _judge(repo: Repo, p: Peer, fetched: str, out: Outcome) -> tuple[ledger.Checkpoint, ledger.View, Seen | None]:
-    """The peer's log verifies under its own policy and our pin, and is consistent with everything witnessed."""
+def _judge(repo: Repo, p: Peer, fetched: str,
+           others: dict[str, str]) -> tuple[ledger.Checkpoint, list[bytes], Seen | None, str]:
+    """The peer's log verifies under its own policy and our pin, and is consistent with everything witnessed.
+    Returns its checkpoint, its leaves, our last witness of it and its genesis signer."""
+    from .entry import parse_line
     from .verification import Options, verify
 
-    ours = ledger.read_view(repo)
-    previous = [s for s in witnessed(ours.entries, "us") if s.name == p.name]
+    previous = _our_witnesses(repo, p)
     last = previous[-1] if previous else None
-    view = ledger.read_view(repo, p.scratch)
-    known = last.size if last is not None and last.size <= view.size and \
-        merkle.root_from_leaf_hashes(view.leaves[:last.size]) == last.root else 0
+    lines = _lines(repo, fetched)
+    leaves = [merkle.leaf_hash(x) for x in lines]
+    # the prefix we witnessed, if unchanged, was verified then: only the entries after it are verified again
+    known = last.size if last is not None and last.size <= len(leaves) and \
+        merkle.root_from_leaf_hashes(leaves[:last.size]) == last.root else 0
     report = verify(repo, Options(log_ref=p.scratch, trust_root=p.trust_root, remember=False, subjects=False,
                                   known_size=known, own_log=False))
     if not report.ok:
@@ -206,24 +318,34 @@ def _judge(repo: Repo, p: Peer, fetched: str, out: Outcome) -> tuple[ledger.Chec
                              bad.hint or "the peer's log is damaged or forged; nothing of ours was changed")
     cp = ledger.parse_checkpoint(_head_file(repo, fetched, ledger.CHECKPOINT).encode(), f"{p.name}'s checkpoint")
     if last is not None:
-        _consistent(p, last, cp, view)
-    # what other peers witnessed of this log: every view of it must be one and the same tree
-    for other in peers(repo):
-        if other.name == p.name or repo.ref_oid(other.ref) is None:
+        _consistent(p, last, cp, leaves)
+    _agrees_with_other_witnesses(repo, p, cp.log_id, leaves, others)
+    genesis = parse_line(lines[0], "entry #0")  # verify passed: the log has a genesis signed by its root
+    return cp, leaves, last, genesis.sigs[0]["signer"]
+
+
+def _agrees_with_other_witnesses(repo: Repo, p: Peer, log_id: str, leaves: list[bytes],
+                                 others: dict[str, str]) -> None:
+    """What other peers witnessed of this log (their witness entries, in our copies of their logs, name its id
+    in the checkpoint they record): every view of it must be one and the same tree."""
+    names = {f"{ledger.REMOTES_PREFIX}{o.name}/log": o.name for o in peers(repo)}
+    for ref, oid in sorted(others.items()):
+        other = names.get(ref)
+        if other is None:
             continue
-        theirs = ledger.read_view(repo, other.ref)
-        for s in witnessed(theirs.entries, other.name):
-            if s.log_id == cp.log_id and s.size <= view.size and \
-                    merkle.root_from_leaf_hashes(view.leaves[:s.size]) != s.root:
+        for s in _seen(_grep_entries(repo, oid, log_id), other):
+            if s.log_id != log_id or s.size > len(leaves):
+                continue
+            mine = merkle.root_from_leaf_hashes(leaves[:s.size])
+            if mine != s.root:
                 raise VaultMeshError("VM-PEER-EQUIVOCATION",
-                                     f"peer {p.name} showed {other.name} a checkpoint of size {s.size} with root "
+                                     f"peer {p.name} showed {other} a checkpoint of size {s.size} with root "
                                      f"{s.root.hex()[:16]}… (their entry #{s.seq}), and us a log whose first {s.size} "
-                                     f"entries have root {merkle.root_from_leaf_hashes(view.leaves[:s.size]).hex()[:16]}…",
+                                     f"entries have root {mine.hex()[:16]}…",
                                      "two signed views of one log: keep both as evidence and contact the peer's operators")
-    return cp, view, last
 
 
-def _consistent(p: Peer, last: Seen, cp: ledger.Checkpoint, view: ledger.View) -> None:
+def _consistent(p: Peer, last: Seen, cp: ledger.Checkpoint, leaves: Sequence[bytes]) -> None:
     """Append-only across syncs: the new checkpoint extends the last one we witnessed (RFC 9162 consistency)."""
     where = f"our witness entry #{last.seq}"
     if cp.log_id != last.log_id:
@@ -236,7 +358,7 @@ def _consistent(p: Peer, last: Seen, cp: ledger.Checkpoint, view: ledger.View) -
         raise VaultMeshError("VM-PEER-EQUIVOCATION", f"peer {p.name} signed two checkpoints of size {cp.size}: root "
                              f"{cp.root.hex()[:16]}… now, {last.root.hex()[:16]}… in {where}",
                              "two signed views of one log: keep both as evidence and contact the peer's operators")
-    proof = merkle.consistency_proof(view.leaves, last.size)
+    proof = merkle.consistency_proof(leaves, last.size)
     if not merkle.verify_consistency(last.size, cp.size, last.root, cp.root, proof):
         raise VaultMeshError("VM-PEER-FORKED", f"peer {p.name}'s log of size {cp.size} does not extend the checkpoint "
                              f"of size {last.size} we witnessed ({where}): its history was rewritten",
@@ -247,22 +369,21 @@ def judge_copy(repo: Repo, p: Peer) -> Any:
     """Covenant III for one peer: our copy of its log is consistent with the last checkpoint we witnessed."""
     from .verification import Check
 
-    ours = ledger.read_view(repo)
-    seen = [s for s in witnessed(ours.entries, "us") if s.name == p.name]
-    if repo.ref_oid(p.ref) is None or not seen:
+    seen = _our_witnesses(repo, p)
+    head = repo.ref_oid(p.ref)
+    if head is None or not seen:
         return Check(f"federation.{p.name}", False, "VM-PEER-UNREACHABLE", f"peer {p.name} was never witnessed",
                      f"git vaultmesh federate sync {p.name}")
-    view = ledger.read_view(repo, p.ref)
-    cp = ledger.parse_checkpoint(_head_file(repo, view.head, ledger.CHECKPOINT).encode(), f"{p.name}'s checkpoint")
+    cp = ledger.parse_checkpoint(_head_file(repo, head, ledger.CHECKPOINT).encode(), f"{p.name}'s checkpoint")
     try:
-        _consistent(p, seen[-1], cp, view)
+        _consistent(p, seen[-1], cp, [merkle.leaf_hash(x) for x in _lines(repo, head)])
     except VaultMeshError as exc:
         return Check(f"federation.{p.name}", False, exc.code, exc.cause, exc.hint)
     return Check(f"federation.{p.name}", True, None, f"{p.name} at size {cp.size} extends our witness entry "
                  f"#{seen[-1].seq} (size {seen[-1].size})")
 
 
-def _witness_body(repo: Repo, p: Peer, cp: ledger.Checkpoint, sig: str, view: ledger.View,
+def _witness_body(repo: Repo, p: Peer, cp: ledger.Checkpoint, sig: str, leaves: Sequence[bytes],
                   previous: Seen | None) -> dict[str, Any]:
     ours = ledger.read_head(repo)
     assert ours.log_id is not None
@@ -276,7 +397,7 @@ def _witness_body(repo: Repo, p: Peer, cp: ledger.Checkpoint, sig: str, view: le
     }
     if previous is not None:
         body["consistency"] = {"size": previous.size, "root": previous.root.hex(),
-                               "proof": [h.hex() for h in merkle.consistency_proof(view.leaves, previous.size)]}
+                               "proof": [h.hex() for h in merkle.consistency_proof(leaves, previous.size)]}
     return body
 
 
@@ -315,10 +436,12 @@ def load_state(repo: Repo) -> dict[str, Any]:
         return {}
 
 
-def _record(repo: Repo, p: Peer, out: Outcome) -> None:
-    """The last sync's verdict per peer (derived, local: `federate status` reads it, nothing trusts it)."""
+def _record(repo: Repo, p: Peer, out: Outcome, judged: dict[str, Any] | None = None) -> None:
+    """The last sync's verdict per peer (derived, local: `federate status` reads it, nothing trusts it). After
+    a verdict that passed, `judged` says which peer commit, which of our witness entries and which other copies
+    it was: the next sync looks there first and re-checks it against our log (see `_unchanged`)."""
     state = load_state(repo)
-    state[p.name] = dict(out.as_json(), at=now_rfc3339())
+    state[p.name] = dict(out.as_json(), at=now_rfc3339(), **({"judged": judged} if judged and out.ok else {}))
     path = _state_path(repo)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -60,7 +60,13 @@ def _sync(repo: Repo, args: argparse.Namespace) -> int:
     chosen = [federation.peer(repo, n) for n in args.names] if args.names else federation.peers(repo)
     if not chosen:
         raise VaultMeshError("VM-PEER-UNKNOWN", "no peer is configured", "git vaultmesh federate add NAME URL")
-    key = signing_key(repo)
+    keys: list[Any] = []
+
+    def key() -> Any:  # resolved once, and only when a witness entry is to be signed (a no-op sync signs nothing)
+        if not keys:
+            keys.append(signing_key(repo))
+        return keys[0]
+
     outcomes = [federation.sync(repo, key, p) for p in chosen]  # one unreachable peer never stops the others
     if args.json:
         print_json({"ok": all(o.ok for o in outcomes), "peers": [o.as_json() for o in outcomes]})
