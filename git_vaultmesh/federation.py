@@ -211,13 +211,14 @@ def sync(repo: Repo, key: Callable[[], Any], p: Peer) -> Outcome:
     others = {ref: oid for ref, oid in copies.items() if ref != p.ref}
     out.reverified = True
     try:
-        cp, leaves, previous, genesis_signer = _judge(repo, p, fetched, others)
+        j = _judge(repo, p, fetched, others)
     except VaultMeshError as exc:
         out.evidence = _keep_evidence(repo, p, fetched)
         _record(repo, p, _fail(out, exc))
         return out
     finally:
         repo.update_refs([RefUpdate(p.scratch, repo.zero_oid, fetched)])
+    cp, previous = j.checkpoint, j.previous
     out.size, out.root = cp.size, cp.root.hex()
     last = previous.size if previous else 0
     out.new_entries = cp.size - last
@@ -229,16 +230,15 @@ def sync(repo: Repo, key: Callable[[], Any], p: Peer) -> Outcome:
         _record(repo, p, out, {"head": fetched, "witness": previous.seq, "others": others})
         return out
     signer = key()
-    sig = _head_file(repo, fetched, ledger.CHECKPOINT_SIG)
-    body = _witness_body(repo, p, cp, sig, leaves, previous)
+    body = _witness_body(repo, p, cp, j.checkpoint_sig, j, previous)
     entry = make_entry(body, [_sig(signer, body)])
     old = copies.get(p.ref)
     result = ledger.append(repo, signer, [entry])
     if not repo.update_refs([RefUpdate(p.ref, fetched, old)]):
         raise VaultMeshError("VM-RACE-LOST", f"{p.ref} moved during the sync", "run federate sync again")
     if not p.trust_root:
-        repo.config_set(f"{PEER_KEY}{p.name}.trustRoot", genesis_signer)
-        out.detail = f"trusted on first use: pinned {p.name}'s genesis signer {genesis_signer}; "
+        repo.config_set(f"{PEER_KEY}{p.name}.trustRoot", j.genesis_signer)
+        out.detail = f"trusted on first use: pinned {p.name}'s genesis signer {j.genesis_signer}; "
     out.ok, out.witness_entry = True, entry.id
     out.detail += f"witnessed {p.name} at size {cp.size} root {cp.root.hex()[:16]}… ({out.new_entries} new entries)"
     _record(repo, p, out, {"head": fetched, "witness": result.first_seq, "others": others})
@@ -295,20 +295,40 @@ def _head_file(repo: Repo, commit: str, path: str) -> str:
         return ""
 
 
-def _judge(repo: Repo, p: Peer, fetched: str,
-           others: dict[str, str]) -> tuple[ledger.Checkpoint, list[bytes], Seen | None, str]:
-    """The peer's log verifies under its own policy and our pin, and is consistent with everything witnessed.
-    Returns its checkpoint, its leaves, our last witness of it and its genesis signer."""
-    from .entry import parse_line
+class _Leaves:
+    """The Merkle leaves of a log commit, read only when a proof or a comparison needs them (a first sync
+    with no other witness of the peer needs none: verify reads the log itself)."""
+
+    def __init__(self, repo: Repo, commit: str) -> None:
+        self.repo, self.commit = repo, commit
+        self._leaves: list[bytes] | None = None
+
+    def get(self) -> list[bytes]:
+        if self._leaves is None:
+            self._leaves = [merkle.leaf_hash(x) for x in _lines(self.repo, self.commit)]
+        return self._leaves
+
+
+@dataclass
+class _Judged:
+    checkpoint: ledger.Checkpoint
+    checkpoint_sig: str
+    previous: Seen | None  # our last witness entry about the peer
+    genesis_signer: str
+    leaves: _Leaves
+
+
+def _judge(repo: Repo, p: Peer, fetched: str, others: dict[str, str]) -> _Judged:
+    """The peer's log verifies under its own policy and our pin, and is consistent with everything witnessed."""
+    from .entry import entry_path, parse_line
     from .verification import Options, verify
 
     previous = _our_witnesses(repo, p)
     last = previous[-1] if previous else None
-    lines = _lines(repo, fetched)
-    leaves = [merkle.leaf_hash(x) for x in lines]
+    leaves = _Leaves(repo, fetched)
     # the prefix we witnessed, if unchanged, was verified then: only the entries after it are verified again
-    known = last.size if last is not None and last.size <= len(leaves) and \
-        merkle.root_from_leaf_hashes(leaves[:last.size]) == last.root else 0
+    known = last.size if last is not None and last.size <= len(leaves.get()) and \
+        merkle.root_from_leaf_hashes(leaves.get()[:last.size]) == last.root else 0
     report = verify(repo, Options(log_ref=p.scratch, trust_root=p.trust_root, remember=False, subjects=False,
                                   known_size=known, own_log=False))
     if not report.ok:
@@ -316,27 +336,30 @@ def _judge(repo: Repo, p: Peer, fetched: str,
         assert bad.code is not None
         raise VaultMeshError(bad.code, f"peer {p.name}'s log does not verify: {bad.detail}",
                              bad.hint or "the peer's log is damaged or forged; nothing of ours was changed")
-    cp = ledger.parse_checkpoint(_head_file(repo, fetched, ledger.CHECKPOINT).encode(), f"{p.name}'s checkpoint")
+    # verify passed: the log has a checkpoint, its signature and a genesis signed by the peer's root
+    cp, sig, genesis = repo.read_blobs([f"{fetched}:{ledger.CHECKPOINT}", f"{fetched}:{ledger.CHECKPOINT_SIG}",
+                                        f"{fetched}:{entry_path(0)}"])
+    j = _Judged(ledger.parse_checkpoint(cp, f"{p.name}'s checkpoint"), sig.decode(errors="replace"), last,
+                parse_line(ledger.split_blob(genesis, "entry #0"), "entry #0").sigs[0]["signer"], leaves)
     if last is not None:
-        _consistent(p, last, cp, leaves)
-    _agrees_with_other_witnesses(repo, p, cp.log_id, leaves, others)
-    genesis = parse_line(lines[0], "entry #0")  # verify passed: the log has a genesis signed by its root
-    return cp, leaves, last, genesis.sigs[0]["signer"]
+        _consistent(p, last, j.checkpoint, leaves.get())
+    _agrees_with_other_witnesses(repo, p, j, others)
+    return j
 
 
-def _agrees_with_other_witnesses(repo: Repo, p: Peer, log_id: str, leaves: list[bytes],
-                                 others: dict[str, str]) -> None:
+def _agrees_with_other_witnesses(repo: Repo, p: Peer, j: _Judged, others: dict[str, str]) -> None:
     """What other peers witnessed of this log (their witness entries, in our copies of their logs, name its id
     in the checkpoint they record): every view of it must be one and the same tree."""
+    log_id = j.checkpoint.log_id
     names = {f"{ledger.REMOTES_PREFIX}{o.name}/log": o.name for o in peers(repo)}
     for ref, oid in sorted(others.items()):
         other = names.get(ref)
         if other is None:
             continue
         for s in _seen(_grep_entries(repo, oid, log_id), other):
-            if s.log_id != log_id or s.size > len(leaves):
+            if s.log_id != log_id or s.size > j.checkpoint.size:
                 continue
-            mine = merkle.root_from_leaf_hashes(leaves[:s.size])
+            mine = merkle.root_from_leaf_hashes(j.leaves.get()[:s.size])
             if mine != s.root:
                 raise VaultMeshError("VM-PEER-EQUIVOCATION",
                                      f"peer {p.name} showed {other} a checkpoint of size {s.size} with root "
@@ -383,7 +406,7 @@ def judge_copy(repo: Repo, p: Peer) -> Any:
                  f"#{seen[-1].seq} (size {seen[-1].size})")
 
 
-def _witness_body(repo: Repo, p: Peer, cp: ledger.Checkpoint, sig: str, leaves: Sequence[bytes],
+def _witness_body(repo: Repo, p: Peer, cp: ledger.Checkpoint, sig: str, j: _Judged,
                   previous: Seen | None) -> dict[str, Any]:
     ours = ledger.read_head(repo)
     assert ours.log_id is not None
@@ -397,7 +420,7 @@ def _witness_body(repo: Repo, p: Peer, cp: ledger.Checkpoint, sig: str, leaves: 
     }
     if previous is not None:
         body["consistency"] = {"size": previous.size, "root": previous.root.hex(),
-                               "proof": [h.hex() for h in merkle.consistency_proof(leaves, previous.size)]}
+                               "proof": [h.hex() for h in merkle.consistency_proof(j.leaves.get(), previous.size)]}
     return body
 
 
@@ -463,23 +486,60 @@ class Merged:
         return len(self.entries)
 
 
-def merged_view(repo: Repo) -> Merged:
+def merged_view(repo: Repo, ours: ledger.View | None = None) -> Merged:
     """Our content entries and every verified peer's (the peer ref moves only after verification)."""
-    sources: list[tuple[str, ledger.View]] = [("us", ledger.read_view(repo))]
-    for p in peers(repo):
-        if repo.ref_oid(p.ref) is not None:
-            sources.append((p.name, ledger.read_view(repo, p.ref)))
-    by_digest: dict[str, tuple[str, Entry]] = {}
+    ours = ours if ours is not None else ledger.read_view(repo)
+    sources = [("us", ours.log_id, ours.lines, [(e, e.body_bytes) if e is not None else None for e in ours.entries])]
+    for p, oid in _peer_copies(repo):
+        lines = _lines(repo, oid)
+        entries = _read_copy(lines)
+        first = entries[0] if entries else None
+        sources.append((p.name, str(first[0].body.get("log")) if first is not None else None, lines, entries))
+    by_digest: dict[str, tuple[str, Entry, bytes]] = {}
     inputs = []
-    for name, view in sources:
-        inputs.append({"name": name, "log": view.log_id, "size": view.size,
-                       "root": merkle.root_from_leaf_hashes(view.leaves).hex()})
-        for e in view.entries:
-            if e is not None and e.type in CONTENT_TYPES:
-                by_digest.setdefault(e.body_digest, (name, e))
+    for name, log_id, lines, entries in sources:
+        inputs.append({"name": name, "log": log_id, "size": len(lines),
+                       "root": merkle.root_from_leaf_hashes([merkle.leaf_hash(x) for x in lines]).hex()})
+        for item in entries:
+            if item is not None and item[0].type in CONTENT_TYPES:
+                by_digest.setdefault(sha256_hex(item[1]), (name, *item))
     ordered = [by_digest[d] for d in sorted(by_digest)]
-    root = merkle.root_from_leaf_hashes([merkle.leaf_hash(e.body_bytes) for _, e in ordered])
-    return Merged(ordered, root, _conflicts(ordered), inputs)
+    root = merkle.root_from_leaf_hashes([merkle.leaf_hash(data) for _, _, data in ordered])
+    pairs = [(name, e) for name, e, _ in ordered]
+    return Merged(pairs, root, _conflicts(pairs), inputs)
+
+
+def _peer_copies(repo: Repo) -> list[tuple[Peer, str]]:
+    copies = _copies(repo)
+    return [(p, copies[p.ref]) for p in peers(repo) if p.ref in copies]
+
+
+_BODY_START, _SIGS_KEY = b'{"body":', b',"sigs":['
+
+
+def _read_copy(lines: Sequence[bytes]) -> list[tuple[Entry, bytes] | None]:
+    """The entries of a verified copy of a peer's log, each with JCS(body). The lines were parsed strictly
+    (RFC 8785 canonical) when the copy was judged, so JCS(body) is the line's own `body` member: it is sliced
+    out rather than serialised again. A line without that shape is parsed strictly (None if that fails)."""
+    from .entry import parse_line
+
+    out: list[tuple[Entry, bytes] | None] = []
+    for seq, line in enumerate(lines):
+        end = line.rfind(_SIGS_KEY)
+        try:
+            obj = json.loads(line)
+            if not line.startswith(_BODY_START) or end < 0 or not isinstance(obj, dict) or \
+                    not isinstance(obj.get("body"), dict) or not isinstance(obj.get("sigs"), list):
+                raise ValueError("not an entry line")
+            out.append((Entry(line, obj["body"], obj["sigs"]), line[len(_BODY_START):end]))
+        except ValueError:
+            try:
+                e = parse_line(line, f"entry #{seq}")
+            except VaultMeshError:
+                out.append(None)
+                continue
+            out.append((e, e.body_bytes))
+    return out
 
 
 def _conflicts(entries: list[tuple[str, Entry]]) -> list[dict[str, Any]]:

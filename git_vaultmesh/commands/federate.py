@@ -54,7 +54,7 @@ def _add(repo: Repo, args: argparse.Namespace) -> int:
 
 
 def _sync(repo: Repo, args: argparse.Namespace) -> int:
-    if ledger.read_head(repo).commit is None:
+    if repo.ref_oid(ledger.REF_LOG) is None:
         raise VaultMeshError("VM-NOT-INITIALIZED", f"{ledger.REF_LOG} does not exist",
                              "witness entries go into our own log: run `git vaultmesh init` first")
     chosen = [federation.peer(repo, n) for n in args.names] if args.names else federation.peers(repo)
@@ -83,14 +83,14 @@ def _sync(repo: Repo, args: argparse.Namespace) -> int:
 
 def status_data(repo: Repo) -> dict[str, Any]:
     state = federation.load_state(repo)
-    ours = ledger.read_view(repo)
+    ours = ledger.read_view(repo)  # read once: the witness entries and our side of the merged view
     seen = federation.witnessed(ours.entries, "us")
-    merged = federation.merged_view(repo)
+    merged = federation.merged_view(repo, ours)
+    sizes = {i["name"]: i["size"] for i in merged.inputs[1:]}
     rows = []
     for p in federation.peers(repo):
         mine = [s for s in seen if s.name == p.name]
-        head = repo.ref_oid(p.ref)
-        size = ledger.read_view(repo, p.ref).size if head else 0
+        size = sizes.get(p.name, 0)
         last = state.get(p.name, {})
         rows.append({
             "name": p.name, "url": p.url, "trust": "pinned" if p.trust_root else "tofu", "trust_root": p.trust_root,
