@@ -316,6 +316,14 @@ def _federation_verbs(add: Add) -> None:
     _json(q)
     q = fadd("merge", "append a signed merge entry recording the merged view's inputs and root")
     _json(q)
+    q = fadd("list", "list entries: ours, and with --all-peers every verified peer's copy too (all kinds)",
+             "Entries of our log and, with --all-peers, of each peer's verified copy\n"
+             "(refs/vaultmesh/remotes/<peer>/log: it moves only after `federate sync` verified it), oldest first\n"
+             "by recorded_at, then log and position. Every kind by default; --type narrows it.")
+    q.add_argument("--all-peers", action="store_true", help="include every peer's verified copy")
+    q.add_argument("--type", action="append", metavar="TYPE",
+                   help="only entries of this type (repeatable), e.g. release, deploy, witness")
+    _json(q)
 
 
 HOOK_NAMES = ("pre-commit", "pre-push", "reference-transaction", "post-rewrite", "pre-receive")

@@ -542,6 +542,32 @@ def _read_copy(lines: Sequence[bytes]) -> list[tuple[Entry, bytes] | None]:
     return out
 
 
+@dataclass(frozen=True)
+class Listed:
+    source: str  # "us" or the peer's name
+    seq: int
+    entry: Entry
+    body_digest: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"source": self.source, "seq": self.seq, "id": self.entry.id, "body_digest": self.body_digest,
+                "type": self.entry.type, "body": self.entry.body}
+
+
+def all_entries(repo: Repo, all_peers: bool) -> list[Listed]:
+    """Our entries and (all_peers) every verified peer copy's, every kind, oldest first (recorded_at, then
+    our log before the peers', then position). Only copies count: a peer's log is never read unjudged."""
+    ours = ledger.read_view(repo)
+    rows = [Listed("us", seq, e, e.body_digest) for seq, e in enumerate(ours.entries) if e is not None]
+    if all_peers:
+        for p, oid in _peer_copies(repo):
+            rows += [Listed(p.name, seq, item[0], sha256_hex(item[1]))
+                     for seq, item in enumerate(_read_copy(_lines(repo, oid))) if item is not None]
+    order = {"us": 0}
+    rows.sort(key=lambda r: (str(r.entry.body.get("recorded_at", "")), order.get(r.source, 1), r.source, r.seq))
+    return rows
+
+
 def _conflicts(entries: list[tuple[str, Entry]]) -> list[dict[str, Any]]:
     """Two statements about one (type, component, version) that name different subjects or artifacts: both are
     kept and reported — a conflict is data, not a contest with a winner."""

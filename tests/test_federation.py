@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from git_vaultmesh.entry import canonical, sha256_hex
 from git_vaultmesh.note import NoteKey, Verifier, parse_signature_line
 
 from conftest import GpgKey, gen_gpg_key, git, make_repo, vm, vm_ok
@@ -135,6 +136,30 @@ def test_merge_entry_verifies_and_tampering_is_detected(three: dict[str, Any]) -
     assert res.returncode == 1
     codes = {c["code"] for c in json.loads(res.stdout)["checks"] if not c["ok"]}
     assert codes & {"VM-LOG-NOT-APPEND-ONLY", "VM-SIG-INVALID", "VM-CHECKPOINT-MISMATCH"}, codes
+
+
+def test_list_all_peers_shows_every_verified_copy(three: dict[str, Any]) -> None:
+    a = three["repos"]["alice"]
+    ours = json.loads(vm_ok(a, "federate", "list", "--json"))
+    assert {e["source"] for e in ours["entries"]} == {"us"} and ours["count"] == 2  # genesis policy, release
+    assert sync(a, "bob").returncode == 0  # carol is configured but never synced: no copy, not listed
+    out = json.loads(vm_ok(a, "federate", "list", "--all-peers", "--json"))
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for e in out["entries"]:
+        by_source.setdefault(e["source"], []).append(e)
+    assert set(by_source) == {"us", "bob"} and out["count"] == len(out["entries"])
+    assert [e["type"] for e in by_source["bob"]] == ["policy", "release"]
+    assert [e["type"] for e in by_source["us"]] == ["policy", "release", "witness"]
+    assert [e["seq"] for e in by_source["bob"]] == [0, 1]
+    bob_lines = _entries(three["repos"]["bob"])
+    for e, line in zip(by_source["bob"], bob_lines):
+        assert e["body"] == line["body"] and e["body_digest"] == sha256_hex(canonical(line["body"]))
+    releases = json.loads(vm_ok(a, "federate", "list", "--all-peers", "--type", "release", "--json"))["entries"]
+    assert sorted(e["body"]["component"] for e in releases) == ["alice", "bob"]
+    text = vm_ok(a, "federate", "list", "--all-peers")
+    assert "bob" in text and "witness" in text and "peer bob" in text
+    res = vm(a, "federate", "list", "--type", "relase")
+    assert res.returncode != 0 and "VM-USAGE" in res.stderr and "Traceback" not in res.stderr
 
 
 def _rewrite_last_entry(repo: Path, edit: Any) -> None:

@@ -30,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
         return _status(repo, args)
     if cmd == "merge":
         return _merge(repo, args)
-    raise VaultMeshError("VM-USAGE", "no federate subcommand given", "git vaultmesh federate add | sync | status | merge")
+    if cmd == "list":
+        return _list(repo, args)
+    raise VaultMeshError("VM-USAGE", "no federate subcommand given",
+                         "git vaultmesh federate add | sync | status | merge | list")
 
 
 def _add(repo: Repo, args: argparse.Namespace) -> int:
@@ -140,4 +143,26 @@ def _merge(repo: Repo, args: argparse.Namespace) -> int:
     else:
         print(f"merge entry #{result.first_seq} ({entry.id[:12]}): {merged.size} content entries from "
               f"{len(merged.inputs)} log(s), root {merged.root.hex()}")
+    return 0
+
+
+def _list(repo: Repo, args: argparse.Namespace) -> int:
+    from ..entry import TYPES
+
+    types = set(args.type or ())
+    if types - set(TYPES):
+        raise VaultMeshError("VM-USAGE", f"unknown entry type(s): {', '.join(sorted(types - set(TYPES)))}",
+                             f"choose among {', '.join(TYPES)}")
+    rows = [r for r in federation.all_entries(repo, args.all_peers) if not types or r.entry.type in types]
+    if args.json:
+        print_json({"ok": True, "count": len(rows), "entries": [r.as_json() for r in rows]})
+        return 0
+    for r in rows:
+        b = r.entry.body
+        what = " ".join(str(b[k]) for k in ("component", "version", "environment") if isinstance(b.get(k), str))
+        if r.entry.type == "witness" and isinstance(b.get("peer"), dict):
+            what = f"peer {b['peer'].get('name')}"
+        print(f"{b.get('recorded_at', '?'):<20} {r.source:<16} #{r.seq:<6} {r.entry.type:<9} {r.entry.id[:12]} {what}")
+    if not rows:
+        print("no entries" + (" (no peer has been synced yet)" if args.all_peers else ""))
     return 0
