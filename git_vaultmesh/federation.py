@@ -18,13 +18,15 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import ledger, merkle
 from .entry import Entry, canonical, make_entry, now_rfc3339, sha256_hex
 from .errors import VaultMeshError
 from .git import RefUpdate, Repo
-from .note import NoteKey
+
+if TYPE_CHECKING:
+    from .note import NoteKey  # cryptography's Ed25519: imported only when a witness entry is made
 
 CONTENT_TYPES = ("release", "deploy", "adr", "decision", "import")
 PEER_KEY = "vaultmesh.peer."
@@ -427,6 +429,8 @@ def _witness_body(repo: Repo, p: Peer, cp: ledger.Checkpoint, sig: str, j: _Judg
 def witness_key(repo: Repo, log_id: str) -> NoteKey:
     """Our Ed25519 witness key (C2SP note key), made on first use under the git dir, never in the repository.
     Its verifier key is in every witness entry, which a policy signer signs: that signature vouches for it."""
+    from .note import NoteKey
+
     path = Path(repo.git_dir) / "vaultmesh" / "witness.key"
     try:
         return NoteKey.parse(path.read_text().strip())
