@@ -200,8 +200,9 @@ def sync(repo: Repo, key: Callable[[], Any], p: Peer) -> Outcome:
             remote = repo.ls_remote(p.url, [ledger.REF_LOG]).get(ledger.REF_LOG)
         except VaultMeshError as exc:
             return _unreachable(out, p, exc)
-        if remote is not None and remote == judged.get("head") and _unchanged(repo, p, judged, out):
-            _record(repo, p, out, judged)
+        again = _unchanged(repo, p, judged, out) if remote is not None and remote == judged.get("head") else None
+        if again is not None:
+            _record(repo, p, out, again)
             return out
     try:
         repo.fetch(p.url, [f"+{ledger.REF_LOG}:{p.scratch}"])
@@ -229,7 +230,7 @@ def sync(repo: Repo, key: Callable[[], Any], p: Peer) -> Outcome:
             repo.update_refs([RefUpdate(p.ref, fetched, copies.get(p.ref))])
         out.ok, out.unchanged = True, True
         out.detail = f"nothing new: {p.name} is at size {cp.size}, witnessed in our entry #{previous.seq}"
-        _record(repo, p, out, {"head": fetched, "witness": previous.seq, "others": others})
+        _record(repo, p, out, _judged(fetched, previous.seq, others, p.trust_root))
         return out
     signer = key()
     body = _witness_body(repo, p, cp, j.checkpoint_sig, j, previous)
@@ -243,45 +244,64 @@ def sync(repo: Repo, key: Callable[[], Any], p: Peer) -> Outcome:
         out.detail = f"trusted on first use: pinned {p.name}'s genesis signer {j.genesis_signer}; "
     out.ok, out.witness_entry = True, entry.id
     out.detail += f"witnessed {p.name} at size {cp.size} root {cp.root.hex()[:16]}… ({out.new_entries} new entries)"
-    _record(repo, p, out, {"head": fetched, "witness": result.first_seq, "others": others})
+    _record(repo, p, out, _judged(fetched, result.first_seq, others, p.trust_root or j.genesis_signer))
     return out
 
 
-def _unchanged(repo: Repo, p: Peer, judged: dict[str, Any], out: Outcome) -> bool:
-    """The no-op sync: the peer serves the very commit we judged last, our copy of it is that commit, no other
-    peer's copy moved since (so no new witness of theirs to hold it against), and our log's LAST witness entry
-    about the peer records that commit's checkpoint. Anything else, or anything unreadable: False, and the
-    caller fetches and judges in full. The local record only says where to look; the answer is our log's."""
+def _judged(head: str, witness: int, others: dict[str, str], trust_root: str | None) -> dict[str, Any]:
+    """What a passed verdict depended on: the peer's commit, our witness entry of it, the other copies its
+    witnesses were compared with, the trust root it was judged under, and the code that judged it."""
+    from . import __version__
+
+    return {"head": head, "witness": witness, "others": others, "trust_root": trust_root, "version": __version__}
+
+
+def _unchanged(repo: Repo, p: Peer, judged: dict[str, Any], out: Outcome) -> dict[str, Any] | None:
+    """The no-op sync: the peer serves the very commit we judged last, under the same trust root and code; our
+    copy of it is that commit; our log's LAST witness entry about the peer records that commit's checkpoint;
+    and the witness entries in any other peer's copy that moved since agree with it. Then the verdict is the
+    one we reached and witnessed (what it was judged on is unchanged) and the new record is returned. Anything
+    else, or anything unreadable: None, and the caller fetches and judges in full. The local record only says
+    where to look; the answer is our log's."""
+    from . import __version__
     from .entry import entry_path, parse_line
 
-    head, seq = judged.get("head"), judged.get("witness")
-    if not isinstance(head, str) or not isinstance(seq, int) or isinstance(seq, bool):
-        return False
+    head, seq, before = judged.get("head"), judged.get("witness"), judged.get("others")
+    if not isinstance(head, str) or not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(before, dict):
+        return None
+    if judged.get("trust_root") != p.trust_root or judged.get("version") != __version__:
+        return None
     copies = _copies(repo)
-    if copies.get(p.ref) != head or judged.get("others") != {r: o for r, o in copies.items() if r != p.ref}:
-        return False
+    others = {r: o for r, o in copies.items() if r != p.ref}
+    if copies.get(p.ref) != head:
+        return None
     try:
         ours = ledger.read_head(repo)
         if ours.commit is None or not 0 <= seq < ours.size:
-            return False
+            return None
         names = [f"{ours.commit}:{entry_path(i)}" for i in range(seq, ours.size)]
         blobs = repo.read_blobs([*names, f"{head}:{ledger.CHECKPOINT}"])
         since = [(seq + i, parse_line(ledger.split_blob(b, f"entry #{seq + i}"), f"entry #{seq + i}"))
                  for i, b in enumerate(blobs[:-1])]
         cp = ledger.parse_checkpoint(blobs[-1], f"{p.name}'s checkpoint")
     except (KeyError, VaultMeshError):
-        return False
+        return None
     mine = [s for s in _seen(since, "us") if s.name == p.name]
     if [s.seq for s in mine] != [seq] or since[0][1].body.get("log") != ours.log_id:
-        return False  # the recorded entry is not a witness of p, or a later one exists
+        return None  # the recorded entry is not a witness of p, or a later one exists
     w = mine[0]
     if w.text.encode() != blobs[-1] or (w.log_id, w.size, w.root) != (cp.log_id, cp.size, cp.root):
-        return False
+        return None
+    moved = {r: o for r, o in others.items() if before.get(r) != o}
+    try:
+        _agrees_with_other_witnesses(repo, p, cp, _Leaves(repo, head), moved)
+    except VaultMeshError:
+        return None  # the full judgement reports it, with its evidence
     out.ok, out.unchanged, out.size, out.root = True, True, cp.size, cp.root.hex()
     out.trust = "pinned" if p.trust_root else "tofu"
     out.detail = (f"unchanged: {p.name} still serves the log we judged and witnessed in our entry #{seq} "
                   f"(size {cp.size}); not fetched or re-verified")
-    return True
+    return _judged(head, seq, others, p.trust_root)
 
 
 def _sig(key: Any, body: dict[str, Any]) -> dict[str, str]:
@@ -345,23 +365,24 @@ def _judge(repo: Repo, p: Peer, fetched: str, others: dict[str, str]) -> _Judged
                 parse_line(ledger.split_blob(genesis, "entry #0"), "entry #0").sigs[0]["signer"], leaves)
     if last is not None:
         _consistent(p, last, j.checkpoint, leaves.get())
-    _agrees_with_other_witnesses(repo, p, j, others)
+    _agrees_with_other_witnesses(repo, p, j.checkpoint, leaves, others)
     return j
 
 
-def _agrees_with_other_witnesses(repo: Repo, p: Peer, j: _Judged, others: dict[str, str]) -> None:
+def _agrees_with_other_witnesses(repo: Repo, p: Peer, cp: ledger.Checkpoint, leaves: _Leaves,
+                                 others: dict[str, str]) -> None:
     """What other peers witnessed of this log (their witness entries, in our copies of their logs, name its id
     in the checkpoint they record): every view of it must be one and the same tree."""
-    log_id = j.checkpoint.log_id
+    log_id = cp.log_id
     names = {f"{ledger.REMOTES_PREFIX}{o.name}/log": o.name for o in peers(repo)}
     for ref, oid in sorted(others.items()):
         other = names.get(ref)
         if other is None:
             continue
         for s in _seen(_grep_entries(repo, oid, log_id), other):
-            if s.log_id != log_id or s.size > j.checkpoint.size:
+            if s.log_id != log_id or s.size > cp.size:
                 continue
-            mine = merkle.root_from_leaf_hashes(j.leaves.get()[:s.size])
+            mine = merkle.root_from_leaf_hashes(leaves.get()[:s.size])
             if mine != s.root:
                 raise VaultMeshError("VM-PEER-EQUIVOCATION",
                                      f"peer {p.name} showed {other} a checkpoint of size {s.size} with root "

@@ -230,7 +230,7 @@ def test_equivocation_seen_through_a_third_peers_witness(three: dict[str, Any]) 
     assert sync(a, "carol").returncode == 0
     # bob is unchanged, but carol's copy moved: her new witness entries are held against bob's log again
     bad = _failed(sync(a, "bob"), "bob")
-    assert bad["code"] == "VM-PEER-EQUIVOCATION", bad
+    assert bad["code"] == "VM-PEER-EQUIVOCATION" and bad["reverified"] and bad["evidence"], bad
     assert "carol" in bad["detail"]
 
 
@@ -261,9 +261,16 @@ def test_noop_sync_falls_back_to_the_full_checks_on_any_doubt(three: dict[str, A
     assert git(a, "rev-parse", copy) == head  # the judged head is our copy again
     vm_ok(a, "record", "HEAD", "--environment", "prod")  # our log grows: the witness is still the last of bob
     assert once()["reverified"] is False
+    c = three["repos"]["carol"]
+    assert sync(c, "bob").returncode == 0 and sync(a, "carol").returncode == 0
+    assert once()["reverified"] is False  # carol's copy moved; her witness of bob agrees with ours
     vm_ok(b, "record", "HEAD", "--environment", "prod")  # bob moves: fetched and judged
     res = json.loads(sync(a, "bob").stdout)["peers"][0]
     assert res["ok"] and res["reverified"] and not res["unchanged"] and res["new_entries"] == 1
+    assert once()["reverified"] is False
+    git(a, "config", "vaultmesh.peer.bob.trustRoot", three["keys"]["carol"].fingerprint)  # another pin
+    bad = _failed(sync(a, "bob"), "bob")
+    assert bad["code"] == "VM-TRUST-ROOT-MISMATCH" and bad["reverified"], bad
 
 
 def test_unreachable_peer_does_not_stop_the_others(three: dict[str, Any], tmp_path: Path) -> None:
