@@ -602,7 +602,8 @@ def _conflicts(entries: list[tuple[str, Entry]]) -> list[dict[str, Any]]:
         if isinstance(comp, str) and isinstance(ver, str):
             groups.setdefault((e.type, comp, ver), []).append((src, e))
     out = []
-    for (typ, comp, ver), members in sorted(groups.items()):
+    # one statement (entries are de-duplicated by body digest) has nothing to be compared with
+    for (typ, comp, ver), members in sorted((kv for kv in groups.items() if len(kv[1]) > 1), key=lambda kv: kv[0]):
         claims = {sha256_hex(canonical({"subject": e.body.get("subject"),
                                         "artifacts": sorted(a.get("sha256", "") for a in e.body.get("artifacts") or [])}))
                   for _, e in members}
