@@ -9,6 +9,8 @@ otherwise — the output says which), then times whole processes:
 
 * fetch floor       `git fetch <peer> refs/vaultmesh/log` into a fresh repository
 * sync (N new)      `git vaultmesh federate sync <peer>` in a fresh ledger: fetch, verify, witness      target <= 10 s and <= 3x
+* 1 new entry       `federate sync` of a peer that appended one entry after the N we witnessed, against the fetch
+                    of that increment
 * no-op fetch       `git fetch <peer> refs/vaultmesh/log` with nothing new
 * sync, nothing new `git vaultmesh federate sync <peer>` again                                           target <= 1.5x
 * all peers no-op   `federate sync` of all P peers with nothing new, against P no-op fetches
@@ -190,6 +192,24 @@ def scenarios(code: Code, peers: dict[str, Path], fprs: dict[str, str], runs: in
         r["all_floor"].append((c.wall, c.cpu))
         r["all"].append(timed(us, code.vm("federate", "sync"), env))
         r["view"].append(timed(us, code.vm("federate", "status", "--json"), env))
+    # one new entry after N witnessed: the witnessed prefix is not verified again
+    inc = CACHE / "inc-peer"
+    shutil.rmtree(inc, ignore_errors=True)
+    shutil.copytree(first, inc, symlinks=True)
+    scratch = CACHE / "fetch-floor"
+    shutil.rmtree(scratch, ignore_errors=True)
+    run(CACHE, "git", "init", "-q", str(scratch))
+    run(scratch, "git", "fetch", "-q", f"file://{inc}", "refs/vaultmesh/log:refs/x")
+    subprocess.run(code.vm("federate", "add", "inc", f"file://{inc}", "--trust-root", fprs[first_name]), cwd=us,
+                   env=env, check=True, capture_output=True)
+    subprocess.run(code.vm("federate", "sync", "inc"), cwd=us, env=env, check=True, capture_output=True)
+    r["inc_floor"], r["inc"] = [], []
+    for i in range(runs):
+        subprocess.run(code.vm("record", "HEAD", "--environment", f"inc{i}"), cwd=inc, env=env, check=True,
+                       capture_output=True)
+        r["inc_floor"].append(timed(scratch, ["git", "fetch", "-q", f"file://{inc}", "refs/vaultmesh/log:refs/x"],
+                                    env))
+        r["inc"].append(timed(us, code.vm("federate", "sync", "inc"), env))
     return {k: med(v) for k, v in r.items()}
 
 
@@ -204,6 +224,8 @@ def report(label: str, f: dict[str, tuple[float, float]], n: int, p: int) -> Non
     print(f"[{label}]{'':<32}   wall      cpu       ratio (wall, cpu)")
     line("fetch floor (N new)", "floor", None)
     line("federate sync (N new)", "sync", "floor", "<= 10 s and <= 3x", 3, 10)
+    line("fetch of 1 new entry", "inc_floor", None)
+    line("federate sync (1 new after N witnessed)", "inc", "inc_floor")
     line("no-op fetch", "noop_floor", None)
     line("federate sync (nothing new)", "noop", "noop_floor", "<= 1.5x", 1.5)
     line("  CLI start-up alone (--version)", "startup", "noop_floor")
