@@ -113,21 +113,22 @@ def _seen(pairs: Iterable[tuple[int, Entry | None]], by: str) -> list[Seen]:
     return out
 
 
-def _grep_entries(repo: Repo, commit: str, needle: str) -> list[tuple[int, Entry]]:
-    """The entries of the log at `commit` whose line contains `needle`, strictly parsed: a superset of the
-    witness entries about a peer (git grep in C, then one cat-file), never a read of the whole log."""
+def _grep_entries(repo: Repo, commits: Sequence[str], needle: str) -> dict[str, list[tuple[int, Entry]]]:
+    """The entries of the logs at `commits` whose line contains `needle`, strictly parsed: a superset of the
+    witness entries sought (one git grep over every tree, then one cat-file), never a read of whole logs."""
     from .entry import parse_line, seq_of_path
-    from .git import grep_tree
 
-    found = sorted((seq, path) for path in grep_tree(repo, commit, needle, "entries")
+    found = sorted((commit, seq, path) for commit, path in repo.grep_trees(commits, needle, "entries")
                    if (seq := seq_of_path(path)) is not None)
     try:
-        blobs = repo.read_blobs([f"{commit}:{path}" for _, path in found])
+        blobs = repo.read_blobs([f"{commit}:{path}" for commit, _, path in found])
     except KeyError as exc:
-        raise VaultMeshError("VM-LOG-CORRUPT", f"entry {exc} of log commit {commit[:12]} cannot be read",
+        raise VaultMeshError("VM-LOG-CORRUPT", f"entry {exc} of a log cannot be read",
                              "restore the ledger from a replica; run `git fsck`") from None
-    return [(seq, parse_line(ledger.split_blob(b, f"entry #{seq}"), f"entry #{seq}"))
-            for (seq, _), b in zip(found, blobs)]
+    out: dict[str, list[tuple[int, Entry]]] = {c: [] for c in commits}
+    for (commit, seq, _), b in zip(found, blobs):
+        out[commit].append((seq, parse_line(ledger.split_blob(b, f"entry #{seq}"), f"entry #{seq}")))
+    return out
 
 
 def _our_witnesses(repo: Repo, p: Peer) -> list[Seen]:
@@ -135,8 +136,8 @@ def _our_witnesses(repo: Repo, p: Peer) -> list[Seen]:
     head = repo.ref_oid(ledger.REF_LOG)
     if head is None:
         return []
-    return [s for s in _seen(_grep_entries(repo, head, canonical({"name": p.name}).decode()[1:-1]), "us")
-            if s.name == p.name]
+    hits = _grep_entries(repo, [head], canonical({"name": p.name}).decode()[1:-1])[head]
+    return [s for s in _seen(hits, "us") if s.name == p.name]
 
 
 def _lines(repo: Repo, commit: str) -> list[bytes]:
@@ -375,11 +376,11 @@ def _agrees_with_other_witnesses(repo: Repo, p: Peer, cp: ledger.Checkpoint, lea
     in the checkpoint they record): every view of it must be one and the same tree."""
     log_id = cp.log_id
     names = {f"{ledger.REMOTES_PREFIX}{o.name}/log": o.name for o in peers(repo)}
-    for ref, oid in sorted(others.items()):
-        other = names.get(ref)
-        if other is None:
-            continue
-        for s in _seen(_grep_entries(repo, oid, log_id), other):
+    trees = {oid: names[ref] for ref, oid in sorted(others.items()) if ref in names}
+    # a witness entry records the checkpoint, whose first line is the origin: in JCS, "vaultmesh/<id>\n
+    hits = _grep_entries(repo, sorted(trees), f'"checkpoint":"vaultmesh/{log_id}\\n')
+    for oid, other in sorted(trees.items(), key=lambda t: t[1]):
+        for s in _seen(hits[oid], other):
             if s.log_id != log_id or s.size > cp.size:
                 continue
             mine = merkle.root_from_leaf_hashes(leaves.get()[:s.size])
