@@ -295,7 +295,7 @@ def _maintenance_verbs(add: Add) -> None:
 
 
 def _federation_verbs(add: Add) -> None:
-    p = add("federate", "watch other teams' ledgers: add a peer, sync (verify + witness), status, merge",
+    p = add("federate", "watch other teams' ledgers: add a peer, sync (verify + witness), status, merge, list",
             "A peer is a separate log with its own signers. `sync` fetches its refs/vaultmesh/log into\n"
             "refs/vaultmesh/remotes/<peer>/log only after verifying it with the peer's own policy and your pin\n"
             "of its trust root, and checking it extends what you witnessed of it before (RFC 9162 consistency);\n"
@@ -308,7 +308,10 @@ def _federation_verbs(add: Add) -> None:
     q.add_argument("url", help="the peer's repository URL")
     q.add_argument("--trust-root", metavar="FPR", help="the peer's genesis signer (default: pinned on first sync)")
     _json(q)
-    q = fadd("sync", "fetch, verify and witness peers (all configured peers by default)")
+    q = fadd("sync", "fetch, verify and witness peers (all configured peers by default)",
+             "Fetch, verify and witness peers (all configured peers by default). A peer that still serves the\n"
+             "commit judged at the last sync is answered from our witness entry of it (`git ls-remote`, no fetch):\n"
+             "--json says \"unchanged\": true, \"reverified\": false. Anything else is fetched and judged in full.")
     q.add_argument("names", nargs="*", metavar="NAME", help="the peers to sync")
     _json(q)
     q = fadd("status", "each peer's last witnessed checkpoint, entries and verdict; the merged view")
