@@ -142,13 +142,18 @@ def _our_witnesses(repo: Repo, p: Peer) -> list[Seen]:
 
 def _lines(repo: Repo, commit: str) -> list[bytes]:
     """The entry lines of a log commit, unparsed (enough for Merkle leaves); layout problems raise."""
-    items = ledger.entry_items(repo, commit)
+    return _lines_of(repo, [commit])[0]
+
+
+def _lines_of(repo: Repo, commits: Sequence[str]) -> list[list[bytes]]:
+    """The entry lines of several log commits: one `git ls-tree` each, then ONE `git cat-file` for all."""
+    items = [ledger.entry_items(repo, c) for c in commits]
     try:
-        blobs = repo.read_blobs([oid for _, _, oid in items])
+        blobs = iter(repo.read_blobs([oid for its in items for _, _, oid in its]))
     except KeyError as exc:
         raise VaultMeshError("VM-LOG-CORRUPT", f"entry blob {exc} is missing or corrupt",
                              "restore the ledger from a replica; run `git fsck`") from None
-    return [ledger.split_blob(b, f"entry #{seq}") for (seq, _, _), b in zip(items, blobs)]
+    return [[ledger.split_blob(next(blobs), f"entry #{seq}") for seq, _, _ in its] for its in items]
 
 
 # --- sync ----------------------------------------------------------------------------------------------------
@@ -516,8 +521,8 @@ def merged_view(repo: Repo, ours: ledger.View | None = None) -> Merged:
     """Our content entries and every verified peer's (the peer ref moves only after verification)."""
     ours = ours if ours is not None else ledger.read_view(repo)
     sources = [("us", ours.log_id, ours.lines, [(e, e.body_bytes) if e is not None else None for e in ours.entries])]
-    for p, oid in _peer_copies(repo):
-        lines = _lines(repo, oid)
+    copies = _peer_copies(repo)
+    for (p, _), lines in zip(copies, _lines_of(repo, [oid for _, oid in copies])):
         entries = _read_copy(lines)
         first = entries[0] if entries else None
         sources.append((p.name, str(first[0].body.get("log")) if first is not None else None, lines, entries))
@@ -586,9 +591,10 @@ def all_entries(repo: Repo, all_peers: bool) -> list[Listed]:
     ours = ledger.read_view(repo)
     rows = [Listed("us", seq, e, e.body_digest) for seq, e in enumerate(ours.entries) if e is not None]
     if all_peers:
-        for p, oid in _peer_copies(repo):
+        copies = _peer_copies(repo)
+        for (p, _), lines in zip(copies, _lines_of(repo, [oid for _, oid in copies])):
             rows += [Listed(p.name, seq, item[0], sha256_hex(item[1]))
-                     for seq, item in enumerate(_read_copy(_lines(repo, oid))) if item is not None]
+                     for seq, item in enumerate(_read_copy(lines)) if item is not None]
     order = {"us": 0}
     rows.sort(key=lambda r: (str(r.entry.body.get("recorded_at", "")), order.get(r.source, 1), r.source, r.seq))
     return rows
