@@ -298,7 +298,7 @@ def _maintenance_verbs(add: Add) -> None:
 
 
 def _federation_verbs(add: Add) -> None:
-    p = add("federate", "watch other teams' ledgers: add a peer, sync (verify + witness), status, merge",
+    p = add("federate", "watch other teams' ledgers: add a peer, sync (verify + witness), status, merge, list",
             "A peer is a separate log with its own signers. `sync` fetches its refs/vaultmesh/log into\n"
             "refs/vaultmesh/remotes/<peer>/log only after verifying it with the peer's own policy and your pin\n"
             "of its trust root, and checking it extends what you witnessed of it before (RFC 9162 consistency);\n"
@@ -311,13 +311,24 @@ def _federation_verbs(add: Add) -> None:
     q.add_argument("url", help="the peer's repository URL")
     q.add_argument("--trust-root", metavar="FPR", help="the peer's genesis signer (default: pinned on first sync)")
     _json(q)
-    q = fadd("sync", "fetch, verify and witness peers (all configured peers by default)")
+    q = fadd("sync", "fetch, verify and witness peers (all configured peers by default)",
+             "Fetch, verify and witness peers (all configured peers by default). A peer that still serves the\n"
+             "commit judged at the last sync is answered from our witness entry of it (`git ls-remote`, no fetch):\n"
+             "--json says \"unchanged\": true, \"reverified\": false. Anything else is fetched and judged in full.")
     q.add_argument("names", nargs="*", metavar="NAME", help="the peers to sync")
     _json(q)
     q = fadd("status", "each peer's last witnessed checkpoint, entries and verdict; the merged view")
     q.add_argument("--strict", action="store_true", help="exit non-zero when the merged view has conflicts")
     _json(q)
     q = fadd("merge", "append a signed merge entry recording the merged view's inputs and root")
+    _json(q)
+    q = fadd("list", "list entries: ours, and with --all-peers every verified peer's copy too (all kinds)",
+             "Entries of our log and, with --all-peers, of each peer's verified copy\n"
+             "(refs/vaultmesh/remotes/<peer>/log: it moves only after `federate sync` verified it), oldest first\n"
+             "by recorded_at, then log and position. Every kind by default; --type narrows it.")
+    q.add_argument("--all-peers", action="store_true", help="include every peer's verified copy")
+    q.add_argument("--type", action="append", metavar="TYPE",
+                   help="only entries of this type (repeatable), e.g. release, deploy, witness")
     _json(q)
 
 

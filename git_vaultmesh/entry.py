@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import rfc8785
@@ -77,12 +78,12 @@ class Entry:
     def id(self) -> str:
         return sha256_hex(self.line)
 
-    @property
+    @cached_property  # computed once: every check and the merged view ask for it
     def body_bytes(self) -> bytes:
         """What signatures cover: JCS(body)."""
         return canonical(self.body)
 
-    @property
+    @cached_property
     def body_digest(self) -> str:
         return sha256_hex(self.body_bytes)
 

@@ -712,6 +712,24 @@ class Repo:
         work_tree = (Path.cwd() / rest[0]).resolve() if rest and lines[1] == "false" else None
         return cls(Path(lines[0]), work_tree), oid
 
+    def grep_trees(self, treeishes: Sequence[str], needle: str, path: str) -> list[tuple[str, str]]:
+        """(treeish, path) under `path` of every file containing the fixed string `needle`, over many trees in
+        ONE `git grep` (federation searches every peer's copy for witness entries at once)."""
+        if not treeishes:
+            return []
+        code, out, err = self.try_run("grep", "-l", "-F", "-z", "-e", needle, *treeishes, "--", path)
+        if code == 1:
+            return []
+        if code != 0:
+            raise VaultMeshError("VM-GIT-FAILED", f"git grep failed: {err.decode(errors='replace').strip()}",
+                                 "check the repository with `git fsck`")
+        found = []
+        for item in out.decode().split("\0"):
+            tree, sep, name = item.partition(":")
+            if sep and tree in treeishes:
+                found.append((tree, name))
+        return found
+
     def tree_changes(self, old: str, new: str) -> list[tuple[str, str, str, str]]:
         """(status, new mode, new oid, path) of every file that differs between two commits' trees: what
         an append changed, read without listing the unchanged entries."""

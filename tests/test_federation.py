@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from git_vaultmesh.entry import canonical, sha256_hex
 from git_vaultmesh.note import NoteKey, Verifier, parse_signature_line
 
 from conftest import GpgKey, gen_gpg_key, git, make_repo, vm, vm_ok
@@ -105,7 +106,7 @@ def test_three_peers_sync_in_two_orders_reach_one_merged_root(three: dict[str, A
     assert sync(r["alice"]).returncode == 0
     before = git(r["alice"], "rev-parse", LOG)
     out = json.loads(sync(r["alice"]).stdout)
-    assert out["ok"] and all("nothing new" in p["detail"] for p in out["peers"])
+    assert out["ok"] and all(p["unchanged"] and p["new_entries"] == 0 for p in out["peers"]), out
     assert git(r["alice"], "rev-parse", LOG) == before
     # every log, witness entries included, still verifies with verify
     for repo in r.values():
@@ -137,6 +138,30 @@ def test_merge_entry_verifies_and_tampering_is_detected(three: dict[str, Any]) -
     assert codes & {"VM-LOG-NOT-APPEND-ONLY", "VM-SIG-INVALID", "VM-CHECKPOINT-MISMATCH"}, codes
 
 
+def test_list_all_peers_shows_every_verified_copy(three: dict[str, Any]) -> None:
+    a = three["repos"]["alice"]
+    ours = json.loads(vm_ok(a, "federate", "list", "--json"))
+    assert {e["source"] for e in ours["entries"]} == {"us"} and ours["count"] == 2  # genesis policy, release
+    assert sync(a, "bob").returncode == 0  # carol is configured but never synced: no copy, not listed
+    out = json.loads(vm_ok(a, "federate", "list", "--all-peers", "--json"))
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for e in out["entries"]:
+        by_source.setdefault(e["source"], []).append(e)
+    assert set(by_source) == {"us", "bob"} and out["count"] == len(out["entries"])
+    assert [e["type"] for e in by_source["bob"]] == ["policy", "release"]
+    assert [e["type"] for e in by_source["us"]] == ["policy", "release", "witness"]
+    assert [e["seq"] for e in by_source["bob"]] == [0, 1]
+    bob_lines = _entries(three["repos"]["bob"])
+    for e, line in zip(by_source["bob"], bob_lines):
+        assert e["body"] == line["body"] and e["body_digest"] == sha256_hex(canonical(line["body"]))
+    releases = json.loads(vm_ok(a, "federate", "list", "--all-peers", "--type", "release", "--json"))["entries"]
+    assert sorted(e["body"]["component"] for e in releases) == ["alice", "bob"]
+    text = vm_ok(a, "federate", "list", "--all-peers")
+    assert "bob" in text and "witness" in text and "peer bob" in text
+    res = vm(a, "federate", "list", "--type", "relase")
+    assert res.returncode != 0 and "VM-USAGE" in res.stderr and "Traceback" not in res.stderr
+
+
 def _rewrite_last_entry(repo: Path, edit: Any) -> None:
     """An attacker with push access: a new log commit whose tree holds the last entry edited."""
     names = git(repo, "ls-tree", "-r", "--name-only", LOG, "--", "entries").split()
@@ -153,10 +178,13 @@ def test_rewound_peer_is_reported_and_nothing_of_ours_changes(three: dict[str, A
     assert sync(a, "bob").returncode == 0
     vm_ok(b, "record", "HEAD", "--environment", "prod")
     assert sync(a, "bob").returncode == 0
+    # nothing new: answered from our witness entry, without fetching or re-verifying
+    fast = json.loads(sync(a, "bob").stdout)["peers"][0]
+    assert fast["ok"] and fast["unchanged"] and not fast["reverified"], fast
     git(b, "update-ref", LOG, git(b, "rev-parse", f"{LOG}~1"))  # bob rewinds his log
     ours, theirs = git(a, "rev-parse", LOG), git(a, "rev-parse", "refs/vaultmesh/remotes/bob/log")
     bad = _failed(sync(a, "bob"), "bob")
-    assert bad["code"] == "VM-PEER-ROLLBACK" and bad["evidence"]
+    assert bad["code"] == "VM-PEER-ROLLBACK" and bad["evidence"] and bad["reverified"]
     assert git(a, "rev-parse", LOG) == ours and git(a, "rev-parse", "refs/vaultmesh/remotes/bob/log") == theirs
     st = {p["name"]: p for p in status(a)["peers"]}
     assert st["bob"]["divergence"] == "VM-PEER-ROLLBACK" and st["bob"]["evidence"]
@@ -197,10 +225,52 @@ def test_equivocation_seen_through_a_third_peers_witness(three: dict[str, Any]) 
     git(b, "update-ref", LOG, git(b, "rev-parse", f"{LOG}~1"))
     git(b, "update-ref", "refs/notes/vaultmesh", git(b, "rev-parse", "refs/notes/vaultmesh~1"))
     vm_ok(b, "record", "HEAD", "--environment", "two")  # bob shows another size-3 log
+    assert sync(a, "bob").returncode == 0  # alice cannot tell yet: she has not seen carol's witness
+    assert json.loads(sync(a, "bob").stdout)["peers"][0]["reverified"] is False
     assert sync(a, "carol").returncode == 0
+    # bob is unchanged, but carol's copy moved: her new witness entries are held against bob's log again
     bad = _failed(sync(a, "bob"), "bob")
-    assert bad["code"] == "VM-PEER-EQUIVOCATION", bad
+    assert bad["code"] == "VM-PEER-EQUIVOCATION" and bad["reverified"] and bad["evidence"], bad
     assert "carol" in bad["detail"]
+
+
+def test_noop_sync_falls_back_to_the_full_checks_on_any_doubt(three: dict[str, Any]) -> None:
+    """The no-op answer needs the peer's head, our copy and our last witness entry to agree; the local record
+    only says where to look. Edited or contradicted, the sync fetches and judges in full."""
+    a, b = three["repos"]["alice"], three["repos"]["bob"]
+    copy = "refs/vaultmesh/remotes/bob/log"
+
+    def once() -> dict[str, Any]:
+        res = sync(a, "bob")
+        assert res.returncode == 0, res.stdout + res.stderr
+        out: dict[str, Any] = json.loads(res.stdout)["peers"][0]
+        assert out["ok"] and out["unchanged"], out
+        return out
+
+    assert sync(a, "bob").returncode == 0
+    assert once()["reverified"] is False
+    state = a / ".git" / "vaultmesh" / "federation.json"
+    data = json.loads(state.read_text())
+    data["bob"]["judged"]["witness"] = 0  # points at our genesis: not a witness of bob
+    state.write_text(json.dumps(data))
+    assert once()["reverified"] is True
+    assert once()["reverified"] is False
+    head = git(a, "rev-parse", copy)
+    git(a, "update-ref", copy, git(a, "rev-parse", f"{copy}~1"))  # our copy moved behind the witness's back
+    assert once()["reverified"] is True
+    assert git(a, "rev-parse", copy) == head  # the judged head is our copy again
+    vm_ok(a, "record", "HEAD", "--environment", "prod")  # our log grows: the witness is still the last of bob
+    assert once()["reverified"] is False
+    c = three["repos"]["carol"]
+    assert sync(c, "bob").returncode == 0 and sync(a, "carol").returncode == 0
+    assert once()["reverified"] is False  # carol's copy moved; her witness of bob agrees with ours
+    vm_ok(b, "record", "HEAD", "--environment", "prod")  # bob moves: fetched and judged
+    res = json.loads(sync(a, "bob").stdout)["peers"][0]
+    assert res["ok"] and res["reverified"] and not res["unchanged"] and res["new_entries"] == 1
+    assert once()["reverified"] is False
+    git(a, "config", "vaultmesh.peer.bob.trustRoot", three["keys"]["carol"].fingerprint)  # another pin
+    bad = _failed(sync(a, "bob"), "bob")
+    assert bad["code"] == "VM-TRUST-ROOT-MISMATCH" and bad["reverified"], bad
 
 
 def test_unreachable_peer_does_not_stop_the_others(three: dict[str, Any], tmp_path: Path) -> None:

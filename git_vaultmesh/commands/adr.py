@@ -18,11 +18,12 @@ from typing import Any
 
 from .. import ledger
 from ..config import signing_key
-from ..entry import Entry, canonical, make_entry, now_rfc3339
+from ..entry import Entry, now_rfc3339, sign_body
 from ..errors import VaultMeshError
 from ..git import Repo
-from ..signing import sign
+from ..policy import may_sign
 from ..ui import print_json
+from .record import current_policy
 
 STATUSES = ("proposed", "accepted", "rejected", "deprecated", "superseded")
 _ID = re.compile(r"^(?:ADR-?)?0*([1-9][0-9]{0,8})$", re.IGNORECASE)
@@ -81,8 +82,9 @@ def _append(repo: Repo, make: Any) -> tuple[ledger.AppendResult, Entry]:
     def build(repo_: Repo, head: ledger.Head) -> list[Entry]:
         if head.log_id is None:
             raise VaultMeshError("VM-NOT-INITIALIZED", f"{ledger.REF_LOG} does not exist", "run `git vaultmesh init`")
+        may_sign(current_policy(repo_, head), key, "adr")
         body = make(_adrs(repo_, head), head.log_id)
-        entry = make_entry(body, [{"format": key.format, "signer": key.fingerprint, "sig": sign(key, canonical(body))}])
+        entry = sign_body(body, key)
         made[:] = [entry]
         return [entry]
 

@@ -30,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
         return _status(repo, args)
     if cmd == "merge":
         return _merge(repo, args)
-    raise VaultMeshError("VM-USAGE", "no federate subcommand given", "git vaultmesh federate add | sync | status | merge")
+    if cmd == "list":
+        return _list(repo, args)
+    raise VaultMeshError("VM-USAGE", "no federate subcommand given",
+                         "git vaultmesh federate add | sync | status | merge | list")
 
 
 def _add(repo: Repo, args: argparse.Namespace) -> int:
@@ -54,13 +57,19 @@ def _add(repo: Repo, args: argparse.Namespace) -> int:
 
 
 def _sync(repo: Repo, args: argparse.Namespace) -> int:
-    if ledger.read_head(repo).commit is None:
+    if repo.ref_oid(ledger.REF_LOG) is None:
         raise VaultMeshError("VM-NOT-INITIALIZED", f"{ledger.REF_LOG} does not exist",
                              "witness entries go into our own log: run `git vaultmesh init` first")
     chosen = [federation.peer(repo, n) for n in args.names] if args.names else federation.peers(repo)
     if not chosen:
         raise VaultMeshError("VM-PEER-UNKNOWN", "no peer is configured", "git vaultmesh federate add NAME URL")
-    key = signing_key(repo)
+    keys: list[Any] = []
+
+    def key() -> Any:  # resolved once, and only when a witness entry is to be signed (a no-op sync signs nothing)
+        if not keys:
+            keys.append(signing_key(repo))
+        return keys[0]
+
     outcomes = [federation.sync(repo, key, p) for p in chosen]  # one unreachable peer never stops the others
     if args.json:
         print_json({"ok": all(o.ok for o in outcomes), "peers": [o.as_json() for o in outcomes]})
@@ -77,14 +86,14 @@ def _sync(repo: Repo, args: argparse.Namespace) -> int:
 
 def status_data(repo: Repo) -> dict[str, Any]:
     state = federation.load_state(repo)
-    ours = ledger.read_view(repo)
+    ours = ledger.read_view(repo)  # read once: the witness entries and our side of the merged view
     seen = federation.witnessed(ours.entries, "us")
-    merged = federation.merged_view(repo)
+    merged = federation.merged_view(repo, ours)
+    sizes = {i["name"]: i["size"] for i in merged.inputs[1:]}
     rows = []
     for p in federation.peers(repo):
         mine = [s for s in seen if s.name == p.name]
-        head = repo.ref_oid(p.ref)
-        size = ledger.read_view(repo, p.ref).size if head else 0
+        size = sizes.get(p.name, 0)
         last = state.get(p.name, {})
         rows.append({
             "name": p.name, "url": p.url, "trust": "pinned" if p.trust_root else "tofu", "trust_root": p.trust_root,
@@ -134,4 +143,26 @@ def _merge(repo: Repo, args: argparse.Namespace) -> int:
     else:
         print(f"merge entry #{result.first_seq} ({entry.id[:12]}): {merged.size} content entries from "
               f"{len(merged.inputs)} log(s), root {merged.root.hex()}")
+    return 0
+
+
+def _list(repo: Repo, args: argparse.Namespace) -> int:
+    from ..entry import TYPES
+
+    types = set(args.type or ())
+    if types - set(TYPES):
+        raise VaultMeshError("VM-USAGE", f"unknown entry type(s): {', '.join(sorted(types - set(TYPES)))}",
+                             f"choose among {', '.join(TYPES)}")
+    rows = [r for r in federation.all_entries(repo, args.all_peers) if not types or r.entry.type in types]
+    if args.json:
+        print_json({"ok": True, "count": len(rows), "entries": [r.as_json() for r in rows]})
+        return 0
+    for r in rows:
+        b = r.entry.body
+        what = " ".join(str(b[k]) for k in ("component", "version", "environment") if isinstance(b.get(k), str))
+        if r.entry.type == "witness" and isinstance(b.get("peer"), dict):
+            what = f"peer {b['peer'].get('name')}"
+        print(f"{b.get('recorded_at', '?'):<20} {r.source:<16} #{r.seq:<6} {r.entry.type:<9} {r.entry.id[:12]} {what}")
+    if not rows:
+        print("no entries" + (" (no peer has been synced yet)" if args.all_peers else ""))
     return 0

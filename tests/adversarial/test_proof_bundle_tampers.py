@@ -98,7 +98,33 @@ def _v1(b: dict[str, Any]) -> None:
     b["format"] = "vaultmesh-proof-v1"
 
 
+def _later_format(b: dict[str, Any]) -> None:
+    b["format"] = "vaultmesh-proof-v9"  # a version this checker does not know is not read as its own
+
+
+def _negative_index(b: dict[str, Any]) -> None:
+    b["entries"][-1]["index"] = -1
+
+
+def _entry_not_an_object(b: dict[str, Any]) -> None:
+    b["entries"].append(5)
+
+
+def _sig_not_text(b: dict[str, Any]) -> None:
+    b["checkpoint"]["sig"] = 5
+
+
+def _log_renamed(b: dict[str, Any]) -> None:
+    b["log"] = "0" * 32
+
+
+# the shape tampers were found by mutation testing (benchmarks/mutation.py): each kills a mutant that survived
 TAMPERS: dict[str, tuple[Callable[[dict[str, Any]], None], set[str]]] = {
+    "format-later-version": (_later_format, {"VM-PROOF-MALFORMED"}),
+    "index-negative": (_negative_index, {"VM-PROOF-MALFORMED"}),
+    "entry-not-an-object": (_entry_not_an_object, {"VM-PROOF-MALFORMED"}),
+    "checkpoint-sig-not-text": (_sig_not_text, {"VM-PROOF-MALFORMED"}),
+    "log-field-of-another-log": (_log_renamed, {"VM-PROOF-MALFORMED"}),
     "checkpoint-sig-flipped": (_flip_sig, {"VM-CHECKPOINT-SIG"}),
     "commit-raw-of-another-commit": (_other_raw, {"VM-PROOF-INVALID"}),
     "consistency-proof-wrong": (_bad_consistency, {"VM-PROOF-INVALID"}),
