@@ -45,6 +45,7 @@ class RawChange:
     old_oid: str
     new_oid: str
     path: str
+    new_mode: str = ""  # 100644, 100755, 120000, 160000, 040000; 000000 when deleted
 
 
 @dataclass(frozen=True)
@@ -520,8 +521,8 @@ class Repo:
             if not meta.startswith(":"):
                 i += 1
                 continue
-            _, _, old_oid, new_oid, status = meta[1:].split(" ")
-            changes.append(RawChange(status[0], old_oid, new_oid, fields[i + 1]))
+            _, new_mode, old_oid, new_oid, status = meta[1:].split(" ")
+            changes.append(RawChange(status[0], old_oid, new_oid, fields[i + 1], new_mode))
             i += 2
         return changes
 
@@ -729,21 +730,6 @@ class Repo:
             if sep and tree in treeishes:
                 found.append((tree, name))
         return found
-
-    def tree_changes(self, old: str, new: str) -> list[tuple[str, str, str, str]]:
-        """(status, new mode, new oid, path) of every file that differs between two commits' trees: what
-        an append changed, read without listing the unchanged entries."""
-        fields = self.run("diff-tree", "-r", "-z", "--no-renames", old, new).decode().split("\0")
-        changes, i = [], 0
-        while i + 1 < len(fields):
-            meta = fields[i]
-            if not meta.startswith(":"):
-                i += 1
-                continue
-            _, mode, _, oid, status = meta[1:].split(" ")
-            changes.append((status[:1], mode, oid, fields[i + 1]))
-            i += 2
-        return changes
 
 
 _RACE_MESSAGES = ("is at ", "but expected", "reference already exists", "unable to resolve reference", "File exists")

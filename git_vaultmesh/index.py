@@ -420,28 +420,10 @@ def _reread(repo: Repo, db: sqlite3.Connection) -> Index:
 
 
 def _appended(repo: Repo, old: str, size: int, head: str) -> list[tuple[int, str]] | None:
-    """(seq, blob) of the entries `head` adds to the indexed log `old`, or None when `head` does not simply
-    extend it (rewritten, an old entry changed or removed, a gap): then the index is rebuilt."""
-    from .entry import seq_of_path
+    """The entries `head` adds to the indexed log `old`; None: rebuild the index."""
+    from .ledger import appended_entries
 
-    try:
-        if not old or not repo.has_object(old) or not repo.is_ancestor(old, head):
-            return None
-        changes = repo.diff_tree(old, head)
-    except VaultMeshError:  # in doubt: rebuild
-        return None
-    added: list[tuple[int, str]] = []
-    for ch in changes:
-        seq = seq_of_path(ch.path)
-        if seq is None:
-            continue  # checkpoint, checkpoint.sig, checkpoint.note
-        if ch.status != "A" or seq < size:
-            return None
-        added.append((seq, ch.new_oid))
-    added.sort()
-    if [s for s, _ in added] != list(range(size, size + len(added))):
-        return None
-    return added
+    return appended_entries(repo, old, size, head)
 
 
 # --- reading -------------------------------------------------------------------------------------------------

@@ -694,3 +694,28 @@ def against_remembered(stored: Mapping[str, Any] | None, log_id: str | None, siz
         return ("VM-LOG-FORKED", f"the first {verified} entries no longer have the root verified here before "
                 f"({str(stored.get('root'))[:16]}…): the log was replaced")
     return None
+
+
+def appended_entries(repo: Repo, old: str, size: int, head: str) -> list[tuple[int, str]] | None:
+    """(seq, blob) of the entries log commit `head` adds to `old` (a log of `size` entries), read from the tree
+    diff without listing the unchanged entries; None when `head` does not simply extend `old` — rewound or
+    rewritten, an earlier entry changed or removed, a gap, anything but plain entry files and checkpoint files
+    added. The one reading of "what an append added" (the derived index and the pre-commit hook)."""
+    try:
+        if not old or not repo.has_object(old) or not repo.is_ancestor(old, head):
+            return None
+        changes = repo.diff_tree(old, head)
+    except VaultMeshError:  # in doubt: the caller reads the whole log
+        return None
+    added: list[tuple[int, str]] = []
+    for ch in changes:
+        if ch.path in (CHECKPOINT, CHECKPOINT_SIG, CHECKPOINT_NOTE):
+            continue
+        seq = seq_of_path(ch.path)
+        if ch.status != "A" or ch.new_mode != "100644" or seq is None or seq < size:
+            return None
+        added.append((seq, ch.new_oid))
+    added.sort()
+    if [s for s, _ in added] != list(range(size, size + len(added))):
+        return None
+    return added

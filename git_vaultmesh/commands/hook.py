@@ -148,27 +148,12 @@ def _appended(repo: Repo, head_oid: str, cached: dict[str, Any]) -> list[str]:
     """The blobs of the entries appended since the pass `cached` remembers, in log order; _Undecided unless
     the log only grew (anything else changed in the tree, or the commits were rewritten)."""
     from .. import ledger
-    from ..entry import seq_of_path
 
     if cached["log"] == head_oid:
         return []
-    if not repo.is_ancestor(cached["log"], head_oid):
-        raise _Undecided  # rewound, or the log commits were rewritten (same entries or not)
-    try:
-        changes = repo.tree_changes(cached["log"], head_oid)
-    except VaultMeshError:
-        raise _Undecided from None
-    added: list[tuple[int, str]] = []
-    for status, mode, oid, path in changes:
-        if path in (ledger.CHECKPOINT, ledger.CHECKPOINT_SIG, ledger.CHECKPOINT_NOTE):
-            continue
-        seq = seq_of_path(path)
-        if status != "A" or mode != "100644" or seq is None:
-            raise _Undecided  # an entry the last pass judged was changed or removed, or something else added
-        added.append((seq, oid))
-    added.sort()
-    if [seq for seq, _ in added] != list(range(cached["size"], cached["size"] + len(added))):
-        raise _Undecided
+    added = ledger.appended_entries(repo, cached["log"], cached["size"], head_oid)
+    if added is None:
+        raise _Undecided  # rewound or rewritten, an entry the last pass judged changed, something else added
     return [oid for _, oid in added]
 
 
