@@ -56,15 +56,32 @@ def fetch_remote_log(repo: Repo, remote: str) -> str:
 
 
 def _verified_remote(repo: Repo, remote: str) -> str:
-    """Fetch the remote's log and verify it whole (its own policy, every signature and checkpoint)."""
-    theirs_head = fetch_remote_log(repo, remote)
-    report = verify(repo, Options(all=True, log_ref=_remote_ref(remote), remember=False, subjects=False))
-    if not report.ok:
-        first = next(c for c in report.checks if not c.ok)
-        raise VaultMeshError(first.code or "VM-REMOTE-FAILED",
-                             f"{remote}'s ledger does not verify: {first.detail}",
-                             "nothing was changed locally; compare with other replicas")
+    """Fetch the remote's log and verify it whole (its own policy, every signature and checkpoint). A refused
+    remote leaves nothing behind: the tracking, notes and keep refs the fetch wrote are put back as they were."""
+    scope = [f"{ledger.REMOTES_PREFIX}{remote}/", ledger.KEEP_PREFIX]
+    before = repo.ref_values(scope)
+    try:
+        theirs_head = fetch_remote_log(repo, remote)
+        report = verify(repo, Options(all=True, log_ref=_remote_ref(remote), remember=False, subjects=False))
+        if not report.ok:
+            first = next(c for c in report.checks if not c.ok)
+            raise VaultMeshError(first.code or "VM-REMOTE-FAILED",
+                                 f"{remote}'s ledger does not verify: {first.detail}",
+                                 "nothing was changed locally (what the fetch wrote was removed again); check "
+                                 "the trust root you pinned, then compare with other replicas")
+    except VaultMeshError:
+        _put_back(repo, before, repo.ref_values(scope))
+        raise
     return theirs_head
+
+
+def _put_back(repo: Repo, before: dict[str, str], after: dict[str, str]) -> None:
+    """Undo a refused fetch, ref by ref, each a compare-and-swap (a concurrent writer's change stays)."""
+    for ref, oid in after.items():
+        if ref not in before:
+            repo.delete_ref(ref, oid)
+        elif before[ref] != oid:
+            repo.update_refs([RefUpdate(ref, before[ref], oid)])
 
 
 def _fast_forward(repo: Repo, remote: str, ours: ledger.Head, theirs_head: str, theirs_entries: list[Entry],

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import history, ledger, merkle, timings
-from ..config import signing_key
+from ..config import Settings, signing_key
 from ..entry import Entry, canonical, check_body, hash_file, make_entry, now_rfc3339, parse_line
 from ..errors import VaultMeshError
 from ..git import Repo
@@ -97,6 +97,16 @@ def releases_of_ref(repo: Repo, head: ledger.Head, ref: str) -> list[tuple[int, 
 
 
 def repo_name(repo: Repo) -> str:
+    """A name every clone agrees on: vaultmesh.component, else the origin URL's last part (a clone in a folder
+    called `colleague/` still records the project's name), else the folder (a bare repository: without .git)."""
+    configured = Settings(repo).get("component")
+    if configured:
+        return str(configured)
+    url = (repo.config_get("remote.origin.url") or "").rstrip("/")
+    last = re.split(r"[/:\\]", url)[-1] if url else ""
+    last = last[:-4] if last.endswith(".git") else last
+    if last and last not in (".", ".."):
+        return last
     if repo.work_tree is not None:
         return repo.work_tree.name
     name = repo.git_dir.name
