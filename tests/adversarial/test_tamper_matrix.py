@@ -1055,7 +1055,7 @@ def test_figures(request: pytest.FixtureRequest) -> None:
     """Runs last: prints the figures; with the whole matrix run, every row must have been rejected."""
     line = f"tamper rows tried: {len(TALLY.tried)}, rejected with the right code: {len(TALLY.rejected)}"
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    if reporter is not None and request.config.get_verbosity() >= 0:  # -q stays quiet
         reporter.write_line("\n" + line)
     if len(TALLY.tried) == len(ROWS):
         assert len(TALLY.rejected) == len(ROWS), TALLY.problems
