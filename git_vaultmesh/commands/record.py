@@ -183,7 +183,7 @@ def resolve_target(repo: Repo, args: argparse.Namespace) -> _Target:
     commit = resolved.commit
     if commit is None:
         raise VaultMeshError("VM-BAD-REV", f"{rev!r} does not name a commit in this repository",
-                             "check `git tag -l` / `git log`; did you push or fetch the tag?")
+                             "record a commit, a branch or a tag of a commit (not a tree or a blob)")
     full = resolved.refname
     is_tag = full is not None and full.startswith("refs/tags/")
     typ = args.type or ("release" if is_tag else "deploy")
