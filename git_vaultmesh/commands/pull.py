@@ -38,7 +38,8 @@ def fetch_remote_log(repo: Repo, remote: str) -> str:
     fetched = repo.ref_oid(scratch)
     if fetched is None:
         raise VaultMeshError("VM-REMOTE-FAILED", f"{remote} has no {ledger.REF_LOG}",
-                             f"push a ledger there first: git push {remote} 'refs/vaultmesh/*' refs/notes/vaultmesh")
+                             f"push the ledger there first: git push {remote} refs/vaultmesh/log "
+                             "'refs/vaultmesh/keep/*' refs/notes/vaultmesh")
     try:
         if last_seen is not None and last_seen != fetched and not repo.is_ancestor(last_seen, fetched):
             raise VaultMeshError(
