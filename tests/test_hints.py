@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from conftest import GpgKey, gen_gpg_key, git, vm, vm_ok
 
 from git_vaultmesh.errors import CODES
+
+from conftest import GpgKey, gen_gpg_key, git, vm, vm_ok
 
 REMEDY: dict[str, str] = {
     "VM-USAGE": "git vaultmesh",

@@ -10,9 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import git, vm, vm_ok
 
 from git_vaultmesh.entry import entry_path
+
+from conftest import git, vm, vm_ok
 
 
 def _log_commits(repo: Path) -> list[str]:
