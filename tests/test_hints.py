@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,7 +21,7 @@ import pytest
 
 from git_vaultmesh.errors import CODES
 
-from conftest import GpgKey, gen_gpg_key, git, vm, vm_ok
+from conftest import GIT_ENV, GpgKey, gen_gpg_key, git, make_repo, throwaway_gpg_home, vm, vm_ok
 
 REMEDY: dict[str, str] = {
     "VM-USAGE": "git vaultmesh",
@@ -273,22 +274,35 @@ CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def _pristine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, GpgKey]]:
+    """Built once: a repository (three commits, tag v1.0) and its initialised copy; each case gets a copy."""
+    root = tmp_path_factory.mktemp("hints")
+    with throwaway_gpg_home() as home, pytest.MonkeyPatch.context() as mp:
+        for k, v in {"GNUPGHOME": home, "HOME": str(root), **GIT_ENV}.items():
+            mp.setenv(k, v)  # the function-scoped identity fixture has not run yet
+        key = gen_gpg_key(home, "Alice")
+        make_repo(root / "repo")
+        shutil.copytree(root / "repo", root / "ledger", symlinks=True)
+        git(root / "ledger", "config", "vaultmesh.signingKey", key.fingerprint)
+        vm_ok(root / "ledger", "init")
+        yield root, key
+
+
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.code}-{c.remedy.split()[-1]}" for c in CASES])
-def test_hint_names_the_remedy(case: Case, request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    world: dict[str, Any] = {}
-    if case.fixture == "ledger":
-        where = request.getfixturevalue("ledger_repo")
-        world["gpg"] = request.getfixturevalue("gpg_key")
-    elif case.fixture == "repo":
-        where = request.getfixturevalue("repo")
-    elif case.fixture == "empty":
-        where = tmp_path / "empty"
-        where.mkdir()
-        git(where, "init", "-q")
-        git(where, "config", "vaultmesh.signingKey", request.getfixturevalue("gpg_key").fingerprint)
+def test_hint_names_the_remedy(case: Case, _pristine: tuple[Path, GpgKey], tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    root, key = _pristine
+    monkeypatch.setenv("GNUPGHOME", key.home)
+    world: dict[str, Any] = {"gpg": key}
+    where = tmp_path / "work"
+    if case.fixture in ("ledger", "repo"):
+        shutil.copytree(root / case.fixture, where, symlinks=True)
     else:
-        where = tmp_path / "nowhere"
         where.mkdir()
+        if case.fixture == "empty":
+            git(where, "init", "-q")
+            git(where, "config", "vaultmesh.signingKey", key.fingerprint)
     res = case.act(where, world)
     assert res.returncode != 0, res.stdout + res.stderr
     assert "Traceback" not in res.stderr, res.stderr

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from git_vaultmesh.entry import entry_path
 
-from conftest import git, vm, vm_ok
+from conftest import GIT_ENV, gen_gpg_key, git, make_repo, throwaway_gpg_home, vm, vm_ok
 
 
 def _log_commits(repo: Path) -> list[str]:
@@ -55,12 +57,30 @@ def _rewrite_from(repo: Path, k: int, seq: int) -> str:
     return blamed
 
 
+@pytest.fixture(scope="module")
+def _pristine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """Built once: a ledger of five log commits (genesis + one deploy each); each case tampers a copy."""
+    root = tmp_path_factory.mktemp("blame")
+    with throwaway_gpg_home() as home, pytest.MonkeyPatch.context() as mp:
+        key = gen_gpg_key(home, "Alice")
+        env = {"GNUPGHOME": home, "HOME": str(root), **GIT_ENV}
+        for k, v in env.items():  # the function-scoped identity fixture has not run yet
+            mp.setenv(k, v)
+        repo = make_repo(root / "repo")
+        git(repo, "config", "vaultmesh.signingKey", key.fingerprint)
+        vm_ok(repo, "init", env=env)
+        for i in range(1, 5):
+            vm_ok(repo, "record", "HEAD", "--environment", f"env{i}", env=env)
+        assert len(_log_commits(repo)) == 5
+        yield repo, env
+
+
 @pytest.fixture
-def five_commits(ledger_repo: Path) -> Path:
-    for i in range(1, 5):
-        vm_ok(ledger_repo, "record", "HEAD", "--environment", f"env{i}")
-    assert len(_log_commits(ledger_repo)) == 5  # genesis + one deploy per log commit
-    return ledger_repo
+def five_commits(_pristine: tuple[Path, dict[str, str]], tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    repo, env = _pristine
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy, symlinks=True)
+    return copy, env
 
 
 @pytest.mark.parametrize(("k", "seq"), [
@@ -69,12 +89,13 @@ def five_commits(ledger_repo: Path) -> Path:
     (3, 3),  # a middle commit's own entry is not what was signed into its checkpoint; commit 4 builds on it
     (4, 4),  # the top commit's own entry
 ])
-def test_tamper_in_commit_k_is_blamed_at_k_only(five_commits: Path, k: int, seq: int) -> None:
-    repo = five_commits
+def test_tamper_in_commit_k_is_blamed_at_k_only(five_commits: tuple[Path, dict[str, str]], k: int,
+                                                seq: int) -> None:
+    repo, env = five_commits
     before = _log_commits(repo)
     blamed = _rewrite_from(repo, k, seq)
     after = _log_commits(repo)
-    res = vm(repo, "verify", "--all", "--json")
+    res = vm(repo, "verify", "--all", "--json", env=env)
     assert res.returncode == 1, res.stdout + res.stderr
     failed = [c for c in json.loads(res.stdout)["checks"] if not c["ok"]]
     log_failures = [c for c in failed if c["check"].startswith("log.")]

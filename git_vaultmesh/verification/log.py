@@ -109,7 +109,8 @@ def chain(ctx: Context) -> list[LogCommit]:
                     added.append(seq)
             else:
                 r.failed("log.layout", "VM-LOG-CORRUPT", f"log commit {commit.oid[:12]} adds {ch.path!r}",
-                         "the log tree holds only entries/, checkpoint, checkpoint.sig and checkpoint.note")
+                         "the log tree holds only entries/, checkpoint, checkpoint.sig and checkpoint.note: "
+                         "restore refs/vaultmesh/log from a replica")
                 ok = False
         added.sort()
         if added and added != list(range(size, size + len(added))):

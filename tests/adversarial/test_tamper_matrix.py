@@ -24,6 +24,7 @@ from git_vaultmesh.policy import Policy, PolicySigner
 
 from .kit import REF_LOG, REF_NOTES, TALLY, Ctx, Row, gpg_export, run_git
 from conftest import vm
+from test_hints import assert_hints_fit
 
 # --- running verify and checking its report ---------------------------------------------------------------
 
@@ -1048,6 +1049,7 @@ def test_tamper_row(row: Row, ctx: Ctx) -> None:
     if missing:
         TALLY.problems[row.id] = f"rejected, but without {missing} (got {sorted(set(failed))})"
         pytest.fail(f"{row.id}: expected {missing} among the failed codes, got {failed}")
+    assert_hints_fit(report)  # the hints audit (tests/test_hints.py): each failure's hint names its remedy
     TALLY.rejected.append(row.id)
 
 
