@@ -23,8 +23,8 @@ from git_vaultmesh.errors import CODES
 
 from conftest import GIT_ENV, GpgKey, gen_gpg_key, git, make_repo, throwaway_gpg_home, vm, vm_ok
 
+# VM-USAGE is left out: its remedy is the situation's own (each Case below names the word it needs)
 REMEDY: dict[str, str] = {
-    "VM-USAGE": "git vaultmesh",
     "VM-NOT-A-REPO": "-C|git repository",
     "VM-CONFIG-INVALID": "fingerprint|config check|git config",
     "VM-BAD-REV": "git tag|no commits|fetch|a commit",
@@ -262,6 +262,8 @@ CASES = [
     Case("VM-REMOTE-FAILED", "ledger", _no_remote_ledger, "refs/vaultmesh/log"),
     Case("VM-REV-AMBIGUOUS", "ledger", _ambiguous, "full refname"),
     Case("VM-PROOF-NO-PATH", "ledger", _not_in_release, "is-ancestor"),
+    Case("VM-USAGE", "ledger", lambda d, w: (_record(d), vm(d, "prove", "HEAD", "--in", "v1.0", "--from", "v1.0"))[1],
+         "earlier release"),
     Case("VM-FILE-UNREADABLE", "ledger",
          lambda d, w: vm(d, "check-proof", "--trust-root", w["gpg"].fingerprint, "missing.json"), "path"),
     Case("VM-PROOF-MALFORMED", "ledger",
