@@ -265,6 +265,9 @@ def _maintenance_verbs(add: Add) -> None:
     """Sharing, demonstrating and repairing the ledger."""
     p = add("pull", "fetch a remote's ledger, re-append our entries it lacks, so the next push fast-forwards")
     p.add_argument("remote", nargs="?", default="origin", help="the remote to fetch refs/vaultmesh/log from")
+    p.add_argument("--drop-archives", action="store_true",
+                   help="merge even though our archive timestamps cover checkpoints the merge replaces (our old "
+                   "log head is kept under refs/vaultmesh/keep/; re-archive afterwards)")
     _json(p)
 
     p = add("demo", "run the whole story in a throwaway repo: record, verify, tamper, verify fails")

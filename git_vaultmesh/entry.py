@@ -11,12 +11,16 @@ import json
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rfc8785
 
 from .errors import VaultMeshError
+
+if TYPE_CHECKING:
+    from .signing import SigningKey
 
 ENTRY_VERSION = 1
 TYPES = ("policy", "release", "deploy", "adr", "decision", "cosign", "timestamp", "witness", "merge", "import")
@@ -171,6 +175,21 @@ def parse_line(line: bytes, where: str = "entry") -> Entry:
     return Entry(line, body, sigs)
 
 
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def is_refname(name: str) -> bool:
+    """A full refname by `git check-ref-format`'s rules (refs/ and at least one more level; no component
+    starting with '.' or ending in '.lock'; no '..', '@{', control characters, space, ~ ^ : ? * [ or \\):
+    what a receipt may name, and so all pull may ever create from a remote's entry."""
+    if not name.startswith("refs/") or len(name) > 1024 or "@{" in name or ".." in name or name.endswith("."):
+        return False
+    if _REF_FORBIDDEN.search(name) or name == "@":
+        return False
+    parts = name.split("/")
+    return len(parts) >= 3 and all(p and not p.startswith(".") and not p.endswith(".lock") for p in parts)
+
+
 def check_body(body: dict[str, Any], where: str = "entry") -> None:
     """Shape rules every body must meet, whatever its signatures say."""
 
@@ -221,6 +240,8 @@ def check_body(body: dict[str, Any], where: str = "entry") -> None:
                 raise bad(f"body.subject.{k} must be a string")
             if k != "ref" and not re.match(r"^[0-9a-f]{40}([0-9a-f]{24})?$", v):
                 raise bad(f"body.subject.{k} must be a full object id")
+        if "ref" in subj and not is_refname(subj["ref"]):
+            raise bad(f"body.subject.ref {str(subj['ref'])[:80]!r} is not a full refname (refs/…)")
     if typ in ("cosign",) and not (isinstance(body.get("entry"), str) and _HEX64.match(body["entry"])):
         raise bad("a cosign body names the body digest it co-signs in body.entry")
     if typ == "timestamp":
@@ -362,3 +383,43 @@ def signed_message(sig: dict[str, Any], entry: Entry) -> bytes:
                              f"entry {entry.id[:12]}: batch proof has the wrong length for index "
                              f"{batch['index']} of {batch['size']}", "the entry was not written by git-vaultmesh")
     return batch_statement(str(entry.body.get("log")), batch["size"], root)
+
+
+# --- the one place an entry is built and signed ----------------------------------------------------------
+
+def _signature(key: SigningKey, message: bytes) -> dict[str, str]:
+    """A signature item {format, signer, sig}: `sig` is the detached signature over `message`, base64."""
+    from .signing import sign
+
+    return {"format": key.format, "signer": key.fingerprint, "sig": sign(key, message)}
+
+
+def sign_body(body: dict[str, Any], key: SigningKey) -> Entry:
+    """An entry of `body` with one signature by `key` over JCS(body): every verb that writes an entry uses it,
+    so what a signature covers (the rule `signed_message` checks) is decided here once."""
+    return make_entry(body, [_signature(key, canonical(body))])
+
+
+def add_signature(entry: Entry, key: SigningKey) -> Entry:
+    """`entry` with one more signature by `key` over the same body (a staged policy change, `policy sign`)."""
+    return make_entry(entry.body, [*entry.sigs, _signature(key, entry.body_bytes)])
+
+
+def sign_batch(bodies: Sequence[dict[str, Any]], key: SigningKey) -> list[Entry]:
+    """Entries for `bodies` under ONE signature by `key` over the batch statement (docs/formats.md, "Batch
+    signatures"): each carries the same sig plus its inclusion proof, which `signed_message` rebuilds."""
+    from . import merkle
+    from .signing import sign
+
+    if not bodies:
+        return []
+    log_id = str(bodies[0]["log"])
+    leaves = [merkle.leaf_hash(canonical(b)) for b in bodies]
+    sig = sign(key, batch_statement(log_id, len(bodies), merkle.root_from_leaf_hashes(leaves)))
+    entries = []
+    for i, b in enumerate(bodies):
+        proof = [h.hex() for h in merkle.inclusion_proof(leaves, i)]
+        item: dict[str, Any] = {"format": key.format, "signer": key.fingerprint, "sig": sig,
+                                "batch": {"size": len(bodies), "index": i, "proof": proof}}
+        entries.append(make_entry(b, [item]))
+    return entries

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ledger, merkle
-from .entry import Entry, canonical, make_entry, now_rfc3339, sha256_hex
+from .entry import Entry, canonical, now_rfc3339, sha256_hex, sign_body
 from .errors import VaultMeshError
 from .git import RefUpdate, Repo
 from .note import NoteKey
@@ -159,7 +159,7 @@ def sync(repo: Repo, key: Any, p: Peer) -> Outcome:
         return out
     sig = _head_file(repo, fetched, ledger.CHECKPOINT_SIG)
     body = _witness_body(repo, p, cp, sig, view, previous)
-    entry = make_entry(body, [_sig(key, body)])
+    entry = sign_body(body, key)
     old = repo.ref_oid(p.ref)
     ledger.append(repo, key, [entry])
     if not repo.update_refs([RefUpdate(p.ref, fetched, old)]):
@@ -174,12 +174,6 @@ def sync(repo: Repo, key: Any, p: Peer) -> Outcome:
     out.detail += f"witnessed {p.name} at size {cp.size} root {cp.root.hex()[:16]}… ({out.new_entries} new entries)"
     _record(repo, p, out)
     return out
-
-
-def _sig(key: Any, body: dict[str, Any]) -> dict[str, str]:
-    from .signing import sign
-
-    return {"format": key.format, "signer": key.fingerprint, "sig": sign(key, canonical(body))}
 
 
 def _head_file(repo: Repo, commit: str, path: str) -> str:

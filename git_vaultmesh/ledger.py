@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import merkle, timings
-from .entry import Entry, canonical, entry_path, make_entry, parse_line, seq_of_path
+from .entry import Entry, canonical, entry_path, parse_line, seq_of_path
 from .errors import VaultMeshError
 from .git import RefUpdate, Repo, grep_tree
 from .signing import SigningKey, sign
@@ -403,14 +403,16 @@ APPEND_TURN_WAIT = 60.0
 
 def append_onto(
     repo: Repo, key: SigningKey, base: Head, entries: Sequence[Entry], *, expected_log: str | None,
-    all_entries: Sequence[Entry], notes_parents: Sequence[str] = (),
+    all_entries: Sequence[Entry], notes_parents: Sequence[str] = (), keep: Sequence[str] = (),
+    check: Callable[[str], None] | None = None,
 ) -> str | None:
     """One attempt to append `entries` onto another log's head `base` (pull: onto the remote's log), moving
     REF_LOG only if it is still `expected_log`; the notes are rebuilt from `all_entries`, the whole result.
+    `check(commit)` judges the built log commit before any ref moves (raising leaves everything in place).
     None when the local ledger moved meanwhile (no retry: the caller's merge was computed against it)."""
     with _appender_turn(repo):
-        return _try_append(repo, key, base, list(entries), (), expected_log=expected_log,
-                           all_entries=all_entries, notes_parents=notes_parents)
+        return _try_append(repo, key, base, list(entries), keep, expected_log=expected_log,
+                           all_entries=all_entries, notes_parents=notes_parents, check=check)
 
 
 @contextmanager
@@ -467,6 +469,7 @@ def _try_append(
     repo: Repo, key: SigningKey, head: Head, todo: list[Entry], keep: Sequence[str],
     *, expected_log: str | None | bool = False, all_entries: Sequence[Entry] | None = None,
     notes_parents: Sequence[str] = (), confirm: Callable[[], bool] | None = None,
+    check: Callable[[str], None] | None = None,
 ) -> str | None:
     """Build the commit on `head` and CAS the refs. `expected_log` (when not False) is the value REF_LOG
     must still have — differs from head.commit only for pull, which appends onto the remote's log; then
@@ -539,6 +542,8 @@ def _try_append(
             updates.append(RefUpdate(ref, oid, None))
     if confirm is not None and not confirm():
         raise _Rebuild
+    if check is not None:
+        check(commit)
     return commit if repo.update_refs(updates) else None
 
 
@@ -580,24 +585,14 @@ def _checkpoint_note(repo: Repo, head: Head, log_id: str, todo: Sequence[Entry],
 def append_bodies(repo: Repo, key: SigningKey, bodies: Sequence[dict[str, Any]], keep: Sequence[str] = ()) -> AppendResult:
     """Append many bodies as one log commit under ONE batch signature (docs/formats.md, "Batch signatures"):
     the signer runs once for the batch, not once per entry."""
-    from .entry import batch_statement, check_body
+    from .entry import check_body, sign_batch
 
     if not bodies:
         raise VaultMeshError("VM-USAGE", "nothing to append",
                              "the calling command passed no entry: please report this as a bug")
     for i, b in enumerate(bodies):
         check_body(b, f"batch body #{i}")
-    log_id = str(bodies[0]["log"])
-    leaves = [merkle.leaf_hash(canonical(b)) for b in bodies]
-    root = merkle.root_from_leaf_hashes(leaves)
-    sig = sign(key, batch_statement(log_id, len(bodies), root))
-    entries = []
-    for i, b in enumerate(bodies):
-        proof = [h.hex() for h in merkle.inclusion_proof(leaves, i)]
-        item: dict[str, Any] = {"format": key.format, "signer": key.fingerprint, "sig": sig,
-                                "batch": {"size": len(bodies), "index": i, "proof": proof}}
-        entries.append(make_entry(b, [item]))
-    return append(repo, key, entries, keep=keep)
+    return append(repo, key, sign_batch(bodies, key), keep=keep)
 
 
 NOTES_MESSAGE = "vaultmesh notes derived from log "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,7 +19,7 @@ from .errors import VaultMeshError
 from .signing import STATUS_CODES
 
 if TYPE_CHECKING:
-    from .signing import Verifier
+    from .signing import SigningKey, Verifier
 
 WILDCARD = "*"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -541,3 +541,34 @@ def claimed_timeline(entries: Sequence[Entry | None]) -> ClaimedView:
         res = rule.evaluate(frozenset(tl.signers.get(seq, set())))
         status[seq] = SigStatus(res.present, res.missing, pol.threshold(e.type))
     return ClaimedView(policies, status, tl.final)
+
+
+# --- may my key sign this type? (asked before signing anything) ---------------------------------------
+
+Refusal = Callable[[PolicySigner | None], tuple[str, str]]  # signer (None: not pinned) -> (cause, hint)
+
+
+def _not_a_signer(fingerprint: str, entry_type: str) -> Refusal:
+    def refusal(signer: PolicySigner | None) -> tuple[str, str]:
+        if signer is None:
+            return (f"your signing key {fingerprint} is not a signer in the ledger's policy",
+                    "ask a policy signer to run `git vaultmesh policy add-signer`, or set vaultmesh.signingKey "
+                    "to a key that is in `git vaultmesh policy show`")
+        return (f"signer {signer.name} may sign {', '.join(signer.types)}, not {entry_type}",
+                "ask the policy signers to extend your types")
+
+    return refusal
+
+
+def may_sign(policy: Policy | Timeline | ClaimedView | None, key: SigningKey, entry_type: str,
+             refusal: Refusal | None = None) -> PolicySigner:
+    """The signer `key` is under `policy` (a policy, or a timeline's final one), if it may sign `entry_type`
+    entries; VM-SIGNER-NOT-IN-POLICY otherwise, worded by `refusal` for the verb. Every command that signs an
+    entry asks this first, so a signature verify would refuse as unauthorised is never made."""
+    if isinstance(policy, (Timeline, ClaimedView)):
+        policy = policy.final
+    signer = policy.signer(key.fingerprint) if policy is not None else None
+    if signer is not None and signer.may_sign(entry_type):
+        return signer
+    cause, hint = (refusal or _not_a_signer(key.fingerprint, entry_type))(signer)
+    raise VaultMeshError("VM-SIGNER-NOT-IN-POLICY", cause, hint)

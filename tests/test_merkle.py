@@ -595,3 +595,17 @@ if __name__ == "__main__":
     out = VECTORS / "merkle_own.json"
     out.write_text(json.dumps(build_own_vectors(), indent=1) + "\n")
     print(f"wrote {out}", file=sys.stderr)
+
+
+@pytest.mark.parametrize("bad", [b"", b"\x00" * 31, b"\x00" * 33, bytearray(31), "a" * 32, None])
+def test_compact_range_extend_refuses_what_is_not_a_32_byte_hash(bad: object) -> None:
+    """A short or long leaf would silently change every later root (found by mutation testing: the bytes
+    branch of the length check was untested)."""
+    cr = CompactRange.from_leaf_hashes(CT_LEAVES[:3])
+    before = (cr.size, list(cr.hashes))
+    with pytest.raises((ValueError, TypeError)):
+        cr.extend([CT_LEAVES[3], bad])  # type: ignore[list-item]
+    assert cr.size in (before[0], before[0] + 1)  # what was valid before the bad leaf may have been added
+    ok = CompactRange.from_leaf_hashes(CT_LEAVES[:3])
+    ok.extend([bytearray(CT_LEAVES[3])])  # a bytearray of the right length is copied, not refused
+    assert ok.root() == CT_ROOTS[4]

@@ -329,7 +329,8 @@ def test_policy_changes_are_timestamped_too(ledger_repo: Path, server: TsaServer
 
 def test_pull_does_not_carry_archive_timestamps_of_a_diverged_log(
         ledger_repo: Path, server: TsaServer, tmp_path: Path, gpg_key: GpgKey) -> None:
-    """An archive token covers a checkpoint of OUR log; re-appended elsewhere it would fail forever."""
+    """An archive token covers a checkpoint of OUR log; re-appended elsewhere it would fail forever. pull
+    stops (VM-PULL-WOULD-DROP, nothing changed); --drop-archives merges and keeps our old head reachable."""
     add_tsa(ledger_repo, "main", server, tmp_path)
     origin = tmp_path / "origin.git"
     git(tmp_path, "clone", "-q", "--bare", str(ledger_repo), str(origin))
@@ -345,9 +346,13 @@ def test_pull_does_not_carry_archive_timestamps_of_a_diverged_log(
     ok(ledger_repo, "record", "HEAD", "--environment", "ours")
     ok(ledger_repo, "timestamp", "--archive")
     git(ledger_repo, "remote", "add", "origin", str(origin))
-    res = run(ledger_repo, "pull", "origin")
+    before = git(ledger_repo, "rev-parse", "refs/vaultmesh/log")
+    assert_error(run(ledger_repo, "pull", "origin"), "VM-PULL-WOULD-DROP")
+    assert git(ledger_repo, "rev-parse", "refs/vaultmesh/log") == before  # nothing moved
+    res = run(ledger_repo, "pull", "origin", "--drop-archives")
     assert res.returncode == 0, res.stderr
     assert "archive timestamp" in res.stderr
+    assert git(ledger_repo, "rev-parse", f"refs/vaultmesh/keep/{before}") == before  # the old head stays
     rc, report = verify_json(ledger_repo, "--all")
     assert rc == 0, failed(report)
     envs = [e.body.get("environment") for e in entries(ledger_repo) if e.type == "deploy"]

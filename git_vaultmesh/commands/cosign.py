@@ -11,11 +11,11 @@ from typing import Any
 
 from .. import ledger
 from ..config import signing_key
-from ..entry import Entry, canonical, make_entry, now_rfc3339
+from ..entry import Entry, now_rfc3339, sign_body
 from ..errors import VaultMeshError
 from ..git import Repo
-from ..policy import NO_THRESHOLD_TYPES, Policy, claimed_timeline
-from ..signing import SigningKey, sign
+from ..policy import NO_THRESHOLD_TYPES, Policy, PolicySigner, claimed_timeline, may_sign
+from ..signing import SigningKey
 from ..ui import print_json
 
 
@@ -60,16 +60,15 @@ def resolve(repo: Repo, entries: list[Entry], what: str) -> tuple[int, Entry]:
                          "record it first (`git vaultmesh record`), or pass an entry id from `git vaultmesh log`")
 
 
-def _may_cosign(policy: Policy | None, key: SigningKey, typ: str, when: str) -> None:
-    signer = policy.signer(key.fingerprint) if policy is not None else None
-    if signer is not None and signer.may_sign(typ):
-        return
-    who = ", ".join(s.name for s in policy.signers if s.may_sign(typ)) if policy is not None else "-"
-    why = "is not pinned" if signer is None else f"may sign {', '.join(signer.types)}, not {typ}"
-    raise VaultMeshError(
-        "VM-SIGNER-NOT-IN-POLICY", f"your signing key {key.fingerprint} {why} in the policy in force {when}",
-        f"a cosign counts only from a signer pinned for {typ} both when the entry was made and now "
-        f"(signers for {typ} {when}: {who}); a key added later cannot sign the past")
+def _may_cosign(policy: Policy | None, key: SigningKey, typ: str, when: str) -> PolicySigner:
+    def refusal(signer: PolicySigner | None) -> tuple[str, str]:
+        who = ", ".join(s.name for s in policy.signers if s.may_sign(typ)) if policy is not None else "-"
+        why = "is not pinned" if signer is None else f"may sign {', '.join(signer.types)}, not {typ}"
+        return (f"your signing key {key.fingerprint} {why} in the policy in force {when}",
+                f"a cosign counts only from a signer pinned for {typ} both when the entry was made and now "
+                f"(signers for {typ} {when}: {who}); a key added later cannot sign the past")
+
+    return may_sign(policy, key, typ, refusal)
 
 
 def _cosigners(entries: list[Entry], digest: str) -> set[str]:
@@ -94,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                              "co-sign the entry it refers to")
     key = signing_key(repo)
     timeline = claimed_timeline(entries)
-    _may_cosign(timeline.final, key, target.type, "now")
+    signer = _may_cosign(timeline.final, key, target.type, "now")
     _may_cosign(timeline.policies[seq], key, target.type, f"when entry #{seq} was made")
     digest = target.body_digest
     if key.fingerprint in {s["signer"] for s in target.sigs}:
@@ -103,14 +102,12 @@ def run(args: argparse.Namespace) -> int:
     if key.fingerprint in _cosigners(entries, digest):
         raise VaultMeshError("VM-ALREADY-SIGNED", f"your key {key.fingerprint} already co-signed entry #{seq} "
                              f"({target.id[:12]})", "thresholds count distinct signers: another signer must co-sign")
-    signer = timeline.final.signer(key.fingerprint) if timeline.final else None
-    assert signer is not None
     # The message names the cosigner so that two signers co-signing in the same second make two statements
     # (same body digest = same statement, DESIGN §2), not a duplicate.
     message = f"cosign by {signer.name}" + (f": {args.message}" if args.message else "")
     body: dict[str, Any] = {"type": "cosign", "log": head.log_id, "recorded_at": now_rfc3339(),
                             "entry": digest, "message": message}
-    entry = make_entry(body, [{"format": key.format, "signer": key.fingerprint, "sig": sign(key, canonical(body))}])
+    entry = sign_body(body, key)
 
     def not_meanwhile(repo_: Repo, now: ledger.Head) -> list[Entry]:
         if now.commit != head.commit:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import federation, ledger
 from ..config import require_fingerprint, signing_key
-from ..entry import make_entry
+from ..entry import sign_body
 from ..errors import VaultMeshError
 from ..git import Repo
 from ..ui import print_json
@@ -126,7 +126,7 @@ def _merge(repo: Repo, args: argparse.Namespace) -> int:
     merged = federation.merged_view(repo)
     key = signing_key(repo)
     body = federation.merge_body(repo, merged)
-    entry = make_entry(body, [federation._sig(key, body)])
+    entry = sign_body(body, key)
     result = ledger.append(repo, key, [entry])
     data = {"ok": True, "entry": entry.id, "seq": result.first_seq, "merged": body["entries"], "inputs": body["peer"]}
     if args.json:

@@ -7,11 +7,10 @@ import re
 
 from .. import ledger
 from ..config import signing_key
-from ..entry import Entry, canonical, make_entry, new_log_id, now_rfc3339
+from ..entry import Entry, new_log_id, now_rfc3339, sign_body
 from ..errors import VaultMeshError
 from ..git import Repo
 from ..policy import WILDCARD, Policy, PolicySigner
-from ..signing import sign
 from ..ui import print_json
 
 
@@ -35,8 +34,7 @@ def run(args: argparse.Namespace) -> int:
     body = {"type": "policy", "log": new_log_id(), "recorded_at": now_rfc3339(),
             "message": "genesis", **policy.body_fields()}
     Policy.from_body(body)  # the genesis must pass the same checks verify applies
-    entry = make_entry(body, [{"format": key.format, "signer": key.fingerprint,
-                               "sig": sign(key, canonical(body))}])
+    entry = sign_body(body, key)
 
     def only_if_empty(repo_: Repo, head: ledger.Head) -> list[Entry]:
         if head.commit is not None:

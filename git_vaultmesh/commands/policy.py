@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import ledger
 from ..config import Settings, signing_key
-from ..entry import TYPES, Entry, canonical, make_entry, now_rfc3339, parse_line
+from ..entry import TYPES, Entry, add_signature, canonical, now_rfc3339, parse_line, sign_body
 from ..errors import VaultMeshError
 from ..git import Repo
 from ..policy import (
@@ -28,9 +28,10 @@ from ..policy import (
     PolicySigner,
     in_force,
     judge_change,
+    may_sign,
     signing_rule,
 )
-from ..signing import PinnedKey, SigningKey, Verifier, openpgp_public_key, sign, ssh_fingerprint
+from ..signing import PinnedKey, SigningKey, Verifier, openpgp_public_key, ssh_fingerprint
 from ..ui import print_json, report
 
 SHOW_SCHEMA = "vaultmesh-policy/1"
@@ -247,15 +248,13 @@ def _diff(old: Policy, new: Policy) -> list[str]:
 
 
 def _require_policy_signer(policy: Policy, key: SigningKey, what: str) -> PolicySigner:
-    signer = policy.signer(key.fingerprint)
-    if signer is None or not signer.may_sign("policy"):
+    def refusal(signer: PolicySigner | None) -> tuple[str, str]:
         who = ", ".join(s.name for s in policy.signers if s.may_sign("policy"))
-        raise VaultMeshError(
-            "VM-SIGNER-NOT-IN-POLICY",
-            f"your signing key {key.fingerprint} {'is not pinned' if signer is None else 'may not sign policy'} "
-            f"in the policy in force, so it cannot {what}",
-            f"policy changes are signed by: {who}; set vaultmesh.signingKey to one of their keys")
-    return signer
+        return (f"your signing key {key.fingerprint} {'is not pinned' if signer is None else 'may not sign policy'} "
+                f"in the policy in force, so it cannot {what}",
+                f"policy changes are signed by: {who}; set vaultmesh.signingKey to one of their keys")
+
+    return may_sign(policy, key, "policy", refusal)
 
 
 def _change(st: State, args: argparse.Namespace) -> int:
@@ -279,7 +278,7 @@ def _change(st: State, args: argparse.Namespace) -> int:
         raise VaultMeshError("VM-POLICY-INVALID", exc.cause, hint) from None
     key = signing_key(st.repo)
     _require_policy_signer(cur, key, "sign a policy change")
-    entry = make_entry(body, [{"format": key.format, "signer": key.fingerprint, "sig": sign(key, canonical(body))}])
+    entry = sign_body(body, key)
     if args.propose:
         write_proposal(args.propose, entry)
         have = signing_rule(cur, "policy").evaluate(frozenset({key.fingerprint}))
@@ -381,8 +380,7 @@ def _sign(st: State, args: argparse.Namespace) -> int:
         raise VaultMeshError("VM-ALREADY-SIGNED", f"{path} already carries a signature by {key.fingerprint}",
                              "thresholds count distinct signers: another signer must sign it")
     _require_policy_signer(cur, key, "sign a policy change")
-    signed = make_entry(entry.body, [*entry.sigs, {"format": key.format, "signer": key.fingerprint,
-                                                   "sig": sign(key, entry.body_bytes)}])
+    signed = add_signature(entry, key)
     write_proposal(path, signed)
     have = signing_rule(cur, "policy").evaluate(frozenset(s["signer"] for s in signed.sigs))
     return _report(args, {"ok": True, "appended": False, "proposal": path,

@@ -9,10 +9,11 @@ so nothing is re-signed but the checkpoint. Every entry we had is in the result,
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from .. import ledger, merkle
 from ..config import signing_key
-from ..entry import Entry
+from ..entry import Entry, is_refname
 from ..errors import VaultMeshError
 from ..git import RefUpdate, Repo
 from ..ui import print_json
@@ -56,14 +57,16 @@ def fetch_remote_log(repo: Repo, remote: str) -> str:
     return fetched
 
 
-def _verified_remote(repo: Repo, remote: str) -> str:
+def _verified_remote(repo: Repo, remote: str) -> tuple[str, list[str]]:
     """Fetch the remote's log and verify it whole (its own policy, every signature and checkpoint). A refused
     remote leaves nothing behind: the tracking, notes and keep refs the fetch wrote are put back as they were."""
     scope = [f"{ledger.REMOTES_PREFIX}{remote}/", ledger.KEEP_PREFIX]
     before = repo.ref_values(scope)
     try:
         theirs_head = fetch_remote_log(repo, remote)
-        report = verify(repo, Options(all=True, log_ref=_remote_ref(remote), remember=False, subjects=False))
+        # entries pending signatures or tokens are pulled (the cosigner must be able to get them) and reported
+        report = verify(repo, Options(all=True, log_ref=_remote_ref(remote), remember=False, subjects=False,
+                                      allow=frozenset({"pending"})))
         if not report.ok:
             first = next(c for c in report.checks if not c.ok)
             raise VaultMeshError(first.code or "VM-REMOTE-FAILED",
@@ -73,7 +76,7 @@ def _verified_remote(repo: Repo, remote: str) -> str:
     except VaultMeshError:
         _put_back(repo, before, repo.ref_values(scope))
         raise
-    return theirs_head
+    return theirs_head, report.allowed
 
 
 def _put_back(repo: Repo, before: dict[str, str], after: dict[str, str]) -> None:
@@ -99,8 +102,35 @@ def _fast_forward(repo: Repo, remote: str, ours: ledger.Head, theirs_head: str, 
         raise VaultMeshError("VM-RACE-LOST", "the local ledger moved during pull", "run pull again")
 
 
+_SIGNER_CODES = frozenset({"VM-SIG-UNPINNED", "VM-SIG-NOT-AUTHORIZED", "VM-SIG-KEY-REVOKED", "VM-CHECKPOINT-SIG",
+                           "VM-SIGNER-NOT-IN-POLICY"})
+
+
+def _judge_merge(repo: Repo, remote: str, known: int) -> Callable[[str], None]:
+    """The merged log commit, judged by verify before any ref moves: their prefix was verified whole just
+    before (`known`), so only our re-appended entries and the new checkpoint are checked again."""
+
+    def check(commit: str) -> None:
+        report = verify(repo, Options(all=True, log_ref=commit, remember=False, subjects=False,
+                                      allow=frozenset({"pending"}), known_size=known))
+        if report.ok:
+            return
+        first = next(c for c in report.checks if not c.ok)
+        if first.code in _SIGNER_CODES:
+            raise VaultMeshError(
+                "VM-PULL-SIGNER-REMOVED",
+                f"{remote}'s policy no longer lets our key sign what we would re-append: {first.detail}",
+                "nothing was changed locally and our entries are intact; ask a signer of the remote's policy to "
+                "re-add (or co-sign for) our key, then pull again")
+        raise VaultMeshError(first.code or "VM-REMOTE-FAILED",
+                             f"our entries on top of {remote}'s log would not verify: {first.detail}",
+                             "nothing was changed locally; our entries are intact")
+
+    return check
+
+
 def _reappend(repo: Repo, remote: str, ours: ledger.Head, theirs_head: str, theirs_entries: list[Entry],
-              notes_parents: list[str]) -> tuple[list[Entry], int, int]:
+              notes_parents: list[str], drop_archives: bool) -> tuple[list[Entry], int, int]:
     """Diverged: append our entries the remote lacks onto its log; (final entries, added, archives dropped)."""
     assert ours.commit is not None
     theirs = ledger.read_head(repo, _remote_ref(remote))
@@ -109,8 +139,17 @@ def _reappend(repo: Repo, remote: str, ours: ledger.Head, theirs_head: str, thei
     their_releases = {e.subject_ref for e in theirs_entries if e.type == "release"}
     missing: list[Entry] = [e for e in ours_entries if e.body_digest not in have]
     # an archive timestamp covers the checkpoint at a size of OUR log; re-appended at another position it
-    # would stamp a checkpoint that no longer exists and fail verify forever — leave it, re-archive after
+    # would stamp a checkpoint that no longer exists and fail verify forever. It is never silently lost:
+    # without --drop-archives pull stops; with it, our old log head stays reachable under refs/vaultmesh/keep/
     dropped = [e for e in missing if e.type == "timestamp" and "checkpoint" in e.body]
+    if dropped and not drop_archives:
+        raise VaultMeshError(
+            "VM-PULL-WOULD-DROP",
+            f"{len(dropped)} archive timestamp(s) of our log cover checkpoints that the merge replaces "
+            f"(entries {', '.join(e.id[:12] for e in dropped)})",
+            "nothing was changed locally. Run `git vaultmesh pull --drop-archives` to merge anyway (our current "
+            "log head is kept under refs/vaultmesh/keep/, so those entries stay in the repository), then "
+            "`git vaultmesh timestamp --archive` to renew over the merged log")
     missing = [e for e in missing if e not in dropped]
     for e in missing:
         if e.type == "release" and e.subject_ref in their_releases:
@@ -118,28 +157,32 @@ def _reappend(repo: Repo, remote: str, ours: ledger.Head, theirs_head: str, thei
                                  f"both ledgers record a release of {e.subject_ref} (ours: {e.id[:12]})",
                                  "one release per tag: settle which receipt stands, then pull again")
     final_entries = theirs_entries + missing
+    keep = [ours.commit] if dropped else []
     if missing:
         commit = ledger.append_onto(repo, signing_key(repo), theirs, missing, expected_log=ours.commit,
-                                    all_entries=final_entries, notes_parents=notes_parents)
+                                    all_entries=final_entries, notes_parents=notes_parents, keep=keep,
+                                    check=_judge_merge(repo, remote, len(theirs_entries)))
     else:  # nothing of ours left to carry over: adopt theirs as is
         notes = ledger.rebuild_notes(repo, theirs_head, final_entries, notes_parents)
         ok = repo.update_refs([RefUpdate(ledger.REF_LOG, theirs_head, ours.commit),
-                               RefUpdate(ledger.REF_NOTES, notes, ours.notes)])
+                               RefUpdate(ledger.REF_NOTES, notes, ours.notes),
+                               *[RefUpdate(ledger.KEEP_PREFIX + k, k, None) for k in keep]])
         commit = theirs_head if ok else None
     if commit is None:
         raise VaultMeshError("VM-RACE-LOST", "the local ledger moved during pull", "run pull again")
     if dropped:
         from ..ui import warn
 
-        warn(f"{len(dropped)} archive timestamp(s) of our log were not re-appended (they cover "
-             "checkpoints of the log before the merge); run `git vaultmesh timestamp --archive`")
+        warn(f"{len(dropped)} archive timestamp(s) of our log were not re-appended (our old log head "
+             f"{ours.commit[:12]} is kept as {ledger.KEEP_PREFIX}{ours.commit}); run `git vaultmesh timestamp "
+             "--archive`")
     return final_entries, len(missing), len(dropped)
 
 
 def run(args: argparse.Namespace) -> int:
     repo = Repo.discover()
     remote: str = args.remote
-    theirs_head = _verified_remote(repo, remote)
+    theirs_head, pending = _verified_remote(repo, remote)
     ours = ledger.read_head(repo)
     theirs = ledger.read_head(repo, _remote_ref(remote))
     if ours.commit is not None and ours.log_id != theirs.log_id:
@@ -148,9 +191,11 @@ def run(args: argparse.Namespace) -> int:
     added = 0
     notes_parents = [p for p in (repo.ref_oid(_remote_notes(remote)), ours.notes) if p]
     theirs_entries = ledger.read_entries(repo, theirs_head)
-    # the tags their releases name, when we lack them (never overwriting a tag we have: verify judges that)
+    # the tags their releases name, when we lack them: created, never moved (verify judges a tag we have), and
+    # only under refs/tags/ — whatever an entry names, pull writes nothing else outside refs/vaultmesh/
     wanted = sorted({e.subject_ref for e in theirs_entries
-                     if e.type == "release" and e.subject_ref and repo.ref_oid(e.subject_ref) is None})
+                     if e.type == "release" and e.subject_ref and e.subject_ref.startswith("refs/tags/")
+                     and is_refname(e.subject_ref) and repo.ref_oid(e.subject_ref) is None})
     if wanted:
         repo.try_fetch(remote, [f"{r}:{r}" for r in wanted])
     if ours.commit is None or repo.is_ancestor(ours.commit, theirs_head):
@@ -163,19 +208,22 @@ def run(args: argparse.Namespace) -> int:
         final_entries = ledger.read_entries(repo, ours.commit)
     else:
         action = "re-appended"
-        final_entries, added, _ = _reappend(repo, remote, ours, theirs_head, theirs_entries, notes_parents)
+        final_entries, added, _ = _reappend(repo, remote, ours, theirs_head, theirs_entries, notes_parents,
+                                            args.drop_archives)
     # pull is the one sanctioned replacement of the local log: remember the merged checkpoint
     head = ledger.read_head(repo)
     if head.log_id:
         ledger.save_verified(repo, head.log_id, head.size,
                              merkle.root_from_leaf_hashes([merkle.leaf_hash(e.line) for e in final_entries]))
     result = {"ok": True, "remote": remote, "action": action, "remote_head": theirs_head,
-              "head": head.commit, "size": head.size, "reappended": added}
+              "head": head.commit, "size": head.size, "reappended": added, "pending": pending}
     if args.json:
         print_json(result)
     else:
         print(f"pull {remote}: {action}" + (f" ({added} of our entries re-appended)" if added else "")
               + f"; log size {head.size}")
+        for what in pending:
+            print(f"pending (pulled, not yet complete): {what}")
         if action in ("re-appended", "ahead"):
             print(f"next: git push {remote} refs/vaultmesh/log 'refs/vaultmesh/keep/*' refs/notes/vaultmesh")
     return 0

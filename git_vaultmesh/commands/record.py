@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from .. import history, ledger, merkle, timings
 from ..config import Settings, signing_key
-from ..entry import Entry, canonical, check_body, hash_file, make_entry, now_rfc3339, parse_line
+from ..entry import Entry, check_body, hash_file, now_rfc3339, parse_line, sign_body
 from ..errors import VaultMeshError
 from ..git import Repo
-from ..policy import Policy, SigStatus, claimed_judge, replay, signing_rule
+from ..policy import Policy, SigStatus, claimed_judge, may_sign, replay, signing_rule
 from ..recompute import recompute
-from ..signing import SigningKey, sign
+from ..signing import SigningKey
 from ..ui import print_json, warn
 
 if TYPE_CHECKING:
@@ -58,21 +58,6 @@ def current_policy(repo: Repo, head: ledger.Head) -> Policy:
     verify is the authority, and judges the same timeline with every signature checked)."""
     found = ledger.find_entries(repo, head, {"type": "policy"})
     return replay({seq: e for seq, e in found if e.type == "policy"}, claimed_judge).final
-
-
-def require_signer(policy: Policy, key: SigningKey, entry_type: str) -> None:
-    signer = policy.signer(key.fingerprint)
-    if signer is None:
-        raise VaultMeshError(
-            "VM-SIGNER-NOT-IN-POLICY",
-            f"your signing key {key.fingerprint} is not a signer in the ledger's policy",
-            "ask a policy signer to run `git vaultmesh policy add-signer`, or set vaultmesh.signingKey "
-            "to a key that is in `git vaultmesh policy show`",
-        )
-    if not signer.may_sign(entry_type):
-        raise VaultMeshError("VM-SIGNER-NOT-IN-POLICY",
-                             f"signer {signer.name} may sign {', '.join(signer.types)}, not {entry_type}",
-                             "ask the policy signers to extend your types")
 
 
 def find_base(repo: Repo, head: ledger.Head, commit: str) -> history.Base | None:
@@ -144,12 +129,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     policy = current_policy(repo, head)
     key = signing_key(repo)
-    require_signer(policy, key, target.typ)
+    may_sign(policy, key, target.typ)
     body = receipt_body(repo, head, target, args)
     if target.typ == "release":
         add_release_fields(repo, head, target.commit, body, args.require_submodules)
     checked_body(body)
-    entry = make_entry(body, [{"format": key.format, "signer": key.fingerprint, "sig": sign(key, canonical(body))}])
+    entry = sign_body(body, key)
     try:
         parse_line(entry.line, "the new receipt")
     except VaultMeshError as exc:

@@ -21,7 +21,7 @@ from ..config import signing_key
 from ..entry import Entry
 from ..errors import VaultMeshError
 from ..git import Repo
-from ..policy import Policy, claimed_timeline
+from ..policy import Policy, claimed_timeline, may_sign
 from ..rfc3161.fetch import fetch
 from ..rfc3161.timestamping import (
     HINT_PENDING,
@@ -45,11 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _may_stamp(policy: Policy, key: SigningKey) -> None:
-    signer = policy.signer(key.fingerprint)
-    if signer is None or not signer.may_sign("timestamp"):
-        raise VaultMeshError("VM-SIGNER-NOT-IN-POLICY",
-                             f"your key {key.fingerprint} may not sign timestamp entries under the policy in force",
-                             "set vaultmesh.signingKey to a policy signer allowed to sign 'timestamp' entries")
+    may_sign(policy, key, "timestamp", lambda _: (
+        f"your key {key.fingerprint} may not sign timestamp entries under the policy in force",
+        "set vaultmesh.signingKey to a policy signer allowed to sign 'timestamp' entries"))
 
 
 def _append(repo: Repo, key: SigningKey, head: ledger.Head, stamps: list[Entry]) -> ledger.AppendResult:

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import signing_key
-from ..entry import canonical, make_entry, now_rfc3339
+from ..entry import now_rfc3339, sign_body
 from ..errors import VaultMeshError
 from ..git import Repo
-from ..policy import WILDCARD, Policy, PolicyTsa, judge_change, signing_rule
-from ..signing import sign
+from ..policy import WILDCARD, Policy, PolicyTsa, judge_change, may_sign, signing_rule
 from ..ui import print_json, report
 
 
@@ -143,11 +142,8 @@ def _add(args: argparse.Namespace) -> int:
             raise VaultMeshError("VM-USAGE", exc.cause,
                                  f"--require is at most the number of policy TSAs ({len(new.tsas)})") from None
         key = signing_key(repo)
-        signer = cur.signer(key.fingerprint)
-        if signer is None or not signer.may_sign("policy"):
-            raise VaultMeshError("VM-SIGNER-NOT-IN-POLICY", f"your key {key.fingerprint} may not sign policy "
-                                 "changes under the policy in force",
-                                 "ask a policy signer to run `git vaultmesh tsa add`")
+        may_sign(cur, key, "policy", lambda _: (f"your key {key.fingerprint} may not sign policy changes under "
+                                                "the policy in force", "ask a policy signer to run `git vaultmesh tsa add`"))
         need = cur.threshold("policy")
         if need > 1 and not args.propose:
             raise VaultMeshError(
@@ -156,7 +152,7 @@ def _add(args: argparse.Namespace) -> int:
                 f"stage it: git vaultmesh tsa add {name} --url {args.url} --ca-cert {args.ca_cert} --propose "
                 "change.json; then each other signer runs `git vaultmesh policy sign change.json`, and anyone "
                 "`git vaultmesh policy apply change.json`")
-        entry = make_entry(body, [{"format": key.format, "signer": key.fingerprint, "sig": sign(key, canonical(body))}])
+        entry = sign_body(body, key)
         repo.config_set(f"vaultmesh.tsa.{name}.url", args.url)  # operational; harmless if the change is not adopted
         out: dict[str, Any] = {"ok": True, "tsa": name, "url": args.url, "require": require, "summary": summary}
         if info is not None:

@@ -28,10 +28,10 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from .. import merkle
-from ..entry import NO_TOKEN_TYPES, Entry, canonical, make_entry, now_rfc3339, sha256_hex
+from ..entry import NO_TOKEN_TYPES, Entry, now_rfc3339, sha256_hex, sign_body
 from ..errors import VaultMeshError
 from ..ledger import checkpoint_text
-from ..policy import Policy
+from ..policy import Policy, may_sign
 from .fetch import Endpoint, Fetched, fetch, verify_fetched
 
 if TYPE_CHECKING:
@@ -45,6 +45,9 @@ DEFAULT_JOBS = 16  # concurrent TSA requests (vaultmesh.tsaJobs)
 
 SIGN_JOBS = 4  # concurrent gpg/ssh-keygen processes when signing many timestamp entries
 
+# How far an entry's recorded_at may lie after its token's genTime: clocks of the recorder and the TSA disagree
+# a little. Beyond it the entry claims a time at which, by the token, it already existed: impossible.
+CLOCK_ALLOWANCE = timedelta(minutes=10)
 HINT_PENDING = "run `git vaultmesh timestamp --pending` once the TSA is reachable"
 HINT_UNKNOWN = ("tokens count only from TSAs named in the policy in force where they were appended; "
                 "add the TSA with `git vaultmesh tsa add` (a signed policy change)")
@@ -95,18 +98,12 @@ def timestamp_body(log_id: str, tokens: Sequence[tuple[str, bytes]], *, entry: s
 
 def sign_bodies(key: SigningKey, bodies: Sequence[dict[str, Any]], jobs: int = SIGN_JOBS) -> list[Entry]:
     """Entries for bodies signed by key; several gpg/ssh-keygen processes at once for large batches."""
-    from ..signing import sign
-
-    def one(body: dict[str, Any]) -> Entry:
-        return make_entry(body, [{"format": key.format, "signer": key.fingerprint,
-                                  "sig": sign(key, canonical(body))}])
-
     if len(bodies) <= 1:
-        return [one(b) for b in bodies]
+        return [sign_body(b, key) for b in bodies]
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(bodies)))) as pool:
-        return list(pool.map(one, bodies))
+        return list(pool.map(lambda b: sign_body(b, key), bodies))
 
 
 # --- judging tokens ---------------------------------------------------------------------------------------
@@ -136,6 +133,7 @@ class Pending:
     need: int
     have: tuple[str, ...]  # TSAs with a valid token
     missing: tuple[str, ...]  # TSAs of the entry's policy without one
+    same_authority: tuple[str, ...] = ()  # valid tokens not counted: their key already counted for another TSA
 
 
 class TokenBook:
@@ -244,6 +242,12 @@ class TokenBook:
                        f"but that certificate expired at {iso(info.signer_not_after)}, before the verification "
                        f"time {iso(self.now)}; no archive timestamp whose checkpoint includes entry #{st.seq} "
                        f"was made (with a valid token) before {iso(info.signer_not_after)}", HINT_EXPIRED, info)
+        claimed = _recorded_at(self.entries[target]) if target is not None else None
+        if claimed is not None and claimed - info.gen_time > CLOCK_ALLOWANCE:
+            return bad("VM-TSA-BEFORE-ENTRY",
+                       f"entry #{target} says it was recorded at {iso(claimed)}, but the token proves it existed "
+                       f"at genTime {iso(info.gen_time)}, {claimed - info.gen_time} earlier (the clock allowance is "
+                       f"{CLOCK_ALLOWANCE})", None, info)
         return Verdict(st.seq, i, name, target, st.checkpoint, None,
                        f"{where}: genTime {iso(info.gen_time)}", None, info)
 
@@ -283,26 +287,50 @@ class TokenBook:
         return policy.tokens(e.type)
 
     def valid(self, seq: int) -> dict[str, Verdict]:
-        """TSA name -> a valid token on entry `seq` (distinct TSAs are what a requirement counts)."""
+        """TSA name -> a valid token on entry `seq`, one per distinct authority: what a k-of-n requirement
+        counts. Policy TSAs whose tokens are signed by one key (the same signer SPKI) are one authority, so a
+        second token from that key counts for nothing, whatever TSA name it is filed under."""
+        return self._counted(seq)[0]
+
+    def _counted(self, seq: int) -> tuple[dict[str, Verdict], dict[str, str]]:
         out: dict[str, Verdict] = {}
+        same: dict[str, str] = {}  # TSA name -> the counted TSA whose signing key it shares
+        by_key: dict[str, str] = {}
         for ts in self.of_target.get(seq, []):
             if not self._usable(ts):
                 continue
             for v in self.verdicts(ts):
-                if v.ok:
-                    out.setdefault(v.tsa, v)
-        return out
+                if not v.ok or v.tsa in out or v.info is None:
+                    continue
+                first = by_key.get(v.info.spki_pin)
+                if first is not None and first != v.tsa:
+                    same.setdefault(v.tsa, first)
+                    continue
+                by_key[v.info.spki_pin] = v.tsa
+                out[v.tsa] = v
+        return out, same
 
     def pending(self, seq: int) -> Pending | None:
         need = self.required(seq)
         if need == 0:
             return None
-        have = self.valid(seq)
+        have, same = self._counted(seq)
         if len(have) >= need:
             return None
         policy = self.policies[seq]
         assert policy is not None
-        return Pending(seq, need, tuple(sorted(have)), tuple(t.name for t in policy.tsas if t.name not in have))
+        return Pending(seq, need, tuple(sorted(have)), tuple(t.name for t in policy.tsas if t.name not in have),
+                       tuple(f"{a} (same signing key as {b})" for a, b in sorted(same.items())))
+
+
+def _recorded_at(entry: Entry | None) -> datetime | None:
+    raw = entry.body.get("recorded_at") if entry is not None else None
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.strptime(raw, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None  # the entry's shape is the statement rules' to judge
 
 
 def verification_now() -> datetime:
@@ -444,14 +472,16 @@ def stamp_entries(repo: Repo, key: SigningKey, policy: Policy, targets: Sequence
     from ..config import Settings
 
     log_id = str(targets[0].body["log"])
-    signer = policy.signer(key.fingerprint)
     settings = _take_warm(repo) or Settings(repo)
     timeout, jobs = settings_for(repo, settings)
     eps, no_url = endpoints(repo, policy, settings)
     for name in no_url:
         out.problems.append(f"TSA {name}: no URL configured (git config vaultmesh.tsa.{name}.url URL)")
-    if signer is None or not signer.may_sign("timestamp"):
-        out.problems.append(f"your key {key.fingerprint} may not sign timestamp entries under the policy")
+    try:
+        may_sign(policy, key, "timestamp", lambda _: (f"your key {key.fingerprint} may not sign timestamp entries "
+                                                      "under the policy", ""))
+    except VaultMeshError as exc:  # the targets are still appended, pending: never raise because of a TSA
+        out.problems.append(exc.cause)
         eps = []
     # Fetched now, verified in a thread while the caller signs and builds the append (confirm() waits for
     # it before the refs move): the verifier's imports (cryptography, ~25 ms) and checks are off the path.

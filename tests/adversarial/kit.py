@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
@@ -21,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from git_vaultmesh import ledger, merkle
-from git_vaultmesh.entry import canonical, entry_path, parse_line
+from git_vaultmesh.entry import Entry, canonical, entry_path, parse_line
 from git_vaultmesh.errors import CODES, VaultMeshError
 
-from conftest import GIT_ENV, GpgKey
+from conftest import GIT_ENV, GpgKey, vm
 
 REF_LOG = "refs/vaultmesh/log"
 REF_NOTES = "refs/notes/vaultmesh"
@@ -72,6 +73,19 @@ def leaf_data(blob: bytes) -> bytes:
         return blob
 
 
+def parsed_or_none(blob: bytes) -> Entry | None:
+    """The entry as the verifier's tolerant view parses it; None where it cannot."""
+    try:
+        return parse_line(ledger.split_blob(blob, "entry"))
+    except VaultMeshError:
+        return None
+
+
+def policy_line(blobs: Sequence[bytes]) -> tuple[int, bytes]:
+    """The checkpoint's policy commitment over these entry blobs, computed as the tool computes it."""
+    return ledger.policy_commitment([leaf_data(b) for b in blobs], [parsed_or_none(b) for b in blobs])
+
+
 @dataclass
 class Tamper:
     """Plumbing-level writes to one repository copy."""
@@ -79,6 +93,9 @@ class Tamper:
     repo: Path
     env: dict[str, str]
     log_id: str
+    # checkpoints written by this toolkit carry the `policy <n> <root>` line, as the current version writes them
+    # (off: the line-less form of older versions, which verify still reads but `prove` refuses to bundle)
+    commit_policies: bool = False
 
     # --- reading ------------------------------------------------------------------------------------
     def git(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None) -> str:
@@ -167,7 +184,8 @@ class Tamper:
 
     def checkpoint(self, blobs: Sequence[bytes], log_id: str | None = None) -> bytes:
         root = merkle.root_from_leaf_hashes([merkle.leaf_hash(leaf_data(b)) for b in blobs])
-        return ledger.checkpoint_text(log_id or self.log_id, len(blobs), root)
+        policies = policy_line(blobs) if self.commit_policies else None
+        return ledger.checkpoint_text(log_id or self.log_id, len(blobs), root, policies)
 
     def checkpoint_files(self, cp: bytes, key: GpgKey | None, old_sig: str | None = None) -> dict[str, str]:
         """checkpoint + checkpoint.sig blobs: signed by `key`, or (key None) the given old signature blob."""
@@ -242,6 +260,44 @@ class Tamper:
         blobs = self.blobs()
         blobs[seq] = blob
         return self.rewrite(blobs, key, sizes=self.sizes())
+
+
+class Disagreement(Exception):
+    """check-proof (or prove) and verify disagree: the one failure a strict xfail may stand for."""
+
+
+def agree(ok: bool, what: str) -> None:
+    if not ok:
+        raise Disagreement(what)
+
+
+# --- proof bundles, through the CLI ---------------------------------------------------------------------
+_ERROR_LINE = re.compile(r"^error: (VM-[A-Z0-9-]+): ", re.M)
+
+
+def prove(repo: Path, env: dict[str, str], tag: str, out: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """`prove TAG --in TAG`: (the bundle, None), or (None, the code it refused with)."""
+    res = vm(repo, "prove", tag, "--in", tag, "-o", str(out), env=env)
+    assert "Traceback" not in res.stderr, res.stderr
+    if res.returncode == 0:
+        return json.loads(out.read_text(encoding="utf-8")), None
+    found = _ERROR_LINE.search(res.stderr)
+    assert res.returncode == 1 and found, f"prove {tag}: exit {res.returncode} without a coded error:\n{res.stderr}"
+    return None, found.group(1)
+
+
+def check_proof(bundle: dict[str, Any], path: Path, trust_root: str,
+                env: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """`check-proof --json` run from the bundle's directory (no repository): exit code and report (minus facts)."""
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    res = vm(path.parent, "check-proof", "--trust-root", trust_root, str(path), "--json", env=env)
+    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout, res.stderr
+    try:
+        report: dict[str, Any] = json.loads(res.stdout)
+    except ValueError:
+        raise AssertionError(f"check-proof printed no JSON (exit {res.returncode}):\n{res.stdout}\n{res.stderr}") from None
+    assert isinstance(report.pop("facts", None), list), report
+    return res.returncode, report
 
 
 # --- the table -----------------------------------------------------------------------------------------
