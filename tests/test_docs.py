@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -141,9 +142,22 @@ def run_page(page: str, blocks: list[Block], cwd: Path, env: dict[str, str]) -> 
     token = "@@doc-" + secrets.token_hex(4)
     path = cwd.parent / "doc-script.sh"
     path.write_text(script(blocks, token))
-    res = subprocess.run(["bash", str(path)], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, timeout=300)
-    chunks = re.split(rf"\n?{re.escape(token)} ", "\n" + res.stdout)
+    out_path = cwd.parent / "doc-script.out"
+    # output to a file, not a pipe: a server a page starts in the background must not hold the run open; the
+    # shell gets its own process group, and whatever it leaves running is stopped with it
+    with out_path.open("wb") as out:
+        proc = subprocess.Popen(["bash", str(path)], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            returncode = proc.wait(timeout=300)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    stdout = out_path.read_text(errors="replace")
+    chunks = re.split(rf"\n?{re.escape(token)} ", "\n" + stdout)
     outputs: dict[str, str] = {}
     codes: dict[str, int] = {}
     last, done = "start", False
@@ -157,10 +171,10 @@ def run_page(page: str, blocks: list[Block], cwd: Path, env: dict[str, str]) -> 
         if kind in ("BLOCK", "CMD"):
             last = f"{kind} {ident}"
         outputs[last] = outputs.get(last, "") + rest
-    if res.returncode != 0 or not done:
+    if returncode != 0 or not done:
         block = blocks[int(last.split()[1].split(".")[0])] if last != "start" else None
         where = f"{page}:{block.line}" if block else page
-        pytest.fail(f"{where}: a ```sh block failed (exit {res.returncode}):\n{block.text if block else ''}\n"
+        pytest.fail(f"{where}: a ```sh block failed (exit {returncode}):\n{block.text if block else ''}\n"
                     f"--- output ---\n{outputs.get(last, '')[-3000:]}", pytrace=False)
     failures = []
     for b, block in enumerate(blocks):
