@@ -300,13 +300,13 @@ def verify_breakdown(work: Path, env: dict[str, str]) -> None:
 
         stream = repo.stream_commits(c1)
         parsed = history.parse_batch(stream)
-        leaves = history.ordered_leaves(parsed)
+        leaves = parsed.leaf_list(history.order(parsed))
         h1 = history.compute(repo, c1, None)
         base = history.Base("bench", c1, h1.size, h1.root, h1.frontier)
         phases = [
             ("stream_commits r1 (rev-list | cat-file)", best(lambda: repo.stream_commits(c1))),
             ("parse_batch r1 (parse + leaf sha256)", best(lambda: history.parse_batch(stream))),
-            ("ordered_leaves r1 (Kahn, min-heap)", best(lambda: history.ordered_leaves(parsed))),
+            ("order r1 (Kahn, min-heap)", best(lambda: history.order(parsed))),
             ("CompactRange.extend r1", best(lambda: merkle.CompactRange.from_leaf_hashes(leaves))),
             ("history.compute r1 (all of the above)", best(lambda: history.compute(repo, c1, None))),
             ("history.compute r2 over r1's frontier", best(lambda: history.compute(repo, c2, base))),

@@ -9,11 +9,14 @@ Shape (the defaults are those of a real 70k-commit history measured by hand):
   quarter of all commits are merges; some merges take 3-5 branches at once (octopus); a few commits go
   straight to main;
 * tree: >= 4,400 files, >= 42 MB, blob sizes log-normal (median ~3 KB, a long tail up to 2 MB), text-like
-  (so packs compress as source code does), directories up to 9 levels deep, some executables and symlinks,
-  a `.gitmodules` and one gitlink to a separate small repository (`sub.git`), moved forward now and then;
-* commits change 1-3 files of a "hot" set, with log-normal message sizes (a subject and a body of a few
-  hundred bytes, merges a shortlog), increasing dates;
-* annotated tags `vMAJOR.MINOR` every ~700 commits, on the main line.
+  (so packs compress as source code does) except ~3 % binary files (images, firmware: incompressible bytes),
+  directories up to 9 levels deep, some executables and symlinks, a `.gitmodules` and one gitlink to a
+  separate small repository (`sub.git`), moved forward now and then;
+* commits change 1-3 files of a "hot" set (now and then a binary file too), with log-normal message sizes (a
+  subject and a body of a few hundred bytes, merges a shortlog), increasing dates;
+* annotated tags `vMAJOR.MINOR` every ~700 commits, on the main line, each carrying an armored signature
+  block of an ed25519 signature's size. It is not a verifiable signature (a real one would make the tag ids
+  differ from machine to machine); nothing git-vaultmesh does reads tag signatures, so only the size matters.
 
 Everything comes from one seeded PRNG, so every machine builds the same commit ids. The result is cached under
 `/tmp/vm-bench-cache/real-<hash of the parameters>/` (`repo.git` bare, `sub.git`, `meta.json` with the
@@ -25,6 +28,7 @@ with or without the submodule's repository present.
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import math
@@ -39,7 +43,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-GENERATOR_VERSION = 1  # bump when the generated repository changes, so stale caches are not reused
+GENERATOR_VERSION = 2  # bump when the generated repository changes, so stale caches are not reused
 CACHE = Path("/tmp/vm-bench-cache")
 EPOCH = 1_400_000_000
 SUB_PATH = b"third_party/libfoo"
@@ -215,6 +219,14 @@ _WORDS = ["fix", "add", "remove", "driver", "buffer", "lock", "race", "memory", 
           "the", "a", "of", "in", "for", "on", "with", "to", "and", "is", "not", "that", "this", "after"]
 
 
+def _signature_block(rng: random.Random) -> bytes:
+    """An armored block the size of a gpg ed25519 tag signature (119 bytes of packet, base64)."""
+    packet = base64.b64encode(rng.randbytes(119)).decode()
+    lines = [packet[i:i + 64] for i in range(0, len(packet), 64)]
+    return ("-----BEGIN PGP SIGNATURE-----\n\n" + "\n".join(lines) + "\n=" + packet[:4]
+            + "\n-----END PGP SIGNATURE-----\n").encode()
+
+
 def superproject_stream(p: Params, rng: random.Random, content: Content, sub_commits: list[str],
                         meta: dict[str, object]) -> Iterator[bytes]:
     paths = directory_paths(rng, p.files - 3)  # + .gitmodules, the gitlink, README
@@ -222,11 +234,16 @@ def superproject_stream(p: Params, rng: random.Random, content: Content, sub_com
     hot = rng.sample(range(len(paths)), min(p.hot_files, len(paths)))
     hot = [i for i in hot if sizes[i] < 64_000] or hot  # commits mostly touch ordinary source files
     yield b"feature done\n"
+    hot_set = set(hot)
+    binary = {i for i in range(len(paths)) if i not in hot_set and rng.random() < 0.03}
+    changing_binary = [i for i in sorted(binary) if sizes[i] < 200_000]
     first: list[bytes] = []
     for i, (path, size) in enumerate(zip(paths, sizes)):
         r = rng.random()
         if r < 0.01 and i > 0:
             first.append(b"M 120000 inline " + path + b"\ndata %d\n" % len(paths[i - 1]) + paths[i - 1] + b"\n")
+        elif i in binary:
+            first.append(_inline(b"100644", path, rng.randbytes(size)))
         else:
             first.append(_inline(b"100755" if r < 0.04 else b"100644", path, content.blob(size, path)))
     gitmodules = b'[submodule "libfoo"]\n\tpath = %s\n\turl = https://example.org/libfoo.git\n' % SUB_PATH
@@ -245,6 +262,9 @@ def superproject_stream(p: Params, rng: random.Random, content: Content, sub_com
         for i in rng.sample(hot, rng.choice((1, 1, 1, 2, 2, 3))):
             size = max(64, int(sizes[i] * rng.uniform(0.9, 1.1)))
             out.append(_inline(b"100644", paths[i], content.blob(min(size, 64_000), b"%d %s" % (n, paths[i]))))
+        if changing_binary and rng.random() < 0.005:  # a new icon, a firmware update
+            i = rng.choice(changing_binary)
+            out.append(_inline(b"100644", paths[i], rng.randbytes(max(64, int(sizes[i] * rng.uniform(0.8, 1.2))))))
         if n % 5000 == 0 and sub_at + 1 < len(sub_commits):
             sub_at += 1
             out.append(b"M 160000 " + sub_commits[sub_at].encode() + b" " + SUB_PATH + b"\n")
@@ -284,7 +304,7 @@ def superproject_stream(p: Params, rng: random.Random, content: Content, sub_com
             octopus += len(tips) > 1
         if made >= next_tag:
             name = f"v{len(tags) // 100 + 1}.{len(tags) % 100}"
-            msg = f"Release {name}\n".encode()
+            msg = f"Release {name}\n".encode() + _signature_block(rng)
             yield (b"tag " + name.encode() + b"\nfrom :%d\n" % main[-1]
                    + b"tagger Bench Tagger <tagger@example.org> %d +0000\n" % (EPOCH + made * 600)
                    + b"data %d\n" % len(msg) + msg)

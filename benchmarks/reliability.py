@@ -760,12 +760,53 @@ def fuzz_targets(ctx: FuzzContext) -> list[FuzzTarget]:
                    | st.tuples(st.just(ctx.checkpoint), byte_ops).map(lambda t: mutate(t[0], t[1])), checkpoint),
         FuzzTarget(".vaultmesh.toml (config)", st.tuples(_toml_docs(), st.integers(0, 99)), config),
     ]
-    import importlib.util
-
-    if importlib.util.find_spec("git_vaultmesh.commands.import_v4") is None:
-        targets.append(FuzzTarget("v4.1 importer", st.nothing(), lambda _x: "n/a",
-                                  skipped="git_vaultmesh/commands/import_v4.py does not exist yet"))
+    targets.append(_importer_target(st, byte_ops))
     return targets
+
+
+V4_FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "vectors" / "v4" / "ops" / "receipts"
+
+
+def _importer_target(st: Any, byte_ops: Any) -> FuzzTarget:
+    """import_v4.parse on mutated real v4.1 receipts (front matter, JSON, ADR): a parsed receipt or
+    VM-IMPORT-MALFORMED; what it accepts must become an entry body (JCS-representable, integers only)."""
+    from git_vaultmesh.commands import import_v4
+    from git_vaultmesh.entry import check_body
+
+    seeds = sorted((p.relative_to(V4_FIXTURES.parent.parent).as_posix(), p.read_bytes())
+                   for p in V4_FIXTURES.rglob("*") if p.is_file())
+
+    def check(case: tuple[tuple[str, bytes], list[tuple[int, int, int]]]) -> str:
+        (rel, data), ops = case
+        mutant = mutate(data, ops)
+        outcome, res = expect_clean(lambda: import_v4.parse(rel, mutant), lambda c: c == "VM-IMPORT-MALFORMED",
+                                    "import_v4.parse")
+        if outcome != "ok":
+            return str(res)
+
+        def body_ok() -> None:
+            body = {"type": "import", "log": "0" * 32, "recorded_at": "2025-10-01T00:00:00Z",
+                    "original": {"fields": res.fields, "sha256": "0" * 64}}
+            check_body(body)
+            canonical(body)
+            if any(isinstance(v, float) for v in _leaves(res.fields)):
+                raise Unclean(f"a float was kept from {mutant!r}")
+
+        expect_clean(body_ok, lambda _c: False, "import body")
+        return f"parsed ({res.shape})"
+
+    return FuzzTarget("v4.1 importer", st.tuples(st.sampled_from(seeds), byte_ops), check)
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
 
 
 @dataclass

@@ -370,6 +370,22 @@ def _hook_verbs(add: Add) -> None:
                    help="pre-commit: also judge Integrity and Proof-chain (the pre-commit framework hook)")
 
 
+def _import_verbs(add: Add) -> None:
+    """Migration from the old VaultMesh v4.1 tool (docs/migrating-from-v4.md)."""
+    p = add("import-v4", "import an old VaultMesh v4.1 receipt tree as signed `import` entries (claims unverified)",
+            "Read ops/receipts/** of a VaultMesh v4.1 tree (YAML front-matter and JSON .receipt/.json files, ADR\n"
+            "Markdown under adr/, neighbouring .asc/.tsr files) and append one `import` entry per receipt, signed\n"
+            "by your key in one batch. Each keeps the original bytes and their SHA-256, and lists what this\n"
+            "import checked (verified) and what it could not (unverified: missing, empty or HTML tokens, unchecked\n"
+            "signatures, malformed dates, unknown keys). The old tool's claims never become verdicts.\n"
+            "Importing the same tree again appends nothing. A malformed receipt stops the import before\n"
+            "anything is appended (VM-IMPORT-MALFORMED). See docs/migrating-from-v4.md.")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="the old tree's root (holding ops/receipts), or a directory or file inside ops/receipts")
+    p.add_argument("--dry-run", action="store_true", help="parse and report; append nothing (no signing key needed)")
+    _json(p)
+
+
 # One function per group of verbs; a new verb goes in its group's function, or a new group here.
 VERB_GROUPS: tuple[Callable[[Add], None], ...] = (
     _ledger_verbs,
@@ -381,6 +397,7 @@ VERB_GROUPS: tuple[Callable[[Add], None], ...] = (
     _federation_verbs,
     _hook_verbs,
     _interop_verbs,
+    _import_verbs,
 )
 
 
@@ -406,6 +423,7 @@ COMMANDS: dict[str, str] = {
     "tsa": "tsa", "timestamp": "timestamp", "federate": "federate", "export": "export",
     "covenant": "covenant", "install": "install", "hook": "hook",
     "config": "config", "completion": "completion", "help": "help",
+    "import-v4": "import_v4",
 }
 
 

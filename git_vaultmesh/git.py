@@ -637,6 +637,19 @@ class Repo:
         out = self.run("for-each-ref", "--format=%(refname) %(objectname)", *refs).decode()
         return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
+    def tag_name(self, oid: str) -> str | None:
+        """The name an annotated tag object carries in its own header (`tag v1.0`), None for a non-tag."""
+        try:
+            kind, body = self.read_object(oid)
+        except KeyError:
+            return None
+        if kind != "tag":
+            return None
+        for line in body.split(b"\n\n", 1)[0].split(b"\n"):
+            if line.startswith(b"tag "):
+                return line[4:].decode("utf-8", errors="replace")
+        return None
+
     # --- making a repository (demo) -------------------------------------------------------------------
     @classmethod
     def init_at(cls, path: Path, branch: str = "main") -> Repo:

@@ -377,16 +377,13 @@ def vsa_statement(repo: Repo, report: Report, entries: Sequence[Entry], target: 
 
 def select(repo: Repo, entries: Sequence[Entry], rev: str) -> tuple[Target, list[tuple[int, Entry]]]:
     """The receipts (release, deploy, …) whose subject is `rev`'s ref or commit, in log order."""
-    ref = repo.full_ref(rev) or (f"refs/tags/{rev}" if repo.ref_oid(f"refs/tags/{rev}") else rev)
-    commit = repo.rev_parse(rev, "commit")
+    from .verification.subjects import naming_receipts, resolve_subject
+
+    ref, commit = resolve_subject(repo, rev)
     tag = repo.ref_oid(ref) if ref.startswith("refs/tags/") else None
     if tag is not None and repo.rev_parse(tag) == commit:
         tag = None  # a lightweight tag names the commit itself
-    refs = {ref, f"refs/tags/{rev}"}
-    # as verify judges it: a release vouches only for the tag it names; a deploy names a commit
-    found = [(i, e) for i, e in enumerate(entries)
-             if e.type not in ("timestamp", "cosign", "policy")
-             and (e.subject_ref in refs or (e.type != "release" and commit is not None and e.subject_commit == commit))]
+    found = [(i, entries[i]) for i in sorted(naming_receipts(entries, ref, commit))]
     if ref.startswith("refs/tags/") and not any(e.type == "release" for _, e in found):
         found = []  # a tag is a release claim: deploys of its commit alone do not vouch for it
     return Target(ref, found, commit, tag), found

@@ -140,6 +140,12 @@ class Policy:
             eligible = sum(1 for s in signers if s.may_sign(typ) or typ == WILDCARD)
             if k > eligible:
                 raise bad(f"threshold {k} for {typ!r} exceeds the {eligible} signer(s) who may sign it")
+        # a policy no one may change locks the log for good: every later change would be unauthorised
+        k_policy = thresholds.get("policy", thresholds.get(WILDCARD, 1))
+        may_change = sum(1 for s in signers if s.may_sign("policy"))
+        if k_policy > may_change:
+            raise bad(f"only {may_change} signer(s) may sign policy changes, fewer than the policy threshold "
+                      f"{k_policy}: no later change could ever be adopted")
         tsas: list[PolicyTsa] = []
         for t in body.get("tsas", []) or []:
             if not isinstance(t, dict) or not {"name", "ca_cert"} <= set(t) <= {"name", "ca_cert", "spki_pin"}:
@@ -251,8 +257,12 @@ class SignatureCheck:
     problems: tuple[tuple[str, str], ...]  # (code, detail); any problem rejects the entry, as verify does
 
 
-def check_signatures(policy: Policy, auth_type: str, entry: Entry, verifier: Verifier) -> SignatureCheck:
-    """Verify every signature of `entry` against the keys `policy` pins for `auth_type`, at the entry's time.
+def check_signatures(policy: Policy, auth_type: str, entry: Entry, verifier: Verifier,
+                     not_before: datetime | None = None) -> SignatureCheck:
+    """Verify every signature of `entry` against the keys `policy` pins for `auth_type`, at the entry's time —
+    or at `not_before` when that is later (the latest time an earlier entry of the log claims): an entry cannot
+    have been appended before the entries ahead of it, so backdating its own time does not let a key that has
+    since expired (or been revoked) sign it.
 
     The one per-signature rule: verify, check-proof, `policy` and `cosign` all reach it through a Timeline."""
     if not entry.sigs:
@@ -260,6 +270,8 @@ def check_signatures(policy: Policy, auth_type: str, entry: Entry, verifier: Ver
     good: set[str] = set()
     problems: list[tuple[str, str]] = []
     at = _entry_time(entry.body)
+    if not_before is not None and (at is None or not_before > at):
+        at = not_before
     for s in entry.sigs:
         res = verifier.verify(s["format"], s["sig"], signed_message(s, entry), at=at)
         claimed = s["signer"]
@@ -282,19 +294,20 @@ def check_signatures(policy: Policy, auth_type: str, entry: Entry, verifier: Ver
 class Judge(Protocol):
     """How a reading of the timeline judges an entry's signatures under a policy, for an entry type."""
 
-    def __call__(self, policy: Policy, auth_type: str, entry: Entry) -> SignatureCheck: ...
+    def __call__(self, policy: Policy, auth_type: str, entry: Entry,
+                 not_before: datetime | None = None) -> SignatureCheck: ...
 
 
 def verified_judge(verifier: Verifier) -> Judge:
     """The verified reading: every signature checked by gpgv / ssh-keygen against pinned keys."""
 
-    def judge(policy: Policy, auth_type: str, entry: Entry) -> SignatureCheck:
-        return check_signatures(policy, auth_type, entry, verifier)
+    def judge(policy: Policy, auth_type: str, entry: Entry, not_before: datetime | None = None) -> SignatureCheck:
+        return check_signatures(policy, auth_type, entry, verifier, not_before)
 
     return judge
 
 
-def claimed_judge(policy: Policy, auth_type: str, entry: Entry) -> SignatureCheck:
+def claimed_judge(policy: Policy, auth_type: str, entry: Entry, not_before: datetime | None = None) -> SignatureCheck:
     """The claimed reading: each signature's `signer` claim taken at its word (no gpg at all), for the
     cheap read paths (`log`, `cosign`, `record`); verify is the authority."""
     good = {s["signer"] for s in entry.sigs if (p := policy.signer(s["signer"])) is not None
@@ -422,10 +435,15 @@ def replay(carried: Mapping[int, Entry], judge: Judge, known_size: int = 0) -> T
                                                                 g.sigs.problems else set()})
     digests: dict[str, int] = {genesis.body_digest: 0}
     releases: dict[str, int] = {}
+    latest = _entry_time(genesis.body)  # the latest time an entry before this one claims
     for seq in sorted(carried):
         if seq == 0:
             continue
         e = carried[seq]
+        not_before = latest
+        own = _entry_time(e.body)
+        if own is not None and (latest is None or own > latest):
+            latest = own
         j = tl.judged[seq] = Judged(seq, e)
         j.refused = _statement_rule(seq, e, log_id, digests, releases)
         if j.refused is not None:
@@ -435,7 +453,7 @@ def replay(carried: Mapping[int, Entry], judge: Judge, known_size: int = 0) -> T
             j.target = digests.get(str(e.body.get("entry")))
             target = tl.judged.get(j.target) if j.target is not None else None
             auth_type = target.entry.type if target is not None else e.type
-        j.sigs = (claimed_judge if seq < known_size and e.type != "policy" else judge)(policy, auth_type, e)
+        j.sigs = (claimed_judge if seq < known_size and e.type != "policy" else judge)(policy, auth_type, e, not_before)
         if e.type == "policy":
             j.change = adoption(policy, e, j.sigs)
             if j.change.ok:

@@ -1,13 +1,19 @@
-"""A release's history tree and tree digest, computed at the same time: what record writes and verify checks.
+"""Releases' history trees and tree digests, computed at the same time: what record writes and verify checks.
 
 Why together: the two are independent (one reads every commit, the other every object of one tree), each is
-mostly git decompressing objects in its own processes, and machines have two cores or more. The tree digest
-runs in a thread (hashlib and pipe reads release the GIL) while the history is parsed in the caller's.
+mostly git decompressing objects in its own processes, and machines have two cores or more. The parts run on
+two workers (the caller's thread and one more; hashlib and pipe reads release the GIL), each taking the next
+part not yet started: a verify of a release over a chain of base releases reads the long base history on
+one while the other digests the release's tree and reads the short increments.
+
+Why one pass: each history extends its base from the compact range the base's receipt records, so the parts
+of a chain need no result of each other, and every commit of the chain is read once.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -53,44 +59,98 @@ def _value(got: _T | VaultMeshError | None, what: str) -> _T:
     return got
 
 
+@dataclass(frozen=True)
+class Job:
+    """What to recompute for one release commit (a full commit id): its history over `base` (history.compute)
+    when `history`, its Git-EVTag-v0-SHA512 (evtag.tree_digest with the two submodule options) when `digest`.
+
+    `commits` is how many commits the history adds over its base, when known (a receipt records it): the
+    longest part starts first, so the two workers finish together."""
+
+    commit: str
+    base: Base | None = None
+    history: bool = True
+    digest: bool = True
+    require_submodules: bool = False
+    include_submodules: bool = True
+    commits: int | None = None
+
+
 def recompute(
     repo: Repo, commit: str, base: Base | None, *, want_history: bool = True, want_digest: bool = True,
     require_submodules: bool = False, include_submodules: bool = True,
 ) -> Recomputed:
-    """The history of `commit` over `base` (history.compute) and its Git-EVTag-v0-SHA512 (evtag.tree_digest,
-    with the same two submodule options), concurrently when both are wanted.
+    """The history of `commit` over `base` and its tree digest, concurrently when both are wanted."""
+    return recompute_all(repo, [Job(commit, base, want_history, want_digest, require_submodules,
+                                    include_submodules)])[0]
 
-    `commit` is a full commit id. Only VaultMeshError is caught per part; anything else propagates."""
-    digest: list[TreeDigest | VaultMeshError] = []
-    crashed: list[BaseException] = []  # a bug in the thread is re-raised here, not turned into "no digest"
 
-    def run_digest() -> None:
-        # its own Repo: the caller's long-lived cat-file must not be shared between threads
-        with Repo(repo.git_dir, repo.work_tree) as own:
+def recompute_all(repo: Repo, jobs: Sequence[Job]) -> list[Recomputed]:
+    """Every part of every job, at most two at a time; one Recomputed per job, in order.
+
+    Only VaultMeshError is caught per part; anything else (a bug) propagates to the caller."""
+    histories: dict[int, History | VaultMeshError] = {}
+    digests: dict[int, TreeDigest | VaultMeshError] = {}
+    parts: list[tuple[int, Callable[[Repo], None]]] = []  # (rough cost, the part run with a Repo)
+
+    def history_part(k: int, job: Job) -> Callable[[Repo], None]:
+        def run(own: Repo) -> None:
             try:
-                digest.append(tree_digest(own, commit, require_submodules=require_submodules,
-                                          include_submodules=include_submodules))
+                histories[k] = compute(own, job.commit, job.base)
             except VaultMeshError as exc:
-                digest.append(exc)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+                histories[k] = exc
+        return run
+
+    def digest_part(k: int, job: Job) -> Callable[[Repo], None]:
+        def run(own: Repo) -> None:
+            try:
+                digests[k] = tree_digest(own, job.commit, require_submodules=job.require_submodules,
+                                         include_submodules=job.include_submodules)
+            except VaultMeshError as exc:
+                digests[k] = exc
+        return run
+
+    for k, job in enumerate(jobs):
+        if job.history:
+            # a digest costs about as much as reading ~50k commits (4.4k files, 42 MB); unknown: assume long
+            parts.append((job.commits if job.commits is not None else 1 << 62, history_part(k, job)))
+        if job.digest:
+            parts.append((50_000, digest_part(k, job)))
+    parts.sort(key=lambda p: -p[0])  # stable: equal costs keep the jobs' order
+    queue = [run for _, run in reversed(parts)]  # popped from the end: longest first
+    lock = threading.Lock()
+    crashed: list[BaseException] = []  # a bug in the thread is re-raised here, not turned into "no result"
+
+    def take() -> Callable[[Repo], None] | None:
+        with lock:
+            return queue.pop() if queue and not crashed else None
+
+    def drain(own: Repo) -> None:
+        while (run := take()) is not None:
+            run(own)
+
+    def worker() -> None:
+        try:
+            # its own Repo: the caller's long-lived cat-file must not be shared between threads
+            with Repo(repo.git_dir, repo.work_tree) as own:
+                drain(own)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            with lock:
                 crashed.append(exc)
 
-    worker: threading.Thread | None = None
-    if want_digest and want_history:
-        worker = threading.Thread(target=run_digest, name="tree digest", daemon=True)
-        worker.start()
-    hist: History | VaultMeshError | None = None
+    thread: threading.Thread | None = None
+    if len(parts) > 1:
+        thread = threading.Thread(target=worker, name="recompute", daemon=True)
+        thread.start()
     try:
-        if want_history:
-            try:
-                hist = compute(repo, commit, base)
-            except VaultMeshError as exc:
-                hist = exc
+        drain(repo)
+    except BaseException:
+        with lock:
+            crashed.append(RuntimeError("stopped"))  # the worker takes no further part
+        raise
     finally:
-        if worker is not None:
-            worker.join()
-    if want_digest and worker is None:
-        run_digest()
+        if thread is not None:
+            thread.join()
     if crashed:
         raise crashed[0]
-    return Recomputed(hist, digest[0] if digest else None)
+    return [Recomputed(histories.get(k), digests.get(k)) for k in range(len(jobs))]

@@ -609,3 +609,11 @@ def test_compact_range_extend_refuses_what_is_not_a_32_byte_hash(bad: object) ->
     ok = CompactRange.from_leaf_hashes(CT_LEAVES[:3])
     ok.extend([bytearray(CT_LEAVES[3])])  # a bytearray of the right length is copied, not refused
     assert ok.root() == CT_ROOTS[4]
+
+
+def test_inclusion_proofs_at_once_equal_one_by_one() -> None:
+    from git_vaultmesh import merkle
+
+    for n in [*range(0, 40), 64, 65, 100]:
+        leaves = [hashlib.sha256(b"%d" % i).digest() for i in range(n)]
+        assert merkle.inclusion_proofs(leaves) == [merkle.inclusion_proof(leaves, i) for i in range(n)]

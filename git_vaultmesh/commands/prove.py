@@ -20,24 +20,17 @@ from ..entry import Entry
 from ..errors import VaultMeshError
 from ..git import Repo
 from ..verification.proof import FORMAT
-from .show import select
+from ..verification.subjects import naming_receipts, resolve_subject
 
 
 def release_entry(repo: Repo, entries: list[Entry], tag: str) -> tuple[int, Entry]:
-    """The release receipt of `tag` itself: a release names one tag, so another tag's release of the same
-    commit is not it (verify TAG judges TAG's own receipt)."""
-    found = [(i, e) for i, e in select(repo, entries, tag) if e.type == "release"]
-    if found:
-        try:
-            ref = repo.resolve_name(tag).refname
-        except VaultMeshError as exc:
-            if exc.code != "VM-BAD-REV":
-                raise
-            ref = None  # a deleted tag: its receipt still names refs/tags/<tag>
-        names = {ref} if ref else {tag, f"refs/tags/{tag}"}
-        found = [(i, e) for i, e in found if e.subject_ref in names]
+    """The release receipt of `tag` itself, selected as verify selects it (another tag's release of the same
+    commit is not it)."""
+    ref, commit = resolve_subject(repo, tag)
+    found = [(i, entries[i]) for i in sorted(naming_receipts(entries, ref, commit))
+             if entries[i].type == "release" and entries[i].subject_ref == ref]
     if not found:
-        if repo.rev_parse(tag) is None and not any(e.subject_ref in (tag, f"refs/tags/{tag}") for e in entries):
+        if repo.rev_parse(tag) is None and not any(e.subject_ref == ref for e in entries):
             raise VaultMeshError("VM-BAD-REV", f"{tag!r} names nothing in this repository",
                                  "check the tag name (git tag -l), or fetch tags: git fetch --tags")
         raise VaultMeshError("VM-NOT-RECORDED", f"no release receipt for {tag}", f"git vaultmesh record {tag}")

@@ -171,6 +171,8 @@ def resolve_target(repo: Repo, args: argparse.Namespace) -> _Target:
                              "record a commit, a branch or a tag of a commit (not a tree or a blob)")
     full = resolved.refname
     is_tag = full is not None and full.startswith("refs/tags/")
+    if is_tag and full is not None:
+        check_tag_name(repo, full)
     typ = args.type or ("release" if is_tag else "deploy")
     if typ == "release" and not is_tag:
         raise VaultMeshError("VM-USAGE", f"a release names a tag; {rev!r} is not a tag",
@@ -179,6 +181,18 @@ def resolve_target(repo: Repo, args: argparse.Namespace) -> _Target:
         raise VaultMeshError("VM-USAGE", "--environment is for deploy receipts",
                              f"drop it, or record a deploy: git vaultmesh record {rev} --type deploy")
     return _Target(rev, commit, full, is_tag, typ)
+
+
+def check_tag_name(repo: Repo, ref: str) -> None:
+    """An annotated tag names itself: refs/tags/v2.0 pointing at the object of tag v1.0 replays an old (signed)
+    tag under a new name, which `git tag -v v2.0` and `git describe` call v1.0. Refused."""
+    oid = repo.ref_oid(ref)
+    own = repo.tag_name(oid) if oid else None
+    short = ref[len("refs/tags/"):]
+    if own is not None and own != short:
+        raise VaultMeshError("VM-TAG-NAME-MISMATCH",
+                             f"{ref} points at the tag object of {own!r} ({oid[:12] if oid else ''}), not a tag named {short!r}",
+                             f"make a tag of its own: git tag -a {short} {own}^{{}} (or record {own} itself)")
 
 
 def already_recorded(repo: Repo, head: ledger.Head, target: _Target) -> str | None:

@@ -24,7 +24,9 @@ def run(args: argparse.Namespace) -> int:
     if signer is not None:  # written for FAILED results too: it says exactly what this report says
         write_vsa(repo, report, args.rev, args.vsa, signer)
     if args.json:
-        print_json(report.as_json())
+        from .. import timings
+
+        print_json({**report.as_json(), **timings.json_field()})
     else:
         for line in summarize(report):
             print(line)

@@ -16,7 +16,7 @@ from typing import Any
 from .. import ledger, merkle
 from ..entry import Entry, parse_line
 from ..errors import VaultMeshError
-from . import entries, log, tokens
+from . import entries, log, subjects, tokens
 from .context import Context, Options, Scope
 from .report import Report
 
@@ -134,6 +134,7 @@ def check(bundle: Any, trust_root: str) -> Report:
         if ctx.timeline is None:
             return r
         tokens.tokens(ctx)
+        subjects.release_bases(ctx)
         _checkpoint(ctx, b, cp)
         release = _release(ctx, b)
         if release is not None:

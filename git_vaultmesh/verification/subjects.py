@@ -1,17 +1,43 @@
 """What REV names, and the subjects of the receipts in scope: the tag still points where it was recorded,
-the commit and tree are present, the history and tree digest recompute, no replace ref changes what git
-shows, and the artifacts given hash to the recorded digests."""
+the commit and tree are present, the histories recompute (REV's and its base releases'), REV's tree digest
+recomputes, no replace ref changes what git shows, and the artifacts given hash to the recorded digests."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .. import history, merkle
 from ..entry import Entry, hash_file
 from ..errors import VaultMeshError
 from ..git import Repo
+from ..recompute import Job, recompute_all
 from .context import Context, Options, Scope, where
+
+
+def resolve_subject(repo: Repo, name: str) -> tuple[str, str | None]:
+    """(ref, commit) a name stands for, exactly as git builds it (an ambiguous name is VM-REV-AMBIGUOUS); a
+    name that resolves to nothing now is taken as a deleted tag, whose receipts still name refs/tags/<name>."""
+    try:
+        got = repo.resolve_name(name)
+        commit, ref = got.commit, got.refname
+    except VaultMeshError as exc:
+        if exc.code != "VM-BAD-REV" or not name.isprintable() or name.startswith("-"):
+            raise
+        commit, ref = None, None
+    return ref or (f"refs/tags/{name}" if not name.startswith("refs/") else name), commit
+
+
+def naming_receipts(entries: Sequence[Entry | None], ref: str | None, commit: str | None) -> set[int]:
+    """The receipts about a name: those naming its ref, and those naming its commit — except, for a tag, the
+    releases of OTHER tags of that commit (a release vouches for the one tag it names). verify, export and
+    prove all select through here."""
+    tag = ref is not None and ref.startswith("refs/tags/")
+    return {i for i, e in enumerate(entries)
+            if e is not None and e.type not in ("cosign", "timestamp", "policy")
+            and (e.subject_ref == ref or (commit is not None and e.subject_commit == commit
+                                          and not (tag and e.type == "release")))}
 
 
 def scope_for(repo: Repo, opts: Options, entries: Sequence[Entry | None]) -> Scope:
@@ -19,16 +45,8 @@ def scope_for(repo: Repo, opts: Options, entries: Sequence[Entry | None]) -> Sco
     if opts.all or opts.target is None:
         return Scope(everything=True)
     target = opts.target
-    try:  # exactly what git would build for the name; an ambiguous name is refused (VM-REV-AMBIGUOUS)
-        got = repo.resolve_name(target)
-        commit, ref = got.commit, got.refname
-    except VaultMeshError as exc:
-        if exc.code != "VM-BAD-REV" or not target.isprintable() or target.startswith("-"):
-            raise
-        commit, ref = None, None  # a deleted tag: its receipts still name refs/tags/<name>
-    ref = ref or (f"refs/tags/{target}" if not target.startswith("refs/") else target)
-    direct = {i for i, e in enumerate(entries)
-              if e is not None and (e.subject_ref == ref or (commit and e.subject_commit == commit))}
+    ref, commit = resolve_subject(repo, target)
+    direct = naming_receipts(entries, ref, commit)
     positions = set(direct)
     named = {entries[i].id for i in direct} | {entries[i].body_digest for i in direct}  # type: ignore[union-attr]
     positions |= {i for i, e in enumerate(entries) if e is not None and e.body.get("entry") in named}
@@ -95,6 +113,9 @@ def release_tags(ctx: Context, positions: Sequence[int]) -> None:
             r.failed("release.tag", "VM-TAG-MISSING", f"{where(seq, e)}: {ref} is absent (recorded at {expect})")
         elif now != expect:
             r.failed("release.tag", "VM-TAG-MOVED", f"{where(seq, e)}: {ref} is now {now}, recorded {expect}")
+        elif ref.startswith("refs/tags/") and (own := ctx.repo.tag_name(now)) not in (None, ref[len("refs/tags/"):]):
+            r.failed("release.tag", "VM-TAG-NAME-MISMATCH", f"{where(seq, e)}: {ref} is the tag object of {own!r} "
+                     "(an old tag replayed under this name): `git tag -v` and `git describe` call it that")
         else:
             r.passed("release.tag", f"{where(seq, e)}: {ref} still points at {str(expect)[:12]}")
 
@@ -122,16 +143,74 @@ def _present_releases(ctx: Context, positions: Sequence[int]) -> list[tuple[int,
             if e.type == "release" and str(e.subject_commit) not in ctx.missing_subjects]
 
 
-def histories(ctx: Context, positions: Sequence[int]) -> None:
-    """Each release's history tree recomputes from the commits under it, extending the base it names."""
-    for seq, e in _present_releases(ctx, positions):
-        _history(ctx, seq, e)
+def recomputed(ctx: Context, positions: Sequence[int]) -> None:
+    """Each release's history tree recomputes from the commits under it, extending the base it names, and
+    each judged release's Git-EVTag-v0-SHA512 digest recomputes (submodules as the receipt says they were
+    taken): all of it in one recompute_all, so the digests overlap the histories and every commit of a chain
+    of base releases is read once.
 
-
-def _history(ctx: Context, seq: int, e: Entry) -> None:
-    r = ctx.report
+    Judged: every release under `verify --all` (or with no REV); under `verify REV`, the receipts naming REV.
+    A base release is in scope for its history, which REV's history extends (its consistency proof ties the
+    two roots, so REV's root is only as good as the base's); its tree digest says what the base release's
+    tree held, which is no part of REV's verdict, so it is judged by `verify BASE` or `--all`, not here."""
     repo = ctx.repo
     assert repo is not None
+    r = ctx.report
+    id_pos = {x.id: i for i, x in ctx.carried.items()}
+    releases = _present_releases(ctx, positions)
+    claims: list[_Claim | tuple[str, str, str]] = []
+    jobs: list[Job] = []
+    for seq, e in releases:
+        claim = _history_claim(ctx, seq, e, id_pos)
+        claims.append(claim)
+        partial = e.body.get("submodules") == "not-included"
+        ok = isinstance(claim, _Claim)
+        jobs.append(Job(str(e.subject_commit), claim.base if isinstance(claim, _Claim) else None, history=ok,
+                        digest=ctx.scope.everything or seq in ctx.scope.direct,
+                        require_submodules=not partial, include_submodules=not partial,
+                        commits=claim.size - (claim.base.size if claim.base else 0) if isinstance(claim, _Claim)
+                        else None))
+    results = recompute_all(repo, jobs)
+    for (seq, e), claim, got in zip(releases, claims, results):
+        w = where(seq, e)
+        if not isinstance(claim, _Claim):
+            r.failed(*claim)
+        elif (err := got.history_error) is not None:
+            r.error("release.history", err)
+        elif (h := got.history).root != claim.root or h.size != claim.size or h.frontier.hashes != claim.frontier:
+            r.failed("release.history", "VM-HISTORY-MISMATCH",
+                     f"{w}: history recomputed now has {h.size} commits, root {h.root.hex()[:16]}…; recorded "
+                     f"{claim.size} commits, root {claim.root.hex()[:16]}…")
+        else:
+            r.passed("release.history", f"{w}: history of {claim.size} commits recomputed, root matches")
+    for (seq, e), job, got in zip(releases, jobs, results):
+        if not job.digest:
+            continue
+        if (err := got.digest_error) is not None:
+            r.error("release.tree-digest", err)
+        elif (td := got.digest).digest != e.body.get("tree_digest"):
+            r.failed("release.tree-digest", "VM-TREE-DIGEST-MISMATCH",
+                     f"{where(seq, e)}: Git-EVTag-v0-SHA512 is {td.digest[:16]}…, recorded "
+                     f"{str(e.body.get('tree_digest'))[:16]}…")
+        else:
+            r.passed("release.tree-digest", f"{where(seq, e)}: Git-EVTag-v0-SHA512 matches")
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """What a release's receipt says its history is, once its form and its base have been checked."""
+
+    size: int
+    root: bytes
+    frontier: list[bytes]
+    base: history.Base | None
+
+
+def _history_claim(ctx: Context, seq: int, e: Entry, id_pos: dict[str, int]) -> _Claim | tuple[str, str, str]:
+    """The recorded history, or the failure (check, code, detail) that stops it being recomputed: a malformed
+    field, or a base that is not an earlier release, disagrees with its own receipt, is no longer an ancestor,
+    or whose consistency proof to this history fails."""
+    repo = ctx.repo  # None for a proof bundle: what needs the repository's objects is left to verify
     w = where(seq, e)
     h = e.body.get("history")
     commit = str(e.subject_commit)
@@ -143,71 +222,48 @@ def _history(ctx: Context, seq: int, e: Entry) -> None:
         base_info = h.get("base")
         consistency = [bytes.fromhex(x) for x in h.get("consistency", [])]
     except (ValueError, KeyError, TypeError) as exc:
-        r.failed("release.history", "VM-ENTRY-MALFORMED", f"{w}: history field malformed ({exc})")
-        return
-    base: history.Base | None = None
-    if base_info is not None:
-        id_pos = {x.id: i for i, x in ctx.carried.items()}
-        bpos = id_pos.get(str(base_info.get("entry")))
-        be = ctx.carried.get(bpos) if bpos is not None else None
-        if bpos is None or bpos >= seq or be is None or be.type != "release":
-            r.failed("release.base", "VM-HISTORY-BASE",
-                     f"{w}: base {str(base_info.get('entry'))[:12]} is not an earlier release in this log")
-            return
-        bh = be.body["history"]
-        try:
-            bfront = merkle.CompactRange.from_frontier(int(bh["size"]), [bytes.fromhex(x) for x in bh["frontier"]])
-        except (ValueError, KeyError, TypeError):
-            r.failed("release.base", "VM-HISTORY-BASE", f"{w}: base entry #{bpos} has a malformed history")
-            return
-        if (int(base_info.get("size", -1)) != int(bh["size"]) or base_info.get("root") != bh["root"]
-                or bfront.root().hex() != bh["root"]):
-            r.failed("release.base", "VM-HISTORY-BASE", f"{w}: base size/root differ from base entry #{bpos}'s own history")
-            return
-        bcommit = str(be.subject_commit)
-        if not repo.has_object(bcommit) or not repo.is_ancestor(bcommit, commit):
-            r.failed("release.base", "VM-HISTORY-BASE",
-                     f"{w}: base release #{bpos} (commit {bcommit[:12]}) is no longer an ancestor of {commit[:12]}: "
-                     "history was rewritten")
-            return
-        if not merkle.verify_consistency(int(bh["size"]), size, bytes.fromhex(bh["root"]), root, consistency):
-            r.failed("release.base", "VM-HISTORY-BASE",
-                     f"{w}: consistency proof from base #{bpos} (size {bh['size']}) to size {size} fails")
-            return
-        base = history.Base(be.id, bcommit, int(bh["size"]), bytes.fromhex(bh["root"]), bfront)
+        return "release.history", "VM-ENTRY-MALFORMED", f"{w}: history field malformed ({exc})"
+    if base_info is None:
+        return _Claim(size, root, frontier.hashes, None)
+    bpos = id_pos.get(str(base_info.get("entry")))
+    be = ctx.carried.get(bpos) if bpos is not None else None
+    if bpos is None or bpos >= seq or be is None or be.type != "release":
+        return ("release.base", "VM-HISTORY-BASE",
+                f"{w}: base {str(base_info.get('entry'))[:12]} is not an earlier release in this log")
+    bh = be.body["history"]
     try:
-        got = history.compute(repo, commit, base)
-    except VaultMeshError as exc:
-        r.error("release.history", exc)
-        return
-    if got.root != root or got.size != size or got.frontier.hashes != frontier.hashes:
-        r.failed("release.history", "VM-HISTORY-MISMATCH",
-                 f"{w}: history recomputed now has {got.size} commits, root {got.root.hex()[:16]}…; recorded "
-                 f"{size} commits, root {root.hex()[:16]}…")
-    else:
-        r.passed("release.history", f"{w}: history of {size} commits recomputed, root matches")
+        bfront = merkle.CompactRange.from_frontier(int(bh["size"]), [bytes.fromhex(x) for x in bh["frontier"]])
+    except (ValueError, KeyError, TypeError):
+        return "release.base", "VM-HISTORY-BASE", f"{w}: base entry #{bpos} has a malformed history"
+    if (int(base_info.get("size", -1)) != int(bh["size"]) or base_info.get("root") != bh["root"]
+            or bfront.root().hex() != bh["root"]):
+        return "release.base", "VM-HISTORY-BASE", f"{w}: base size/root differ from base entry #{bpos}'s own history"
+    bcommit = str(be.subject_commit)
+    if repo is not None and (not repo.has_object(bcommit) or not repo.is_ancestor(bcommit, commit)):
+        return ("release.base", "VM-HISTORY-BASE",
+                f"{w}: base release #{bpos} (commit {bcommit[:12]}) is no longer an ancestor of {commit[:12]}: "
+                "history was rewritten")
+    if not merkle.verify_consistency(int(bh["size"]), size, bytes.fromhex(bh["root"]), root, consistency):
+        return ("release.base", "VM-HISTORY-BASE",
+                f"{w}: consistency proof from base #{bpos} (size {bh['size']}) to size {size} fails")
+    return _Claim(size, root, frontier.hashes,
+                  history.Base(be.id, bcommit, int(bh["size"]), bytes.fromhex(bh["root"]), bfront))
 
 
-def tree_digests(ctx: Context, positions: Sequence[int]) -> None:
-    """Each release's Git-EVTag-v0-SHA512 digest recomputes (submodules as the receipt says they were taken)."""
-    from ..evtag import tree_digest
-
-    r = ctx.report
-    assert ctx.repo is not None
-    for seq, e in _present_releases(ctx, positions):
-        try:
-            partial = e.body.get("submodules") == "not-included"
-            td = tree_digest(ctx.repo, str(e.subject_commit), require_submodules=not partial,
-                             include_submodules=not partial)
-        except VaultMeshError as exc:
-            r.error("release.tree-digest", exc)
+def release_bases(ctx: Context) -> None:
+    """A proof bundle's releases, by the rule `recomputed` applies first: the history field is well formed and
+    a base it names is an earlier release whose own history it extends (consistency proof). A base the bundle
+    does not carry cannot be judged offline; the bundle's own claim is about the commit in this history."""
+    id_pos = {x.id: i for i, x in ctx.carried.items()}
+    for seq, e in sorted(ctx.carried.items()):
+        if e.type != "release":
             continue
-        if td.digest != e.body.get("tree_digest"):
-            r.failed("release.tree-digest", "VM-TREE-DIGEST-MISMATCH",
-                     f"{where(seq, e)}: Git-EVTag-v0-SHA512 is {td.digest[:16]}…, recorded "
-                     f"{str(e.body.get('tree_digest'))[:16]}…")
-        else:
-            r.passed("release.tree-digest", f"{where(seq, e)}: Git-EVTag-v0-SHA512 matches")
+        base = (e.body.get("history") or {}).get("base") if isinstance(e.body.get("history"), dict) else None
+        if isinstance(base, dict) and str(base.get("entry")) not in id_pos:
+            continue
+        claim = _history_claim(ctx, seq, e, id_pos)
+        if not isinstance(claim, _Claim):
+            ctx.report.failed(*claim)
 
 
 def replacements(ctx: Context, positions: Sequence[int]) -> None:
@@ -271,4 +327,4 @@ def artifacts(ctx: Context, positions: Sequence[int]) -> None:
                          f"{name!r}", "pass the artifact that was recorded, or record this one")
 
 
-SUBJECT_RULES = (release_tags, subject_objects, histories, tree_digests, replacements, artifacts)
+SUBJECT_RULES = (release_tags, subject_objects, recomputed, replacements, artifacts)
