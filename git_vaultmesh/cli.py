@@ -86,7 +86,8 @@ def _ledger_verbs(add: Add) -> None:
             "the Git-EVTag tree digest; any other rev gives a `deploy` (deploys may repeat).")
     p.add_argument("rev", nargs="?", default="HEAD", help="tag or revision (default HEAD)")
     p.add_argument("--type", choices=["release", "deploy"], help="default: release for a tag, else deploy")
-    p.add_argument("--component", help="component name (default: the repository's name)")
+    p.add_argument("--component", help="component name (default: git config vaultmesh.component, else the "
+                   "last part of the origin URL without .git, else the folder's name)")
     p.add_argument("--version", dest="version_", metavar="VERSION", help="version (default: the tag name)")
     p.add_argument("--artifact", action="append", default=[], metavar="PATH", help="hash this file into the receipt")
     p.add_argument("--sha256", action="append", default=[], metavar="[NAME=]HEX",

@@ -44,6 +44,8 @@ SCHEMA: dict[str, Setting] = {
     "verifypush": Setting(bool, "true", "false turns the pre-push checks off (the server's pre-receive still applies)", True),
     "peer.NAME.url": Setting(str, "(none)", "where federation fetches peer NAME's ledger refs (operational only)"),
     "peer.NAME.trustroot": Setting(str, "(none)", "fingerprint of peer NAME's genesis signer", True),
+    "component": Setting(str, "origin URL's last part, else the folder",
+                         "component name `record` writes into receipts (`--component` overrides it)"),
 }
 
 
@@ -241,7 +243,7 @@ _FPR = frozenset("0123456789ABCDEF")
 # how the docs and hints spell each key (git itself compares them case-insensitively)
 _SPELLING = {k.lower(): k for k in ("signingKey", "signingFormat", "tsaTimeout", "tsaJobs", "gpgTimeout",
                                      "buildCommand", "buildOutput", "buildTimeout", "releaseTags", "autoRecord",
-                                     "verifyPush", "trustRoot")}
+                                     "verifyPush", "trustRoot", "component")}
 _TRUST_ROOTS = ("trustroot", "peer.NAME.trustroot")
 
 

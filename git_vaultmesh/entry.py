@@ -138,7 +138,8 @@ def parse_line(line: bytes, where: str = "entry") -> Entry:
 
     def bad(cause: str) -> VaultMeshError:
         return VaultMeshError("VM-ENTRY-MALFORMED", f"{where}: {cause}",
-                              "the ledger was written by something other than git-vaultmesh; run `verify --all`")
+                              "the ledger was written by something other than git-vaultmesh: "
+                              "restore refs/vaultmesh/log from a replica (`verify --all` lists every damaged entry)")
 
     if len(line) > MAX_LINE:
         raise bad(f"entry is {len(line)} bytes, over the {MAX_LINE}-byte limit")
@@ -216,7 +217,8 @@ def check_body(body: dict[str, Any], where: str = "entry") -> None:
 
     def bad(cause: str) -> VaultMeshError:
         return VaultMeshError("VM-ENTRY-MALFORMED", f"{where}: {cause}",
-                              "the ledger was written by something other than git-vaultmesh; run `verify --all`")
+                              "the ledger was written by something other than git-vaultmesh: "
+                              "restore refs/vaultmesh/log from a replica (`verify --all` lists every damaged entry)")
 
     typ = body.get("type")
     if not isinstance(typ, str):

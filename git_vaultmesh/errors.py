@@ -104,15 +104,18 @@ CODES: dict[str, Code] = {
     "VM-LOG-GENESIS": Code("the first entry is not a valid genesis policy entry",
          "this is not a ledger git-vaultmesh made, or its first entry was replaced: do not trust it"),
     "VM-TRUST-ROOT-MISMATCH": Code("the genesis signer is not the pinned trust root",
-         "the log was replaced by one with another genesis; do not trust it"),
+         "compare the pinned fingerprint (vaultmesh.trustRoot or --trust-root) with the one the project publishes; "
+         "if the pin is right, the log was replaced by one with another genesis: do not trust it"),
     "VM-CHECKPOINT-MISSING": Code("a log commit has no checkpoint or no checkpoint signature",
          "every append writes a checkpoint; this commit was not made by git-vaultmesh: restore from a replica"),
     "VM-CHECKPOINT-MALFORMED": Code("the checkpoint is not a valid C2SP tlog-checkpoint body",
          "the checkpoint was edited; restore refs/vaultmesh/log from a replica"),
     "VM-CHECKPOINT-MISMATCH": Code("the checkpoint's size or root differs from the entries in the same commit",
-         "the checkpoint does not commit to these entries: the log was edited"),
+         "the checkpoint does not commit to these entries: the log was edited; restore refs/vaultmesh/log from a "
+         "replica (refs/vaultmesh/remotes/*) or a peer"),
     "VM-CHECKPOINT-SIG": Code("the checkpoint signature is missing, invalid, or not by a policy signer",
-         "checkpoints are signed by a policy signer at every append; this one was not"),
+         "checkpoints are signed by a policy signer at every append; this one was not: restore refs/vaultmesh/log "
+         "from a replica"),
     "VM-NOTES-MISMATCH": Code("refs/notes/vaultmesh disagrees with the log (doctor --repair rebuilds it)",
          "run `git vaultmesh doctor --repair` to rebuild notes from the log"),
     # --- entries ---------------------------------------------------------------------------------
@@ -128,11 +131,11 @@ CODES: dict[str, Code] = {
          "a cosign or timestamp must name an earlier entry of this log; this one was forged or reordered"),
     # --- signatures and policy ---------------------------------------------------------------------
     "VM-SIG-MISSING": Code("an entry carries no signature",
-         "re-record the receipt with a signing key"),
+         "every appended entry is signed: this one was forged or stripped; restore refs/vaultmesh/log from a replica"),
     "VM-SIG-MALFORMED": Code("a signature is not valid base64 or not a signature packet/SSHSIG",
-         "the signature was altered after signing; re-record the receipt"),
+         "the signature was altered after signing; restore refs/vaultmesh/log from a replica"),
     "VM-SIG-INVALID": Code("a signature does not verify over the entry body",
-         "the entry or its signature was altered after signing"),
+         "the entry or its signature was altered after signing; restore refs/vaultmesh/log from a replica"),
     "VM-SIG-UNPINNED": Code("a signature verifies but its key is not a signer in the policy in force",
          "only keys pinned in the policy count; add the signer with `policy add-signer`"),
     "VM-SIG-NOT-AUTHORIZED": Code("the signer is in the policy but not for this entry type",
@@ -161,7 +164,8 @@ CODES: dict[str, Code] = {
     "VM-TAG-NAME-MISMATCH": Code("a tag ref points at an annotated tag object that carries another tag's name",
          "create a tag object of its own for that name (git tag -a NAME COMMIT); an old tag cannot be renamed by a ref"),
     "VM-HISTORY-MISMATCH": Code("the commit history recomputed now differs from the recorded Merkle root",
-         "the history under the tag was rewritten after recording"),
+         "the history under the tag was rewritten after recording: restore the recorded commits from a replica, "
+         "or tag and record a new release"),
     "VM-HISTORY-BASE": Code("the release's base is not an earlier release, not an ancestor, or not consistent",
          "the base release was rewritten or is not an ancestor; compare with a trusted replica"),
     "VM-TREE-DIGEST-MISMATCH": Code("the Git-EVTag-v0-SHA512 digest of the released tree differs from the record",
@@ -169,7 +173,7 @@ CODES: dict[str, Code] = {
     "VM-SUBMODULES-MISSING": Code("a submodule's repository is absent and --require-submodules was given",
          "`git submodule update --init --recursive`, or record without --require-submodules"),
     "VM-ARTIFACT-MISMATCH": Code("an artifact's bytes differ from the recorded SHA-256",
-         "the artifact is not the file that was released"),
+         "the artifact is not the file that was released: do not use it; fetch it again from the release"),
     "VM-ARTIFACT-NOT-RECORDED": Code("an artifact given to verify is not named in the receipt",
          "only artifacts named at record time can be checked; `git vaultmesh show REV` lists them"),
     # --- hooks and covenants -----------------------------------------------------------------------

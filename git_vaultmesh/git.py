@@ -270,8 +270,12 @@ class Repo:
                 f"name the one you mean by its full refname, e.g. {found[-1] if found else 'refs/tags/' + name}, "
                 "and delete the impostor ref if you did not create it")
         if code != 0:
-            raise VaultMeshError("VM-BAD-REV", f"{name!r} does not name an object in this repository",
-                                 "check `git tag -l` / `git log`; did you push or fetch the tag?")
+            if self.try_run("rev-parse", "--verify", "--quiet", "HEAD^{commit}")[0] != 0:
+                hint = "this repository has no commits yet: commit your work first, then tag and record it"
+            else:
+                hint = (f"`git tag -l` and `git log` list what exists; create it (`git tag -s {name}`, or "
+                        f"`git tag -a {name}` without a signing key) or fetch it (`git fetch origin tag {name}`)")
+            raise VaultMeshError("VM-BAD-REV", f"{name!r} does not name an object in this repository", hint)
         oid = out.decode().split()[0]
         refname = found[0] if found and found[0].startswith("refs/") else self.full_ref(name)
         kind = "oid" if refname is None else next(

@@ -72,7 +72,8 @@ def _decimal(text: str) -> int | None:
 def parse_checkpoint(data: bytes, where: str = "checkpoint") -> Checkpoint:
     def bad(cause: str) -> VaultMeshError:
         return VaultMeshError("VM-CHECKPOINT-MALFORMED", f"{where}: {cause}",
-                              "the log commit was not written by git-vaultmesh; run `verify --all`")
+                              "the log commit was not written by git-vaultmesh: "
+                              "restore refs/vaultmesh/log from a replica (`verify --all` lists every damaged entry)")
 
     try:
         text = data.decode("ascii")
@@ -186,7 +187,8 @@ def entry_items(repo: Repo, commit: str) -> list[tuple[int, str, str]]:
         seq = seq_of_path(it.path)
         if seq is None or it.type != "blob" or it.mode != "100644":  # no symlink/executable/gitlink entries
             raise VaultMeshError("VM-LOG-CORRUPT", f"unexpected {it.mode} {it.path!r} in log commit {commit}",
-                                 "the log tree holds only entries/<a>/<b>/<seq>.json files")
+                                 "the log tree holds only entries/<a>/<b>/<seq>.json files: "
+                                 "restore refs/vaultmesh/log from a replica")
         items.append((seq, it.path, it.oid))
     items.sort()
     for expected, (seq, path, _) in enumerate(items):
@@ -200,7 +202,8 @@ def split_blob(data: bytes, where: str) -> bytes:
     """An entry blob is exactly one canonical line plus its newline."""
     if not data.endswith(b"\n") or b"\n" in data[:-1] or b"\r" in data:
         raise VaultMeshError("VM-ENTRY-MALFORMED", f"{where}: an entry file must be one line ending in \\n",
-                             "the ledger was written by something other than git-vaultmesh")
+                             "the ledger was written by something other than git-vaultmesh: "
+                             "restore refs/vaultmesh/log from a replica")
     return data[:-1]
 
 

@@ -425,7 +425,8 @@ def replay(carried: Mapping[int, Entry], judge: Judge, known_size: int = 0) -> T
     genesis = carried.get(0)
     if genesis is None or genesis.type != "policy":
         raise VaultMeshError("VM-LOG-GENESIS", "entry #0 is absent, unparseable or not a policy entry",
-                             "a ledger starts with the genesis policy written by `git vaultmesh init`")
+                             "a ledger starts with the genesis policy written by `git vaultmesh init`; this one "
+                             "does not: do not trust it")
     policy = Policy.from_body(genesis.body, "genesis policy (entry #0)")
     log_id = str(genesis.body.get("log"))
     g = Judged(0, genesis, sigs=judge(policy, "policy", genesis))

@@ -169,7 +169,8 @@ def test_bare_clone_verifies_and_records(recorded: Path, tmp_path: Path, gpg_key
     res = git_vm(bare, "record", "v1.1", "--json")
     assert res.returncode == 0, res.stdout + res.stderr
     body = json.loads(res.stdout)["body"]
-    assert body["component"] == "bare" and body["history"]["size"] == 4
+    # the component is the origin's name (.../repo), not the clone's folder (bare.git)
+    assert body["component"] == "repo" and body["history"]["size"] == 4
     assert body["history"]["base"]["size"] == 3
     for args in (["verify", "v1.1"], ["verify", "--all"], ["verify", "v1.0"]):
         res = git_vm(bare, *args)

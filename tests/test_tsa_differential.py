@@ -350,7 +350,7 @@ def _report_tally(request: pytest.FixtureRequest) -> Iterator[None]:
     ALLOWED_SEEN.clear()
     yield
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None:
+    if reporter is None or request.config.get_verbosity() < 0:  # -q: the README's test command stays quiet
         return
     parts = ", ".join(f"{k} {v}" for k, v in sorted(TALLY.items()) if k not in RULES)
     lines = [f"tsa differential: {sum(TALLY.values())} verdicts compared ({parts})"]

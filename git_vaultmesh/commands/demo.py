@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
             artifact.write_bytes(b"pretend this is the release tarball\n")
             server = _start_tsa(repo_dir)
             if not args.json:
-                print(f"demo repository: {repo_dir}\nephemeral OpenPGP key: {fpr}\n")
+                where = "" if args.keep else " (removed when the demo ends; --keep keeps it)"
+                print(f"demo repository: {repo_dir}{where}\nephemeral OpenPGP key: {fpr}\n")
             os.chdir(repo_dir)
             step("git vaultmesh init", _cli("init", quiet=args.json), 0)
             if server is not None:

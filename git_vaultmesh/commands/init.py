@@ -49,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
                     "trust_root": key.fingerprint, "signer": name})
     else:
         print(f"initialised ledger {body['log']} in {ledger.REF_LOG}")
-        print(f"genesis signer {name} ({key.format} {key.fingerprint}) pinned as vaultmesh.trustRoot")
+        print(f"genesis signer {key.format} {key.fingerprint} (named {name!r} in the policy) pinned as vaultmesh.trustRoot")
     return 0

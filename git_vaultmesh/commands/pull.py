@@ -39,7 +39,8 @@ def fetch_remote_log(repo: Repo, remote: str) -> str:
     fetched = repo.ref_oid(scratch)
     if fetched is None:
         raise VaultMeshError("VM-REMOTE-FAILED", f"{remote} has no {ledger.REF_LOG}",
-                             f"push a ledger there first: git push {remote} 'refs/vaultmesh/*' refs/notes/vaultmesh")
+                             f"push the ledger there first: git push {remote} refs/vaultmesh/log "
+                             "'refs/vaultmesh/keep/*' refs/notes/vaultmesh")
     try:
         if last_seen is not None and last_seen != fetched and not repo.is_ancestor(last_seen, fetched):
             raise VaultMeshError(
@@ -57,17 +58,34 @@ def fetch_remote_log(repo: Repo, remote: str) -> str:
 
 
 def _verified_remote(repo: Repo, remote: str) -> tuple[str, list[str]]:
-    """Fetch the remote's log and verify it whole (its own policy, every signature and checkpoint)."""
-    theirs_head = fetch_remote_log(repo, remote)
-    # entries pending signatures or tokens are pulled (the cosigner must be able to get them) and reported
-    report = verify(repo, Options(all=True, log_ref=_remote_ref(remote), remember=False, subjects=False,
-                                  allow=frozenset({"pending"})))
-    if not report.ok:
-        first = next(c for c in report.checks if not c.ok)
-        raise VaultMeshError(first.code or "VM-REMOTE-FAILED",
-                             f"{remote}'s ledger does not verify: {first.detail}",
-                             "nothing was changed locally; compare with other replicas")
+    """Fetch the remote's log and verify it whole (its own policy, every signature and checkpoint). A refused
+    remote leaves nothing behind: the tracking, notes and keep refs the fetch wrote are put back as they were."""
+    scope = [f"{ledger.REMOTES_PREFIX}{remote}/", ledger.KEEP_PREFIX]
+    before = repo.ref_values(scope)
+    try:
+        theirs_head = fetch_remote_log(repo, remote)
+        # entries pending signatures or tokens are pulled (the cosigner must be able to get them) and reported
+        report = verify(repo, Options(all=True, log_ref=_remote_ref(remote), remember=False, subjects=False,
+                                      allow=frozenset({"pending"})))
+        if not report.ok:
+            first = next(c for c in report.checks if not c.ok)
+            raise VaultMeshError(first.code or "VM-REMOTE-FAILED",
+                                 f"{remote}'s ledger does not verify: {first.detail}",
+                                 "nothing was changed locally (what the fetch wrote was removed again); check "
+                                 "the trust root you pinned, then compare with other replicas")
+    except VaultMeshError:
+        _put_back(repo, before, repo.ref_values(scope))
+        raise
     return theirs_head, report.allowed
+
+
+def _put_back(repo: Repo, before: dict[str, str], after: dict[str, str]) -> None:
+    """Undo a refused fetch, ref by ref, each a compare-and-swap (a concurrent writer's change stays)."""
+    for ref, oid in after.items():
+        if ref not in before:
+            repo.delete_ref(ref, oid)
+        elif before[ref] != oid:
+            repo.update_refs([RefUpdate(ref, before[ref], oid)])
 
 
 def _fast_forward(repo: Repo, remote: str, ours: ledger.Head, theirs_head: str, theirs_entries: list[Entry],

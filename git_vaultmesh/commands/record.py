@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import history, ledger, merkle, timings
-from ..config import signing_key
+from ..config import Settings, signing_key
 from ..entry import Entry, check_body, hash_file, now_rfc3339, parse_line, sign_body
 from ..errors import VaultMeshError
 from ..git import Repo
@@ -82,6 +82,16 @@ def releases_of_ref(repo: Repo, head: ledger.Head, ref: str) -> list[tuple[int, 
 
 
 def repo_name(repo: Repo) -> str:
+    """A name every clone agrees on: vaultmesh.component, else the origin URL's last part (a clone in a folder
+    called `colleague/` still records the project's name), else the folder (a bare repository: without .git)."""
+    configured = Settings(repo).get("component")
+    if configured:
+        return str(configured)
+    url = (repo.config_get("remote.origin.url") or "").rstrip("/")
+    last = re.split(r"[/:\\]", url)[-1] if url else ""
+    last = last[:-4] if last.endswith(".git") else last
+    if last and last not in (".", ".."):
+        return last
     if repo.work_tree is not None:
         return repo.work_tree.name
     name = repo.git_dir.name
@@ -158,7 +168,7 @@ def resolve_target(repo: Repo, args: argparse.Namespace) -> _Target:
     commit = resolved.commit
     if commit is None:
         raise VaultMeshError("VM-BAD-REV", f"{rev!r} does not name a commit in this repository",
-                             "check `git tag -l` / `git log`; did you push or fetch the tag?")
+                             "record a commit, a branch or a tag of a commit (not a tree or a blob)")
     full = resolved.refname
     is_tag = full is not None and full.startswith("refs/tags/")
     if is_tag and full is not None:

@@ -107,9 +107,10 @@ def _pending(repo: Repo, args: argparse.Namespace) -> int:
         result = _append(repo, key, head, stamps)
         out.update({"appended": len(result.entries), "commit": result.commit,
                     "tokens": sum(len(e.body["tokens"]) for e in result.entries)})
+        last = result.first_seq + len(result.entries) - 1
+        span = f"entry #{last}" if last == result.first_seq else f"entries #{result.first_seq}..#{last}"
         lines.append(f"added {out['tokens']} token(s) for {len(result.entries)} entr"
-                     f"{'y' if len(result.entries) == 1 else 'ies'} in one append (entries "
-                     f"#{result.first_seq}..#{result.first_seq + len(result.entries) - 1})")
+                     f"{'y' if len(result.entries) == 1 else 'ies'} in one append ({span})")
         done_ids = {str(e.body["entry"]) for e in result.entries}
     else:
         done_ids = set()

@@ -4,10 +4,10 @@ by a policy signer, and the log is consistent with the checkpoint this clone ver
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .. import ledger, merkle
-from ..entry import seq_of_path
+from ..entry import Entry, parse_line, seq_of_path
 from ..errors import VaultMeshError
 from ..git import log_chain
 from ..policy import Policy
@@ -21,10 +21,45 @@ class LogCommit:
     checkpoint: str | None  # blob oids in its tree
     signature: str | None
     note: str | None = None  # checkpoint.note: the checkpoint as a C2SP signed note
+    # entries this commit changed or removed (never legitimate): (seq, old blob, new blob or None)
+    rewrites: tuple[tuple[int, str, str | None], ...] = ()
 
 
 def _verb(status: str) -> str:
     return {"M": "modifies", "D": "deletes", "T": "changes the type of", "A": "adds"}.get(status, "changes")
+
+
+def _first_difference(old: bytes, new: bytes) -> str:
+    """Where an entry was changed, as a JSON path (`body.artifacts[0].sha256`), else the first byte offset."""
+    import json
+
+    def walk(a: object, b: object, path: str) -> str | None:
+        if type(a) is not type(b):
+            return path or "the whole entry"
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                if k not in a or k not in b:
+                    return f"{path}.{k}".lstrip(".")
+                hit = walk(a[k], b[k], f"{path}.{k}")
+                if hit:
+                    return hit.lstrip(".")
+            return None
+        if isinstance(a, list) and isinstance(b, list):
+            for i, (x, y) in enumerate(zip(a, b)):
+                hit = walk(x, y, f"{path}[{i}]")
+                if hit:
+                    return hit
+            return f"{path}[{min(len(a), len(b))}]" if len(a) != len(b) else None
+        return None if a == b else (path.lstrip(".") or "the whole entry")
+
+    try:
+        found = walk(json.loads(old), json.loads(new), "")
+    except ValueError:
+        found = None
+    if found:
+        return f"field {found}"
+    at = next((i for i, (x, y) in enumerate(zip(old, new)) if x != y), min(len(old), len(new)))
+    return f"byte {at}"
 
 
 def chain(ctx: Context) -> list[LogCommit]:
@@ -46,6 +81,7 @@ def chain(ctx: Context) -> list[LogCommit]:
                      f"log commit {commit.oid[:12]} is a merge; the log is a single chain")
             ok = False
         added = []
+        rewrites: list[tuple[int, str, str | None]] = []
         for ch in commit.changes:
             if ch.path == ledger.CHECKPOINT:
                 cp_oid = ch.new_oid if ch.status != "D" else None
@@ -56,14 +92,25 @@ def chain(ctx: Context) -> list[LogCommit]:
             elif ch.path.startswith("entries/"):
                 seq = seq_of_path(ch.path)
                 if ch.status != "A" or seq is None:
+                    what = ch.path
+                    if seq is not None and ch.status in ("M", "T", "D"):
+                        new = None if ch.status == "D" else ch.new_oid
+                        rewrites.append((seq, ch.old_oid, new))
+                        what = f"entry #{seq} ({ch.path})"
+                        if new is not None:
+                            try:
+                                what += ", " + _first_difference(*ctx.repo.read_blobs([ch.old_oid, new]))
+                            except (KeyError, ValueError):
+                                pass
                     r.failed("log.append-only", "VM-LOG-NOT-APPEND-ONLY",
-                             f"log commit {commit.oid[:12]} {_verb(ch.status)} {ch.path}: an append may only add entries")
+                             f"log commit {commit.oid[:12]} {_verb(ch.status)} {what}: an append may only add entries")
                     ok = False
                 else:
                     added.append(seq)
             else:
                 r.failed("log.layout", "VM-LOG-CORRUPT", f"log commit {commit.oid[:12]} adds {ch.path!r}",
-                         "the log tree holds only entries/, checkpoint, checkpoint.sig and checkpoint.note")
+                         "the log tree holds only entries/, checkpoint, checkpoint.sig and checkpoint.note: "
+                         "restore refs/vaultmesh/log from a replica")
                 ok = False
         added.sort()
         if added and added != list(range(size, size + len(added))):
@@ -71,7 +118,7 @@ def chain(ctx: Context) -> list[LogCommit]:
                      f"log commit {commit.oid[:12]} adds entries {added[0]}..{added[-1]} after size {size}")
             ok = False
         size += len(added)
-        out.append(LogCommit(commit.oid, size, cp_oid, sig_oid, note_oid))
+        out.append(LogCommit(commit.oid, size, cp_oid, sig_oid, note_oid, tuple(rewrites)))
     if ok:
         r.passed("log.append-only", f"{len(commits)} log commit(s), each only adds entries; size {size}")
     return out
@@ -136,12 +183,13 @@ def checkpoints(ctx: Context, commits: Sequence[LogCommit]) -> None:
         r.failed("log.checkpoint", "VM-LOG-CORRUPT", f"checkpoint blob {exc} is missing or corrupt")
         return
     leaves = ctx.view.leaves
-    rng = merkle.CompactRange.from_leaf_hashes([])
+    states = _States(ctx, commits)
     bad = 0
+    first_mismatch: tuple[int, str] | None = None  # (index in report, detail) of the first root mismatch
+    cascaded = 0
     last = len(commits) - 1
     for idx, c in enumerate(commits):
-        size = min(c.size, len(leaves))
-        rng.extend(leaves[rng.size:size])
+        size = states.advance(idx, c)
         label = f"log commit {c.oid[:12]}"
         if c.checkpoint is None or c.signature is None:
             r.failed("log.checkpoint", "VM-CHECKPOINT-MISSING",
@@ -154,13 +202,27 @@ def checkpoints(ctx: Context, commits: Sequence[LogCommit]) -> None:
             r.error("log.checkpoint", exc)
             bad += 1
             continue
-        if cp.size != size or cp.root != rng.root() or cp.log_id != r.log_id:
-            r.failed("log.checkpoint", "VM-CHECKPOINT-MISMATCH",
-                     f"{label}: checkpoint says log {cp.log_id[:12]} size {cp.size} root {cp.root.hex()[:16]}…, the "
-                     f"entries give log {str(r.log_id)[:12]} size {size} root {rng.root().hex()[:16]}…")
-            bad += 1
-            continue
-        if not _policy_line_ok(ctx, label, cp, size):
+        root = states.root()
+        as_appended = False
+        if cp.size != size or cp.root != root or cp.log_id != r.log_id:
+            if (cp.size, cp.root, cp.log_id) == (size, states.original_root(), r.log_id) and not c.rewrites:
+                # the checkpoint commits to the entries as appended; they were changed by an earlier log
+                # commit, which the append-only check names (with the entry and field): blame it there only
+                as_appended = True
+            elif first_mismatch is not None:
+                cascaded += 1  # builds on entries whose first disagreeing checkpoint is already reported
+                bad += 1
+                continue
+            else:
+                changed = (f" (this commit changes entr{'y' if len(c.rewrites) == 1 else 'ies'} "
+                           f"{', '.join(f'#{q}' for q, _, _ in c.rewrites)})" if c.rewrites else "")
+                detail = (f"{label}: checkpoint says log {cp.log_id[:12]} size {cp.size} root {cp.root.hex()[:16]}…, "
+                          f"the entries give log {str(r.log_id)[:12]} size {size} root {root.hex()[:16]}…{changed}")
+                r.failed("log.checkpoint", "VM-CHECKPOINT-MISMATCH", detail)
+                first_mismatch = (len(r.checks) - 1, detail)
+                bad += 1
+                continue
+        if not _policy_line_ok(ctx, label, cp, states.lines(size, original=as_appended)):
             bad += 1
             continue
         if idx == last or (ctx.scope.everything and size > ctx.opts.known_size):
@@ -170,23 +232,112 @@ def checkpoints(ctx: Context, commits: Sequence[LogCommit]) -> None:
                 bad += 1
             elif not note_signed(ctx, label, blobs[c.checkpoint], blobs.get(c.note or ""), policies):
                 bad += 1
+    if first_mismatch is not None and cascaded:
+        index, detail = first_mismatch
+        r.checks[index] = replace(r.checks[index], detail=f"{detail}; the {cascaded} later checkpoint(s) build on "
+                                  "these entries and disagree with them too")
     if bad == 0:
         r.passed("log.checkpoint", f"{len(commits)} checkpoint(s) match the entries; head checkpoint signed; "
                  f"size {len(leaves)} root {merkle.root_from_leaf_hashes(leaves).hex()}")
 
 
-def _policy_line_ok(ctx: Context, label: str, cp: ledger.Checkpoint, size: int) -> bool:
+def _policy_line_ok(ctx: Context, label: str, cp: ledger.Checkpoint,
+                    entries_there: tuple[list[bytes], list[Entry | None]]) -> bool:
     """A checkpoint's `policy` line (when present) commits to exactly the policy entries among its entries."""
     if cp.policies is None:
         return True
-    assert ctx.view is not None
-    want = ledger.policy_commitment(ctx.view.lines[:size], ctx.view.entries[:size])
+    want = ledger.policy_commitment(*entries_there)
     if cp.policies != want:
         ctx.report.failed("log.checkpoint", "VM-CHECKPOINT-MISMATCH",
                           f"{label}: checkpoint commits to {cp.policies[0]} policy entr(y/ies) with root "
                           f"{cp.policies[1].hex()[:16]}…, the entries hold {want[0]} with root {want[1].hex()[:16]}…")
         return False
     return True
+
+
+class _States:
+    """The entries as each log commit has them, and as they were first appended. They are the head's
+    entries (ctx.view) unless some log commit changed or removed entries — never legitimate, and rare: only
+    then are the other versions read. Judging each checkpoint against its own commit's entries blames a change
+    at the commit that made it, not at every earlier one."""
+
+    def __init__(self, ctx: Context, commits: Sequence[LogCommit]) -> None:
+        assert ctx.repo is not None and ctx.view is not None
+        self.view = ctx.view
+        events = [(idx, seq, old, new) for idx, c in enumerate(commits) for seq, old, new in c.rewrites]
+        self.rewritten = bool(events)
+        n = max([len(self.view.lines)] + [seq + 1 for _, seq, _, _ in events])
+        self.orig_lines: list[bytes | None] = [*self.view.lines, *([None] * (n - len(self.view.lines)))]
+        blobs: dict[str, bytes] = {}
+        if events:
+            oids = sorted({o for _, _, old, new in events for o in (old, new) if o})
+            try:
+                blobs = dict(zip(oids, ctx.repo.read_blobs(oids)))
+            except (KeyError, ValueError):
+                blobs = {}
+            first: dict[int, str] = {}
+            for _, seq, old, _ in events:
+                first.setdefault(seq, old)
+            for seq, old in first.items():
+                self.orig_lines[seq] = _line(blobs.get(old))
+        self.cur_lines = list(self.orig_lines)
+        self.events = events
+        self.blobs = blobs
+        self.orig = merkle.CompactRange.from_leaf_hashes([])
+        self.cur = self.orig if not events else merkle.CompactRange.from_leaf_hashes([])
+        self.size = 0
+
+    def _leaf(self, line: bytes | None) -> bytes:
+        return merkle.leaf_hash(line if line is not None else b"")
+
+    def advance(self, idx: int, c: LogCommit) -> int:
+        """Move to log commit `idx`; returns its size (bounded by the entries there are)."""
+        size = min(c.size, len(self.orig_lines))
+        if not self.rewritten:
+            self.orig.extend(self.view.leaves[self.orig.size:size])
+            self.size = size
+            return size
+        below = False
+        for _, seq, _, new in (e for e in self.events if e[0] == idx):
+            self.cur_lines[seq] = _line(self.blobs.get(new)) if new else None
+            below = below or seq < self.cur.size
+        self.orig.extend([self._leaf(x) for x in self.orig_lines[self.orig.size:size]])
+        if below:
+            self.cur = merkle.CompactRange.from_leaf_hashes([self._leaf(x) for x in self.cur_lines[:size]])
+        else:
+            self.cur.extend([self._leaf(x) for x in self.cur_lines[self.cur.size:size]])
+        self.size = size
+        return size
+
+    def root(self) -> bytes:
+        return self.cur.root()
+
+    def original_root(self) -> bytes:
+        return self.orig.root()
+
+    def lines(self, size: int, original: bool = False) -> tuple[list[bytes], list[Entry | None]]:
+        """The entry lines (and parsed entries) of the current commit, or as appended, for the policy line."""
+        if not self.rewritten:
+            return self.view.lines[:size], self.view.entries[:size]
+        lines: list[bytes] = []
+        entries: list[Entry | None] = []
+        for i, line in enumerate((self.orig_lines if original else self.cur_lines)[:size]):
+            same = i < len(self.view.lines) and line == self.view.lines[i]
+            lines.append(line or b"")
+            if same:
+                entries.append(self.view.entries[i])
+            else:
+                try:
+                    entries.append(parse_line(line or b"", f"entry #{i}"))
+                except VaultMeshError:
+                    entries.append(None)
+        return lines, entries
+
+
+def _line(blob: bytes | None) -> bytes | None:
+    if blob is None:
+        return None
+    return blob[:-1] if blob.endswith(b"\n") else blob
 
 
 def rollback(ctx: Context) -> None:

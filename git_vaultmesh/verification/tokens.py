@@ -28,6 +28,7 @@ def tokens(ctx: Context) -> None:
     entries = [carried.get(i) for i in range(ctx.size)]
     book = TokenBook(lines, entries, policies, tl.log_id, now=now, usable=lambda s: s in tl.signers)
     bad = pending = counted = 0
+    expired: dict[int, set[str]] = {}  # timestamped entry -> TSAs whose token lapsed with its certificate
     for seq in sorted(book.stamps):
         if not ctx.scope.covers(seq, carried.get(seq)):
             continue
@@ -41,6 +42,8 @@ def tokens(ctx: Context) -> None:
                 assert v.code is not None
                 r.failed("entry.tokens", v.code, v.detail, v.hint)
                 bad += 1
+                if v.code == "VM-TSA-EXPIRED-UNANCHORED" and v.target is not None:
+                    expired.setdefault(v.target, set()).add(v.tsa)
     for seq, e in sorted(carried.items()):
         if not ctx.scope.covers(seq, e):
             continue
@@ -54,6 +57,12 @@ def tokens(ctx: Context) -> None:
         if "pending" in ctx.opts.allow:
             r.allowed.append(f"{where(seq, e)}: timestamp tokens ({len(p.have)} of {p.need})")
             r.passed("entry.tokens", f"{detail} — accepted by --allow-pending")
+        elif seq in expired:  # not a TSA that was down: its token stopped counting when its certificate expired
+            r.failed("entry.tokens", "VM-TSA-PENDING", f"{detail}; the token(s) of {', '.join(sorted(expired[seq]))} "
+                     "no longer count: the TSA certificate expired and no archive timestamp covers them",
+                     "the time those tokens proved is lost: `git vaultmesh timestamp --pending` adds a token for "
+                     "today; run `git vaultmesh timestamp --archive` before TSA certificates expire (docs/timestamps.md, "
+                     "long-term validation)")
         else:
             r.failed("entry.tokens", "VM-TSA-PENDING", detail)
     if bad == 0 and pending == 0:

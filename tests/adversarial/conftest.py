@@ -78,7 +78,7 @@ def ctx(world: World, tmp_path: Path) -> Ctx:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not TALLY.tried:
+    if not TALLY.tried or (terminalreporter.verbosity < 0 and not TALLY.problems):  # -q: only problems
         return
     terminalreporter.write_sep("-", "tamper matrix")
     terminalreporter.write_line(

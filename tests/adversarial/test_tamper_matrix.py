@@ -24,6 +24,7 @@ from git_vaultmesh.policy import Policy, PolicySigner
 
 from .kit import REF_LOG, REF_NOTES, TALLY, Ctx, Row, gpg_export, run_git
 from conftest import vm
+from test_hints import assert_hints_fit
 
 # --- running verify and checking its report ---------------------------------------------------------------
 
@@ -1048,6 +1049,7 @@ def test_tamper_row(row: Row, ctx: Ctx) -> None:
     if missing:
         TALLY.problems[row.id] = f"rejected, but without {missing} (got {sorted(set(failed))})"
         pytest.fail(f"{row.id}: expected {missing} among the failed codes, got {failed}")
+    assert_hints_fit(report)  # the hints audit (tests/test_hints.py): each failure's hint names its remedy
     TALLY.rejected.append(row.id)
 
 
@@ -1055,7 +1057,7 @@ def test_figures(request: pytest.FixtureRequest) -> None:
     """Runs last: prints the figures; with the whole matrix run, every row must have been rejected."""
     line = f"tamper rows tried: {len(TALLY.tried)}, rejected with the right code: {len(TALLY.rejected)}"
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    if reporter is not None and request.config.get_verbosity() >= 0:  # -q stays quiet
         reporter.write_line("\n" + line)
     if len(TALLY.tried) == len(ROWS):
         assert len(TALLY.rejected) == len(ROWS), TALLY.problems
