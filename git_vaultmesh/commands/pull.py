@@ -76,7 +76,7 @@ def _verified_remote(repo: Repo, remote: str) -> tuple[str, list[str]]:
     except VaultMeshError:
         _put_back(repo, before, repo.ref_values(scope))
         raise
-    return theirs_head, report.allowed
+    return theirs_head, report.pending
 
 
 def _put_back(repo: Repo, before: dict[str, str], after: dict[str, str]) -> None:

@@ -135,7 +135,7 @@ def thresholds(ctx: Context) -> None:
             continue
         failures += 1
         if "pending" in ctx.opts.allow:
-            r.allowed.append(f"{where(seq, e)}: signatures ({rule.detail})")
+            r.pending.append(f"{where(seq, e)}: signatures ({rule.detail})")
             r.passed("entry.threshold", f"{where(seq, e)}: pending signatures ({rule.detail}) — accepted by "
                      "--allow-pending")
         else:

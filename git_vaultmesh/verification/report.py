@@ -28,7 +28,8 @@ class Check:
 class Report:
     trust: str = "tofu"
     checks: list[Check] = field(default_factory=list)
-    allowed: list[str] = field(default_factory=list)
+    allowed: list[str] = field(default_factory=list)  # allowances the caller gave (--allow-pending)
+    pending: list[str] = field(default_factory=list)  # entries accepted as pending under such an allowance
     log_id: str | None = None
     size: int = 0
     root: bytes = b""
@@ -58,6 +59,8 @@ class Report:
         out: dict[str, Any] = {"ok": self.ok, "trust": self.trust, "checks": [c.as_json() for c in self.checks]}
         if self.allowed:
             out["allowed"] = self.allowed
+        if self.pending:
+            out["pending"] = self.pending
         return out
 
 

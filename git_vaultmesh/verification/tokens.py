@@ -55,7 +55,7 @@ def tokens(ctx: Context) -> None:
                   f"distinct policy TSAs; valid: {', '.join(p.have) or 'none'}; missing: {', '.join(p.missing) or 'none'}"
                   + (f"; not counted (one authority): {', '.join(p.same_authority)}" if p.same_authority else ""))
         if "pending" in ctx.opts.allow:
-            r.allowed.append(f"{where(seq, e)}: timestamp tokens ({len(p.have)} of {p.need})")
+            r.pending.append(f"{where(seq, e)}: timestamp tokens ({len(p.have)} of {p.need})")
             r.passed("entry.tokens", f"{detail} — accepted by --allow-pending")
         elif seq in expired:  # not a TSA that was down: its token stopped counting when its certificate expired
             r.failed("entry.tokens", "VM-TSA-PENDING", f"{detail}; the token(s) of {', '.join(sorted(expired[seq]))} "
