@@ -57,6 +57,33 @@ def fetch_remote_log(repo: Repo, remote: str) -> str:
     return fetched
 
 
+def _fetch_recorded_tags(repo: Repo, remote: str, entries: list[Entry]) -> list[str]:
+    """The tags the remote's releases name, when we lack them, each created only at the object its receipt
+    records (fetched into our namespace first and compared): a tag the remote moved is not installed, so
+    `git checkout TAG` never gives code no receipt names. Created, never moved: verify judges a tag we have."""
+    expect = {e.subject_ref: str((e.body.get("subject") or {}).get("tag") or e.subject_commit)
+              for e in entries if e.type == "release" and e.subject_ref and e.subject_ref.startswith("refs/tags/")
+              and is_refname(e.subject_ref) and repo.ref_oid(e.subject_ref) is None}
+    if not expect:
+        return []
+    staging = {ref: f"{ledger.REMOTES_PREFIX}{remote}/tags/{ref[len('refs/tags/'):]}" for ref in expect}
+    repo.try_fetch(remote, [f"+{ref}:{tmp}" for ref, tmp in staging.items()])
+    created: list[str] = []
+    for ref, tmp in sorted(staging.items()):
+        got = repo.ref_oid(tmp)
+        if got is not None and got == expect[ref] and repo.update_refs([RefUpdate(ref, got, None)]):
+            created.append(ref)
+        if got is not None:
+            repo.delete_ref(tmp, got)
+    skipped = sorted(set(expect) - set(created))
+    if skipped:
+        from ..ui import warn
+
+        warn(f"not created: {', '.join(skipped)} (the remote's tag is not the object its receipt records, or "
+             "the remote lacks it); `git vaultmesh verify` reports those releases")
+    return created
+
+
 def _verified_remote(repo: Repo, remote: str) -> tuple[str, list[str]]:
     """Fetch the remote's log and verify it whole (its own policy, every signature and checkpoint). A refused
     remote leaves nothing behind: the tracking, notes and keep refs the fetch wrote are put back as they were."""
@@ -193,11 +220,7 @@ def run(args: argparse.Namespace) -> int:
     theirs_entries = ledger.read_entries(repo, theirs_head)
     # the tags their releases name, when we lack them: created, never moved (verify judges a tag we have), and
     # only under refs/tags/ — whatever an entry names, pull writes nothing else outside refs/vaultmesh/
-    wanted = sorted({e.subject_ref for e in theirs_entries
-                     if e.type == "release" and e.subject_ref and e.subject_ref.startswith("refs/tags/")
-                     and is_refname(e.subject_ref) and repo.ref_oid(e.subject_ref) is None})
-    if wanted:
-        repo.try_fetch(remote, [f"{r}:{r}" for r in wanted])
+    _fetch_recorded_tags(repo, remote, theirs_entries)
     if ours.commit is None or repo.is_ancestor(ours.commit, theirs_head):
         action = "up to date" if ours.commit == theirs_head else "fast-forward"
         if ours.commit != theirs_head:
