@@ -4,7 +4,7 @@
     python verify_standalone.py [--repo PATH] --trust-root FPR [--release TAG]
 
 Python 3.10+ standard library only, plus stock `git`, `gpgv` and (for SSH signatures) `ssh-keygen`; no code
-shared with git_vaultmesh. Written from docs/formats.md and DESIGN.md: where it and `git vaultmesh verify`
+shared with git_vaultmesh. Written from docs/formats.md: where it and `git vaultmesh verify`
 disagree, one of them has a bug. One line per check; exit 0 only if every check passed. It always checks the
 whole log (layout, canonical form, checkpoints, append-only history, the policy chain from the trust root,
 every signature and threshold); --release adds the tag, the history tree (with its base releases) and the
@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 LOG_REF = "refs/vaultmesh/log"
-# DESIGN §1: "entries/<a>/<b>/<seq>.json ... a = seq // 1000000, b = (seq // 1000) % 1000, each 3 digits,
+# formats: "entries/<a>/<b>/<seq>.json ... a = seq // 1000000, b = (seq // 1000) % 1000, each 3 digits,
 # <seq> 12 digits, zero-padded: path order is log order"
 ENTRY_PATH = re.compile(r"entries/(\d{3})/(\d{3})/(\d{12})\.json")
 # The body fields each entry type may carry (docs/formats.md; git_vaultmesh/entry.py ALLOWED_FIELDS).
@@ -329,7 +329,7 @@ class Signatures:
         return principals[0]
 
 
-# --- policies: "Trust lives only in policy entries" (DESIGN §2) --------------------------------------------
+# --- policies: "Trust lives only in policy entries" (docs/formats.md) --------------------------------------------
 
 
 class Policy:
@@ -440,7 +440,7 @@ def parse_entry(blob: bytes, seq: int, log_id: str | None) -> dict[str, Any]:
 
 
 def check_chain(git: Git, leaves: list[bytes], log_id: str, is_policy: list[bool]) -> list[int]:
-    """DESIGN §1: "every new log commit's tree contains all previous entries unchanged": each log commit only
+    """formats: "every new log commit's tree contains all previous entries unchanged": each log commit only
     adds the next entries, and its checkpoint is that of exactly the entries it then holds."""
     out = git.run("log", "--first-parent", "--reverse", "--raw", "--no-renames", "--no-abbrev", "--root",
                   "--format=C %H %P", LOG_REF)
@@ -474,7 +474,7 @@ def check_chain(git: Git, leaves: list[bytes], log_id: str, is_policy: list[bool
 
 
 def judge(sigs: Signatures, entries: list[dict[str, Any] | None], trust_root: str) -> list[Policy] | None:
-    """DESIGN §2: the genesis is signed by the trust root; a later policy counts only if signed by the threshold
+    """formats: the genesis is signed by the trust root; a later policy counts only if signed by the threshold
     of the one before; each entry needs the threshold of the policy in force at its position, cosigns counted."""
     genesis = entries[0]
     try:
@@ -545,7 +545,7 @@ def judge(sigs: Signatures, entries: list[dict[str, Any] | None], trust_root: st
     return policy_at + [policy]
 
 
-# --- releases: the history tree (DESIGN §3) and tree_digest (§2) -------------------------------------------
+# --- releases: the history tree (docs/formats.md) -------------------------------------------
 
 
 def history_leaves(git: Git, commit: str, base: str | None) -> list[bytes]:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 ENTRY_VERSION = 1
 TYPES = ("policy", "release", "deploy", "adr", "decision", "cosign", "timestamp", "witness", "merge", "import")
-# Types judged by a signing threshold of their own; these never need timestamp tokens (DESIGN §2).
+# Types judged by a signing threshold of their own; these never need timestamp tokens (docs/formats.md).
 NO_TOKEN_TYPES = frozenset({"timestamp", "cosign", "witness"})
 
 _COMMON = {"type", "log", "recorded_at", "component", "version", "subject", "artifacts", "evidence", "message"}

@@ -1,4 +1,4 @@
-"""`cosign`: add your signature to an entry already in the log, as a `cosign` entry (DESIGN §2).
+"""`cosign`: add your signature to an entry already in the log, as a `cosign` entry (docs/formats.md).
 
 A k-of-n threshold counts distinct pinned signers over an entry and its cosigns, so the signatures of a
 2-of-3 release need not all exist when it is recorded: it stays "pending" until enough signers co-sign it.
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         raise VaultMeshError("VM-ALREADY-SIGNED", f"your key {key.fingerprint} already co-signed entry #{seq} "
                              f"({target.id[:12]})", "thresholds count distinct signers: another signer must co-sign")
     # The message names the cosigner so that two signers co-signing in the same second make two statements
-    # (same body digest = same statement, DESIGN §2), not a duplicate.
+    # (same body digest = same statement, docs/formats.md), not a duplicate.
     message = f"cosign by {signer.name}" + (f": {args.message}" if args.message else "")
     body: dict[str, Any] = {"type": "cosign", "log": head.log_id, "recorded_at": now_rfc3339(),
                             "entry": digest, "message": message}

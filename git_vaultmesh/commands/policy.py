@@ -1,7 +1,7 @@
 """`policy`: show the trust policy and change it.
 
 A change is a `policy` entry holding the full new snapshot, valid only when signed by the "policy" threshold
-of the policy in force before it (DESIGN §2). When one signature meets that threshold the change is signed and
+of the policy in force before it (docs/formats.md). When one signature meets that threshold the change is signed and
 appended at once; otherwise it is staged: `--propose FILE` writes the entry with the proposer's signature,
 `policy sign FILE` adds each further signer's, `policy apply FILE` appends it once verify would adopt it.
 """

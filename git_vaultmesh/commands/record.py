@@ -61,7 +61,7 @@ def current_policy(repo: Repo, head: ledger.Head) -> Policy:
 
 
 def find_base(repo: Repo, head: ledger.Head, commit: str) -> history.Base | None:
-    """The newest recorded release whose commit is an ancestor of `commit` (DESIGN §3)."""
+    """The newest recorded release whose commit is an ancestor of `commit` (docs/formats.md)."""
     for _seq, e in reversed(ledger.find_entries(repo, head, {"type": "release"})):
         base_commit = e.subject_commit
         if e.type != "release" or base_commit is None:
@@ -272,7 +272,7 @@ def append_receipt(repo: Repo, key: SigningKey, head: ledger.Head, target: _Targ
         if typ == "release" and full is not None and now.commit != head.commit and releases_of_ref(repo_, now, full):
             raise VaultMeshError("VM-ALREADY-RECORDED", f"{full} was recorded by another process meanwhile",
                                  "one release per tag: nothing to do")
-        # Same body digest = same statement (DESIGN §2): verify fails a log that holds it twice, so an
+        # Same body digest = same statement (docs/formats.md): verify fails a log that holds it twice, so an
         # identical receipt (e.g. a retried deploy in the same second / same SOURCE_DATE_EPOCH) is not appended.
         for seq, e in ledger.find_entries(repo_, now, {"recorded_at": body["recorded_at"]}):
             if e.body_digest == entry.body_digest:

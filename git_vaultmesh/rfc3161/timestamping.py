@@ -1,4 +1,4 @@
-"""RFC 3161 timestamps inside the ledger (DESIGN §2, §4): which tokens count for which entry, archive
+"""RFC 3161 timestamps inside the ledger (docs/formats.md, docs/timestamps.md): which tokens count for which entry, archive
 timestamps (long-term validation), and fetching tokens from the policy's TSAs in bounded batches.
 
 One module for the writers (`record`, `tsa add`, `timestamp`) and the judges (`verify`, `doctor`), so that
