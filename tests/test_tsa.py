@@ -288,6 +288,42 @@ def test_eku_not_critical(ec_ident: TsaIdentity) -> None:
     assert "critical" in expect("VM-TSA-EKU", verify_token, tsr, DATA, trust_of(ident)).cause
 
 
+def _ku(**on: bool) -> Any:
+    from cryptography import x509
+
+    names = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+             "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+    return x509.KeyUsage(**{n: on.get(n, False) for n in names})
+
+
+@pytest.mark.parametrize("usage, word", [({"digital_signature": True, "key_cert_sign": True}, "keyCertSign"),
+                                         ({}, "no signing")], ids=["may-sign-certificates", "may-sign-nothing"])
+def test_signer_key_usage_other_than_signing_tokens(usage: dict[str, bool], word: str, ec_ident: TsaIdentity) -> None:
+    """keyUsage must allow signing (digitalSignature and/or nonRepudiation) and nothing else (found by mutation
+    testing: neither the intersection nor the extra-bit branch had a test)."""
+    ident = make_identity("ec", ca=ec_ident, key_usage=_ku(**usage))
+    tsr, _ = token(ident)
+    assert word in expect("VM-TSA-EKU", verify_token, tsr, DATA, trust_of(ident)).cause
+
+
+def test_signer_key_usage_digital_signature_and_non_repudiation_accepted(ec_ident: TsaIdentity) -> None:
+    ident = make_identity("ec", ca=ec_ident, key_usage=_ku(digital_signature=True, content_commitment=True))
+    tsr, _ = token(ident)
+    assert verify_token(tsr, DATA, trust_of(ident)).serial > 0
+
+
+def test_self_signed_tsa_pinned_as_its_own_ca() -> None:
+    """A policy may pin a self-signed TSA certificate itself: its token verifies (it is its own trust anchor,
+    and being no CA does not matter then); a token of another key under that pin does not."""
+    ident = make_identity("ec", self_signed=True)
+    assert ident.ca_cert_pem == ident.cert_pem
+    tsr, _ = token(ident)
+    assert verify_token(tsr, DATA, trust_of(ident)).serial > 0
+    other = make_identity("ec", self_signed=True)
+    forged, _ = token(other)
+    expect("VM-TSA-CHAIN", verify_token, forged, DATA, trust_of(ident))
+
+
 def test_spki_pin_mismatch(ec_ident: TsaIdentity, other_ident: TsaIdentity) -> None:
     tsr, _ = token(ec_ident)
     trust = TsaTrust("test", ec_ident.ca_cert_pem.decode(), spki_pin_of(other_ident.cert_pem))

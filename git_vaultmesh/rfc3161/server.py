@@ -135,12 +135,15 @@ def make_identity(
     eku_critical: bool = True,
     include_eku: bool = True,
     ca: TsaIdentity | None = None,
+    key_usage: x509.KeyUsage | None = None,
+    self_signed: bool = False,
 ) -> TsaIdentity:
     """A fresh CA (or `ca`'s) and a TSA signer certificate issued by it.
 
     The signer gets keyUsage digitalSignature and a critical EKU timeStamping, as RFC 3161 requires;
-    `eku_critical`/`include_eku` make deliberately wrong certificates for tests. Default validity: from one
-    hour ago for one year (the hour absorbs clock skew between machines).
+    `eku_critical`/`include_eku`/`key_usage` make deliberately wrong certificates for tests; `self_signed`
+    makes the signer its own issuer (a TSA whose policy pins its certificate itself: ca_cert_pem is then the
+    signer's). Default validity: from one hour ago for one year (the hour absorbs clock skew between machines).
     """
     now = datetime.now(timezone.utc).replace(microsecond=0)
     nb = _utc(not_before) if not_before is not None else now - timedelta(hours=1)
@@ -167,25 +170,30 @@ def make_identity(
         ca_cert_pem, ca_key_pem = ca.ca_cert_pem, ca.ca_key_pem
         ca_cert, ca_key = x509.load_pem_x509_certificate(ca_cert_pem), _load_key(ca_key_pem)
     key = _new_key(key_type)
+    subject = _name(f"git-vaultmesh test {'self-signed ' if self_signed else ''}TSA {suffix}")
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(f"git-vaultmesh test TSA {suffix}"))
-        .issuer_name(ca_cert.subject)
+        .subject_name(subject)
+        .issuer_name(subject if self_signed else ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(nb)
         .not_valid_after(na)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(key_usage if key_usage is not None else _key_usage(ca=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
+    )
+    if not self_signed:
+        builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
-    )
     if include_eku:
         builder = builder.add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=eku_critical
         )
+    if self_signed:
+        pem = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+        return TsaIdentity(ca_cert_pem=pem, ca_key_pem=_key_pem(key), cert_pem=pem, key_pem=_key_pem(key))
     cert = builder.sign(ca_key, hashes.SHA256())
     return TsaIdentity(
         ca_cert_pem=ca_cert_pem,
