@@ -87,8 +87,11 @@ def _shape(bundle: Any, r: Report) -> dict[str, Any] | None:
             _keys(it, {"index", "line", "inclusion"}, set(), "an entry")
             _int(it.get("index"), "entry index")
             _hashes(it.get("inclusion"), f"inclusion of entry #{it.get('index')}")
-        if len({it["index"] for it in items}) != len(items):
+        indexes = [it["index"] for it in items]
+        if len(set(indexes)) != len(indexes):
             raise _Malformed("two entries share an index")
+        if indexes != sorted(indexes):  # the documented order: one bundle has one spelling
+            raise _Malformed("entries must be in ascending index order")
         _int(bundle["release"], "release")
         c = bundle["commit"]
         if not isinstance(c, dict) or not isinstance(c.get("raw"), str) or not isinstance(c.get("oid"), str):

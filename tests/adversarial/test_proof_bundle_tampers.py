@@ -114,6 +114,10 @@ def _sig_not_text(b: dict[str, Any]) -> None:
     b["checkpoint"]["sig"] = 5
 
 
+def _entries_reordered(b: dict[str, Any]) -> None:
+    b["entries"].reverse()  # found by the fuzz target: order was not checked (formats say ascending by index)
+
+
 def _log_renamed(b: dict[str, Any]) -> None:
     b["log"] = "0" * 32
 
@@ -125,6 +129,7 @@ TAMPERS: dict[str, tuple[Callable[[dict[str, Any]], None], set[str]]] = {
     "entry-not-an-object": (_entry_not_an_object, {"VM-PROOF-MALFORMED"}),
     "checkpoint-sig-not-text": (_sig_not_text, {"VM-PROOF-MALFORMED"}),
     "log-field-of-another-log": (_log_renamed, {"VM-PROOF-MALFORMED"}),
+    "entries-out-of-order": (_entries_reordered, {"VM-PROOF-MALFORMED"}),
     "checkpoint-sig-flipped": (_flip_sig, {"VM-CHECKPOINT-SIG"}),
     "commit-raw-of-another-commit": (_other_raw, {"VM-PROOF-INVALID"}),
     "consistency-proof-wrong": (_bad_consistency, {"VM-PROOF-INVALID"}),
