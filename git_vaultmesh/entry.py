@@ -114,7 +114,8 @@ def make_entry(body: dict[str, Any], sigs: list[dict[str, str]]) -> Entry:
     return Entry(canonical(obj), body, sigs)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object_pairs_hook: a repeated key is an error (readers disagree on which value wins)."""
     seen: dict[str, Any] = {}
     for k, v in pairs:
         if k in seen:
@@ -123,7 +124,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def _reject_constant(name: str) -> Any:
+def reject_constant(name: str) -> Any:
     raise ValueError(f"non-JSON number {name}")
 
 
@@ -144,7 +145,7 @@ def parse_line(line: bytes, where: str = "entry") -> Entry:
     if len(line) > MAX_LINE:
         raise bad(f"entry is {len(line)} bytes, over the {MAX_LINE}-byte limit")
     try:
-        obj = json.loads(line.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
+        obj = json.loads(line.decode("utf-8"), object_pairs_hook=no_duplicate_keys, parse_constant=reject_constant,
                          parse_float=_reject_float, parse_int=_parse_int)
     except (UnicodeDecodeError, ValueError) as exc:
         raise bad(f"not valid JSON ({exc})") from None

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..entry import no_duplicate_keys, reject_constant
 from ..errors import VaultMeshError
 
 if TYPE_CHECKING:
@@ -98,19 +99,6 @@ def _depth_ok(value: Any, depth: int = 0) -> bool:
     return True
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in seen:
-            raise ValueError(f"duplicate key {k!r}")
-        seen[k] = v
-    return seen
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-JSON number {name}")
-
-
 def _int_or_text(text: str) -> Any:
     value = int(text)
     return value if abs(value) <= _JCS_SAFE_INT else text
@@ -119,7 +107,7 @@ def _int_or_text(text: str) -> Any:
 def _parse_json(rel: str, text: str) -> Parsed:
     try:
         # a fraction or a huge integer is kept as its source text: entries hold integers only (docs/formats.md)
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
+        obj = json.loads(text, object_pairs_hook=no_duplicate_keys, parse_constant=reject_constant,
                          parse_float=str, parse_int=_int_or_text)
     except RecursionError:
         raise _malformed(rel, f"nested deeper than {MAX_DEPTH} levels") from None
