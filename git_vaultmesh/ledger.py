@@ -417,29 +417,37 @@ def append_onto(
 
 @contextmanager
 def _appender_turn(repo: Repo) -> Iterator[None]:
-    """Appenders on this machine take turns: an advisory flock on <git dir>/vaultmesh/append.turn, held for one
-    attempt (read the head, sign the checkpoint, compare-and-swap). Without it N local appenders race and each
-    lost race costs a new checkpoint signature: 8 processes x 250 records on 2 cores lost 52 records after 64
-    attempts each. The CAS still decides; the turn only stops the wasted work. Best effort: without fcntl, with
-    an unwritable git dir, or behind a holder that takes over APPEND_TURN_WAIT seconds, go ahead optimistically.
-    The kernel drops the lock when its holder dies: a crash leaves nothing to clean up."""
+    """Appenders on this machine take turns, one attempt each (read the head, sign the checkpoint,
+    compare-and-swap). Without it N local appenders race and each lost race costs a new checkpoint signature:
+    8 processes x 250 records on 2 cores lost 52 records after 64 attempts each. The CAS still decides; the turn
+    only stops the wasted work, so behind a holder that takes over APPEND_TURN_WAIT seconds we go ahead."""
+    with machine_turn(repo, "append.turn", APPEND_TURN_WAIT):
+        yield
+
+
+@contextmanager
+def machine_turn(repo: Repo, name: str, wait: float | None) -> Iterator[None]:
+    """An advisory flock on <common git dir>/vaultmesh/<name>: processes on this machine take turns. `wait`
+    None blocks until the turn comes; a number gives up after that many seconds and goes ahead. Best effort:
+    without fcntl, with an unwritable git dir or without flock on the file system, go ahead. The kernel drops
+    the lock when its holder dies: a crash leaves nothing to clean up."""
     try:
         import fcntl
 
-        path = repo.common_dir / "vaultmesh" / "append.turn"
+        path = repo.common_dir / "vaultmesh" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except (ImportError, OSError):
         yield
         return
     try:
-        deadline = time.monotonic() + APPEND_TURN_WAIT
+        deadline = None if wait is None else time.monotonic() + wait
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX if deadline is None else fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                if deadline is None or time.monotonic() >= deadline:
                     break
                 time.sleep(random.uniform(0.002, 0.02))
             except OSError:  # no flock on this file system

@@ -595,27 +595,13 @@ def plan(path_args: list[str]) -> tuple[list[Planned], list[str]]:
 
 @contextmanager
 def _import_lock(repo: Repo) -> Iterator[None]:
-    """Imports into one repository take turns (an advisory flock under the common git dir): the appender
-    re-reads nothing between its precheck and the refs moving, so two imports of one tree in the same second
-    would both append, and their identical bodies would be duplicate statements. Best effort without fcntl."""
+    """Imports into one repository take turns: the appender re-reads nothing between its precheck and the refs
+    moving, so two imports of one tree in the same second would both append, and their identical bodies would
+    be duplicate statements."""
+    from .. import ledger
 
-    try:
-        import fcntl
-
-        path = repo.common_dir / "vaultmesh" / "import.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except (ImportError, OSError):
+    with ledger.machine_turn(repo, "import.lock", None):
         yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # no flock on this file system
-            pass
-        yield
-    finally:
-        os.close(fd)
 
 
 def run(args: argparse.Namespace) -> int:
