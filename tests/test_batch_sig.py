@@ -105,3 +105,28 @@ def test_bulk_append_signs_once_and_verifies(ledger_repo, gpg_key) -> None:  # n
         b = dict(sig["batch"])  # type: ignore[arg-type]
         for bad in ({**b, "index": 2}, {**b, "proof": ["11" * 32, *b["proof"][1:]]}):
             assert v.verify("openpgp", sig["sig"], signed_message({**sig, "batch": bad}, e)).status == "invalid"
+
+
+def test_deploy_without_subject_verifies_and_doctor_is_clean(ledger_repo, gpg_key) -> None:  # noqa: ANN001
+    """A deploy may omit `subject` (an artifact built elsewhere): verify and doctor must not report its
+    absent commit as missing (they did: "recorded commit None is not in this repository")."""
+    from git_vaultmesh import ledger
+    from git_vaultmesh.git import Repo
+    from git_vaultmesh.signing import resolve_signing_key
+    from git_vaultmesh.verification import Options, doctor, verify
+
+    repo = Repo.discover(ledger_repo)
+    head, _ = ledger.load(repo)
+    key = resolve_signing_key("openpgp", gpg_key.fingerprint)
+    ledger.append_bodies(repo, key, [{"type": "deploy", "log": head.log_id, "recorded_at": "2025-10-01T00:00:00Z",
+                                      "component": "web", "version": "v1", "environment": "prod"}])
+    report = verify(repo, Options(target=None, all=True, artifacts=(), trust_root=None, allow=frozenset(),
+                                  remember=False, log_ref="refs/vaultmesh/log", subjects=True))
+    assert report.ok, report.as_json()
+    assert doctor(repo).ok, doctor(repo).as_json()
+    # a deploy that does carry a subject is still held to it
+    ledger.append_bodies(repo, key, [{"type": "deploy", "log": head.log_id, "recorded_at": "2025-10-01T00:00:01Z",
+                                      "component": "web", "version": "v2", "environment": "prod",
+                                      "subject": {"commit": "1" * 40, "tree": "2" * 40}}])
+    codes = {c.code for c in doctor(repo).checks if not c.ok}
+    assert codes == {"VM-SUBJECT-MISSING"}, codes

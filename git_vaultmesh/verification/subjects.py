@@ -95,7 +95,11 @@ def targets(ctx: Context) -> list[int] | None:
 
 
 def _receipts(ctx: Context, positions: Sequence[int]) -> list[tuple[int, Entry]]:
-    return [(i, e) for i in positions if (e := ctx.carried.get(i)) is not None and e.type in ("release", "deploy")]
+    """Entries that name repository objects: every release (its shape requires a subject) and a deploy that
+    carries one. A deploy may omit it (a deploy of an artifact built elsewhere): then nothing names an object
+    here to look for, and reporting its "commit None" missing would fail a valid log."""
+    return [(i, e) for i in positions if (e := ctx.carried.get(i)) is not None
+            and (e.type == "release" or (e.type == "deploy" and "subject" in e.body))]
 
 
 def release_tags(ctx: Context, positions: Sequence[int]) -> None:
