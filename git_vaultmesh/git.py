@@ -9,15 +9,11 @@ history at the speed git itself does. Behaviour is by construction the behaviour
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from .errors import VaultMeshError
 
@@ -29,16 +25,14 @@ _REPO_ENV = frozenset({"GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT
 QUARANTINE_ENV = frozenset({"GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES"})
 
 
-@dataclass(frozen=True)
-class TreeItem:
+class TreeItem(NamedTuple):
     mode: str
     type: str
     oid: str
     path: str
 
 
-@dataclass(frozen=True)
-class RawChange:
+class RawChange(NamedTuple):
     """One line of `git diff-tree --raw`: how a path changed between a log commit and its parent."""
 
     status: str  # A, M, D, T, ...
@@ -48,8 +42,7 @@ class RawChange:
     new_mode: str = ""  # 100644, 100755, 120000, 160000, 040000; 000000 when deleted
 
 
-@dataclass(frozen=True)
-class RefUpdate:
+class RefUpdate(NamedTuple):
     """One compare-and-swap: move `ref` from `old` (None = must not exist) to `new`."""
 
     ref: str
@@ -57,8 +50,7 @@ class RefUpdate:
     old: str | None
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     """What git builds for a name: the ref it picked (None for an oid or expression), the object, its commit."""
 
     refname: str | None
@@ -85,6 +77,10 @@ def _check_rev_text(name: str) -> None:
 
 
 def _git_exe() -> str:
+    # shutil, tempfile and threading are imported where used, and the records here are NamedTuples rather
+    # than dataclasses (which import inspect): the read verbs' start-up is a budget of a few milliseconds.
+    import shutil
+
     exe = shutil.which("git")
     if exe is None:
         raise VaultMeshError("VM-TOOL-MISSING", "the git binary is not on PATH", "install git (>= 2.30)")
@@ -386,6 +382,8 @@ class Repo:
         """Write many blobs with one `hash-object --stdin-paths` process."""
         if not blobs:
             return []
+        import tempfile
+
         with tempfile.TemporaryDirectory(prefix="vm-blobs-") as tmp:
             paths = []
             for i, data in enumerate(blobs):
@@ -407,6 +405,8 @@ class Repo:
         """A new tree = base_tree + blobs at `add` paths (path -> blob oid) - `remove` paths.
 
         Uses a throwaway index so large fanned-out trees are written in one pass by git itself."""
+        import tempfile
+
         with tempfile.TemporaryDirectory(prefix="vm-index-") as tmp:
             env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
             if base_tree:
@@ -483,6 +483,8 @@ class Repo:
                 stdin.close()
             except (BrokenPipeError, OSError, ValueError):
                 pass  # the reader stopped early and killed cat-file
+
+        import threading
 
         feeder = threading.Thread(target=feed, name="cat-file feeder", daemon=True)
         feeder.start()
@@ -796,8 +798,7 @@ def submodule_repo(repo: Repo, path: str) -> Repo | None:
     return None
 
 
-@dataclass(frozen=True)
-class LogCommit:
+class LogCommit(NamedTuple):
     oid: str
     parents: list[str]
     message: str
