@@ -42,10 +42,10 @@ ALLOWED_FIELDS: dict[str, frozenset[str]] = {
     "import": frozenset(_COMMON | {"source", "original", "verified", "unverified"}),
 }
 MAX_LINE = 1 << 20  # 1 MiB: an entry is a statement, not a payload
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_LOG_ID = re.compile(r"^[0-9a-f]{32}$")
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-_ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9._+@-][A-Za-z0-9._+@ -]{0,254}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_LOG_ID = re.compile(r"^[0-9a-f]{32}\Z")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z")
+_ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9._+@-][A-Za-z0-9._+@ -]{0,254}\Z")
 
 
 def canonical(obj: Any) -> bytes:
@@ -261,7 +261,7 @@ def check_body(body: dict[str, Any], where: str = "entry") -> None:
         for k, v in subj.items():
             if not isinstance(v, str):
                 raise bad(f"body.subject.{k} must be a string")
-            if k != "ref" and not re.match(r"^[0-9a-f]{40}([0-9a-f]{24})?$", v):
+            if k != "ref" and not re.match(r"^[0-9a-f]{40}([0-9a-f]{24})?\Z", v):
                 raise bad(f"body.subject.{k} must be a full object id")
         if "ref" in subj and not is_refname(subj["ref"]):
             raise bad(f"body.subject.ref {str(subj['ref'])[:80]!r} is not a full refname (refs/…)")
@@ -312,8 +312,8 @@ def _check_witness(body: dict[str, Any], bad: Any) -> None:
         raise bad("witness body.consistency must be exactly {size, root, proof}")
 
 
-_TSA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_SIZE = re.compile(r"^[1-9][0-9]{0,15}$")
+_TSA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_SIZE = re.compile(r"^[1-9][0-9]{0,15}\Z")
 
 
 def _check_timestamp(body: dict[str, Any], bad: Any) -> None:
@@ -356,7 +356,7 @@ def entry_path(seq: int) -> str:
     return f"entries/{seq // 1_000_000:03d}/{(seq // 1000) % 1000:03d}/{seq:012d}.json"
 
 
-_PATH_RE = re.compile(r"^entries/(\d{3})/(\d{3})/(\d{12})\.json$")
+_PATH_RE = re.compile(r"^entries/(\d{3})/(\d{3})/(\d{12})\.json\Z")
 
 
 def seq_of_path(path: str) -> int | None:

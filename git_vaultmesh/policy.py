@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from .signing import SigningKey, Verifier
 
 WILDCARD = "*"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_OPENPGP_FPR = re.compile(r"^[0-9A-F]{40}$|^[0-9A-F]{64}$")
-_SSH_FPR = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_OPENPGP_FPR = re.compile(r"^[0-9A-F]{40}\Z|^[0-9A-F]{64}\Z")
+_SSH_FPR = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}\Z")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from ..ui import print_json
 from .record import current_policy
 
 STATUSES = ("proposed", "accepted", "rejected", "deprecated", "superseded")
-_ID = re.compile(r"^(?:ADR-?)?0*([1-9][0-9]{0,8})$", re.IGNORECASE)
+_ID = re.compile(r"^(?:ADR-?)?0*([1-9][0-9]{0,8})\Z", re.IGNORECASE)
 
 
 def bad(cause: str, hint: str) -> VaultMeshError:

@@ -34,9 +34,9 @@ MAX_RECEIPT = 256 * 1024  # a receipt is a page of text; its base64 must fit in 
 MAX_EMBED = 64 * 1024  # .asc / .tsr files up to this size travel inside the entry; larger ones by digest only
 MAX_DEPTH = 32
 _JCS_SAFE_INT = 2**53  # beyond it, JCS (ECMAScript numbers) and Python disagree: kept as the source text
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}\Z")
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})\Z")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 # Keys the importer interprets; any other key is kept in original.fields and reported as not interpreted.
 KNOWN_KEYS = frozenset({"type", "schema_version", "component", "version", "timestamp", "evidence", "status",
                         "verified_by", "signatures", "timestamps", "image", "digest", "artifact", "sha256"})
@@ -205,8 +205,8 @@ def _strict_yaml(rel: str, text: str) -> dict[str, Any]:
     return root
 
 
-_ADR_TITLE = re.compile(r"^#\s+(\S.*?)\s*$")
-_ADR_FIELD = re.compile(r"^(?:[-*]\s+)?\*{0,2}([A-Za-z][A-Za-z -]{0,39}?)(?::\*{0,2}|\*{0,2}:)\s*(.*?)\s*$")
+_ADR_TITLE = re.compile(r"^#\s+(\S.*?)\s*\Z")
+_ADR_FIELD = re.compile(r"^(?:[-*]\s+)?\*{0,2}([A-Za-z][A-Za-z -]{0,39}?)(?::\*{0,2}|\*{0,2}:)\s*(.*?)\s*\Z")
 
 
 def _parse_adr(rel: str, text: str) -> Parsed:

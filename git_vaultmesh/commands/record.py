@@ -21,7 +21,7 @@ from ..ui import print_json, warn
 if TYPE_CHECKING:
     from ..rfc3161.timestamping import StampOutcome
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class _AlreadyThere(Exception):

@@ -17,7 +17,7 @@ from ..ui import print_json, print_yaml
 def select(repo: Repo, entries: list[Entry], what: str) -> list[tuple[int, Entry]]:
     """Entries about `what`: #seq, an entry id (prefix >= 8), ADR-0007 / DEC-0007 (every revision of that
     record), or a ref/revision they name as subject."""
-    record = re.match(r"^(ADR|DEC)-0*([1-9][0-9]{0,8})$", what, re.IGNORECASE)
+    record = re.match(r"^(ADR|DEC)-0*([1-9][0-9]{0,8})\Z", what, re.IGNORECASE)
     if record is not None:
         typ, number = ("adr" if record.group(1).upper() == "ADR" else "decision"), int(record.group(2))
         return [(i, e) for i, e in enumerate(entries) if e.type == typ and e.body.get("number") == number]
