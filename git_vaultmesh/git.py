@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -461,7 +461,7 @@ class Repo:
             items.append(TreeItem(mode, typ, oid, name.decode("utf-8", "surrogateescape")))
         return items
 
-    def stream_objects(self, oids: Sequence[str]) -> Iterator[tuple[str, bytes | None]]:
+    def stream_objects(self, oids: Sequence[str]) -> Generator[tuple[str, bytes | None], None, None]:
         """(type, body) of each object in order, through one `cat-file --batch --buffer` that a thread feeds.
 
         Why: asking for one object and waiting for it costs a round trip per object (85 % of a tree digest's

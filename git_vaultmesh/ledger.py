@@ -282,25 +282,35 @@ def read_view(repo: Repo, ref: str = REF_LOG) -> View:
         problems.append(("log.layout", exc))
         items = sorted((seq, it.path, it.oid) for it in repo.ls_tree(head, "entries")
                        if (seq := seq_of_path(it.path)) is not None)
-    try:
-        blobs = repo.read_blobs([oid for _, _, oid in items])
-    except (KeyError, ValueError) as exc:  # ValueError: cat-file died mid-stream on a corrupt object
-        what = f"entry blob {exc} is missing" if isinstance(exc, KeyError) else "an entry blob is corrupt"
-        raise VaultMeshError("VM-LOG-CORRUPT", f"{what} in the object store",
-                             "restore the ledger objects from a replica; run `git fsck`") from None
+    def corrupt(what: str) -> VaultMeshError:
+        return VaultMeshError("VM-LOG-CORRUPT", f"{what} in the object store",
+                              "restore the ledger objects from a replica; run `git fsck`")
+
     lines: list[bytes] = []
     entries: list[Entry | None] = []
-    for (seq, _, _), blob in zip(items, blobs):
-        where = f"entry #{seq}"
-        try:
-            line = split_blob(blob, where)
-            lines.append(line)
-            entries.append(parse_line(line, where))
-        except VaultMeshError as exc:
-            problems.append((f"entry.{seq}.format", exc))
-            if len(lines) == len(entries):
-                lines.append(blob)
-            entries.append(None)
+    # streamed: each entry is parsed while git reads the next ones (the other core), not after all of them
+    stream = repo.stream_objects([oid for _, _, oid in items])
+    try:
+        for seq, _, oid in items:
+            try:
+                _, body = next(stream)
+            except VaultMeshError:  # cat-file died mid-stream on a corrupt object
+                raise corrupt("an entry blob is corrupt") from None
+            if body is None:
+                raise corrupt(f"entry blob {oid} is missing")
+            blob = body
+            where = f"entry #{seq}"
+            try:
+                line = split_blob(blob, where)
+                lines.append(line)
+                entries.append(parse_line(line, where))
+            except VaultMeshError as exc:
+                problems.append((f"entry.{seq}.format", exc))
+                if len(lines) == len(entries):
+                    lines.append(blob)
+                entries.append(None)
+    finally:
+        stream.close()  # stops cat-file if we leave early
     return View(ref, head, lines, entries, [merkle.leaf_hash(x) for x in lines], problems)
 
 
