@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import ledger, merkle
 from .entry import Entry, canonical, now_rfc3339, sha256_hex, sign_body
@@ -501,7 +501,7 @@ def _record(repo: Repo, p: Peer, out: Outcome, judged: dict[str, Any] | None = N
 
 @dataclass
 class Merged:
-    entries: list[tuple[str, Entry]]  # (source, entry), ordered by body digest
+    entries: list[tuple[str, Content]]  # (source, entry), ordered by body digest
     root: bytes
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     inputs: list[dict[str, Any]] = field(default_factory=list)
@@ -514,23 +514,23 @@ class Merged:
 def merged_view(repo: Repo, ours: ledger.View | None = None) -> Merged:
     """Our content entries and every verified peer's (the peer ref moves only after verification)."""
     ours = ours if ours is not None else ledger.read_view(repo)
-    sources = [("us", ours.log_id, ours.lines, [(e, e.body_bytes) if e is not None else None for e in ours.entries])]
+    sources = [("us", ours.log_id, ours.lines, _read_copy([line if e is not None else b"" for line, e in
+                                                           zip(ours.lines, ours.entries)]))]
     copies = _peer_copies(repo)
     for (p, _), lines in zip(copies, _lines_of(repo, [oid for _, oid in copies])):
         entries = _read_copy(lines)
         first = entries[0] if entries else None
-        sources.append((p.name, str(first[0].body.get("log")) if first is not None else None, lines, entries))
-    by_digest: dict[str, tuple[str, Entry, bytes]] = {}
+        sources.append((p.name, str(first.body.get("log")) if first is not None else None, lines, entries))
+    by_digest: dict[str, tuple[str, Content]] = {}
     inputs = []
     for name, log_id, lines, entries in sources:
         inputs.append({"name": name, "log": log_id, "size": len(lines),
                        "root": merkle.root_from_leaf_hashes([merkle.leaf_hash(x) for x in lines]).hex()})
         for item in entries:
-            if item is not None and item[0].type in CONTENT_TYPES:
-                by_digest.setdefault(sha256_hex(item[1]), (name, *item))
-    ordered = [by_digest[d] for d in sorted(by_digest)]
-    root = merkle.root_from_leaf_hashes([merkle.leaf_hash(data) for _, _, data in ordered])
-    pairs = [(name, e) for name, e, _ in ordered]
+            if item is not None and item.type in CONTENT_TYPES:
+                by_digest.setdefault(sha256_hex(item.body_bytes), (name, item))
+    pairs = [by_digest[d] for d in sorted(by_digest)]
+    root = merkle.root_from_leaf_hashes([merkle.leaf_hash(c.body_bytes) for _, c in pairs])
     return Merged(pairs, root, _conflicts(pairs), inputs)
 
 
@@ -542,28 +542,50 @@ def _peer_copies(repo: Repo) -> list[tuple[Peer, str]]:
 _BODY_START, _SIGS_KEY = b'{"body":', b',"sigs":['
 
 
-def _read_copy(lines: Sequence[bytes]) -> list[tuple[Entry, bytes] | None]:
-    """The entries of a verified copy of a peer's log, each with JCS(body). The lines were parsed strictly
-    (RFC 8785 canonical) when the copy was judged, so JCS(body) is the line's own `body` member: it is sliced
-    out rather than serialised again. A line without that shape is parsed strictly (None if that fails)."""
+class Content(NamedTuple):
+    """An entry of a judged log as the merged view and the listing read it: its line (the leaf; its sha256 is
+    the entry id), its body and JCS(body). Its signatures are not read again: they were judged when the copy
+    was adopted (or, for our log, by the strict parse that read it)."""
+
+    line: bytes
+    body: dict[str, Any]
+    body_bytes: bytes
+
+    @property
+    def id(self) -> str:
+        return sha256_hex(self.line)
+
+    @property
+    def type(self) -> str:
+        return str(self.body.get("type"))
+
+
+def _read_copy(lines: Sequence[bytes]) -> list[Content | None]:
+    """The entries of a judged log. Its lines were parsed strictly (RFC 8785 canonical) when the log was
+    judged, so JCS(body) is the line's own `body` member, between `{"body":` and the last `,"sigs":[` (a
+    string cannot hold an unescaped quote, and the signatures hold no key named sigs): it is sliced out and
+    only it is parsed — the signatures with their batch proofs are most of a line's bytes. A line without
+    that shape is parsed strictly (None if that fails)."""
     from .entry import parse_line
 
-    out: list[tuple[Entry, bytes] | None] = []
+    out: list[Content | None] = []
     for seq, line in enumerate(lines):
         end = line.rfind(_SIGS_KEY)
         try:
-            obj = json.loads(line)
-            if not line.startswith(_BODY_START) or end < 0 or not isinstance(obj, dict) or \
-                    not isinstance(obj.get("body"), dict) or not isinstance(obj.get("sigs"), list):
+            if not line.startswith(_BODY_START) or end < 0 or not line.endswith(b'],"v":1}'):
                 raise ValueError("not an entry line")
-            out.append((Entry(line, obj["body"], obj["sigs"]), line[len(_BODY_START):end]))
+            raw = line[len(_BODY_START):end]
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("body is not an object")
+            out.append(Content(line, body, raw))
         except ValueError:
             try:
                 e = parse_line(line, f"entry #{seq}")
             except VaultMeshError:
                 out.append(None)
                 continue
-            out.append((e, e.body_bytes))
+            out.append(Content(line, e.body, e.body_bytes))
     return out
 
 
@@ -571,7 +593,7 @@ def _read_copy(lines: Sequence[bytes]) -> list[tuple[Entry, bytes] | None]:
 class Listed:
     source: str  # "us" or the peer's name
     seq: int
-    entry: Entry
+    entry: Entry | Content
     body_digest: str
 
     def as_json(self) -> dict[str, Any]:
@@ -587,17 +609,17 @@ def all_entries(repo: Repo, all_peers: bool) -> list[Listed]:
     if all_peers:
         copies = _peer_copies(repo)
         for (p, _), lines in zip(copies, _lines_of(repo, [oid for _, oid in copies])):
-            rows += [Listed(p.name, seq, item[0], sha256_hex(item[1]))
+            rows += [Listed(p.name, seq, item, sha256_hex(item.body_bytes))
                      for seq, item in enumerate(_read_copy(lines)) if item is not None]
     order = {"us": 0}
     rows.sort(key=lambda r: (str(r.entry.body.get("recorded_at", "")), order.get(r.source, 1), r.source, r.seq))
     return rows
 
 
-def _conflicts(entries: list[tuple[str, Entry]]) -> list[dict[str, Any]]:
+def _conflicts(entries: list[tuple[str, Content]]) -> list[dict[str, Any]]:
     """Two statements about one (type, component, version) that name different subjects or artifacts: both are
     kept and reported — a conflict is data, not a contest with a winner."""
-    groups: dict[tuple[str, str, str], list[tuple[str, Entry]]] = {}
+    groups: dict[tuple[str, str, str], list[tuple[str, Content]]] = {}
     for src, e in entries:
         comp, ver = e.body.get("component"), e.body.get("version")
         if isinstance(comp, str) and isinstance(ver, str):

@@ -49,3 +49,21 @@ def test_non_ascii_escape_goes_to_the_strict_reading() -> None:
 ])
 def test_other_faults_keep_their_causes(bad: bytes, what: str) -> None:
     assert what in cause(bad)
+
+
+def test_merged_view_reading_equals_the_strict_parse() -> None:
+    """The merged view slices JCS(body) out of a judged line instead of serialising the body again: the two
+    must agree, also for a body whose strings spell the signature key, and a line of another shape goes to the
+    strict parse (or is left out)."""
+    from git_vaultmesh.federation import _read_copy
+
+    tricky = {**BODY, "title": 'x,"sigs":[y', "message": "\u00e9\\\"],\"v\":1}"}
+    batch = {**SIG, "batch": {"size": 2, "index": 1, "proof": ["e" * 64]}}
+    lines = [GOOD, canonical({"v": 1, "body": tricky, "sigs": [batch, SIG]}), b"not json", b""]
+    got = _read_copy(lines)
+    for line, content in zip(lines[:2], got[:2]):
+        assert content is not None
+        strict = parse_line(line)
+        assert content.body == strict.body and content.body_bytes == strict.body_bytes
+        assert content.id == strict.id and content.type == strict.type
+    assert got[2:] == [None, None]
