@@ -206,12 +206,15 @@ class Bench:
         return Figure(f"record {tag}", samples, per_round)
 
     def timings(self, *args: str) -> dict[str, float]:
+        """--timings of one more run, and the tool's own peak RSS as "rss MB" (without git's processes)."""
         res = subprocess.run(["git", "vaultmesh", *args, "--timings", "--json"], cwd=self.work, env=self.tool_env,
                              capture_output=True, text=True)
         try:
-            return dict(json.loads(res.stdout).get("timings", {}))
+            out = json.loads(res.stdout)
         except json.JSONDecodeError:
             return {}
+        rss = out.get("peak_rss_mb")
+        return {**out.get("timings", {}), **({"rss MB": rss} if rss is not None else {})}
 
 
 def main_figures(b: Bench, runs: int, before: Path | None, scratch: Path) -> None:
@@ -246,7 +249,8 @@ def main_figures(b: Bench, runs: int, before: Path | None, scratch: Path) -> Non
     print(f"  (record {b.base}'s floor: history + tree floor of {b.base}, median "
           f"{statistics.median(sum(s.wall for s in fl) for fl in first.floors):.3f} s; record {b.tag}'s: "
           f"tree floor, median {statistics.median(sum(s.wall for s in fl) for fl in incr.floors):.3f} s)")
-    print("\nsteps (--timings, one more run each; steps overlap, so they need not add up to the total):")
+    print("\nsteps (--timings, one more run each; steps overlap, so they need not add up to the total; rss MB: the "
+          "tool's own peak, git's processes apart):")
     t = b.timings("verify", b.tag)
     print(f"  verify {b.tag:<10} " + "  ".join(f"{k} {v:.3f}" for k, v in t.items()))
 

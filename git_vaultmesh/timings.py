@@ -142,9 +142,20 @@ def report() -> dict[str, float]:
     return out
 
 
+def peak_rss_mb() -> float | None:
+    """This process's own peak resident memory (not git's: a `cat-file` over a large pack maps gigabytes of
+    it, which is git's figure, the same as the floor's), None where the platform does not say."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / (1 << 20) if sys.platform == "darwin" else kb / 1024, 1)  # bytes on macOS, KiB elsewhere
+
+
 def json_field() -> dict[str, Any]:
-    """{"timings": report()} when timings are on, else {}: to splice into a verb's --json object."""
-    return {"timings": report()} if _enabled else {}
+    """{"timings": report(), "peak_rss_mb": ...} when timings are on, else {}: to splice into a verb's --json."""
+    return {"timings": report(), "peak_rss_mb": peak_rss_mb()} if _enabled else {}
 
 
 def print_report() -> None:
@@ -152,4 +163,7 @@ def print_report() -> None:
     if not _enabled:
         return
     lines = [f"  {name:<14} {secs * 1000:9.1f} ms" for name, secs in report().items()]
+    rss = peak_rss_mb()
+    if rss is not None:
+        lines.append(f"  {'peak RSS':<14} {rss:9.1f} MB (this process)")
     sys.stderr.write("timings:\n" + "\n".join(lines) + "\n")
