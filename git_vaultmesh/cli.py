@@ -555,6 +555,8 @@ def _malformed_security_setting() -> VaultMeshError | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
+    if "git_vaultmesh.git" in sys.modules:  # run again in one process (tests): find the repository afresh
+        sys.modules["git_vaultmesh.git"].forget_discovered()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_groups_for(argv))
     args = parser.parse_args(argv)

@@ -76,6 +76,14 @@ def _check_rev_text(name: str) -> None:
                              "with control characters)", "pass a tag, branch, full refname or commit id")
 
 
+_DISCOVERED: dict[tuple[object, ...], Repo] = {}  # the current directory's repository, found once a command
+
+
+def forget_discovered() -> None:
+    """Start of a command: what the last one found (and the settings it read) is not reused."""
+    _DISCOVERED.clear()
+
+
 def _git_exe() -> str:
     # shutil, tempfile and threading are imported where used, and the records here are NamedTuples rather
     # than dataclasses (which import inspect): the read verbs' start-up is a budget of a few milliseconds.
@@ -105,29 +113,33 @@ class Repo:
         `ignore_env` drops GIT_DIR & co. so probing a submodule's path is not redirected to the
         superproject (they are set inside hooks and by `git --git-dir=… vaultmesh`)."""
         cwd = Path(path) if path is not None else Path.cwd()
+        memo_key = (str(cwd.absolute()), ignore_env, tuple(os.environ.get(k) for k in sorted(_REPO_ENV)))
+        if path in (None, ".") and memo_key in _DISCOVERED:
+            return _DISCOVERED[memo_key]
         env = None
         if ignore_env:
             env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
-        try:
+        try:  # one process: --show-toplevel fails after printing the first two where there is no work tree
             res = subprocess.run(
-                [_git_exe(), "rev-parse", "--absolute-git-dir", "--is-bare-repository"],
+                [_git_exe(), "rev-parse", "--absolute-git-dir", "--is-bare-repository", "--show-toplevel"],
                 cwd=cwd, capture_output=True, env=env,
             )
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise VaultMeshError("VM-NOT-A-REPO", f"{cwd} does not exist", "cd into a git repository") from exc
         lines = res.stdout.decode(errors="replace").splitlines()
-        if res.returncode != 0 or len(lines) < 2:
+        if len(lines) < 2 or not lines[0].startswith("/") or lines[1] not in ("true", "false"):
             raise VaultMeshError(
                 "VM-NOT-A-REPO", f"{cwd} is not inside a git repository",
                 "cd into a git repository, or run `git init` first",
             )
         git_dir = Path(lines[0])
         work_tree = None
-        if lines[1] != "true":
-            top = subprocess.run([_git_exe(), "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, env=env)
-            if top.returncode == 0 and top.stdout.strip():
-                work_tree = Path(top.stdout.decode().strip())
-        return cls(git_dir, work_tree)
+        if lines[1] != "true" and res.returncode == 0 and len(lines) >= 3 and lines[2].strip():
+            work_tree = Path(lines[2].strip())
+        repo = cls(git_dir, work_tree)
+        if path in (None, "."):
+            _DISCOVERED[memo_key] = repo
+        return repo
 
     def close(self) -> None:
         if self._batch is not None:
@@ -182,16 +194,21 @@ class Repo:
         return out.decode().rstrip("\n") if code == 0 else None
 
     def config_get_all(self, pattern: str) -> dict[str, str]:
-        code, out, _ = self.try_run("config", "-z", "--get-regexp", pattern)
-        result: dict[str, str] = {}
-        if code != 0:
-            return result
-        for item in out.decode().split("\0"):
-            if not item:
-                continue
-            key, _, value = item.partition("\n")
-            result[key] = value
-        return result
+        """Read once per pattern and Repo (a verb and the start-up settings check both read vaultmesh.*);
+        every config write goes through this class and forgets what was read."""
+        cache: dict[str, dict[str, str]] = self.__dict__.setdefault("_config_read", {})
+        if pattern not in cache:
+            code, out, _ = self.try_run("config", "-z", "--get-regexp", pattern)
+            result: dict[str, str] = {}
+            for item in out.decode().split("\0") if code == 0 else ():
+                if item:
+                    key, _, value = item.partition("\n")
+                    result[key] = value
+            cache[pattern] = result
+        return dict(cache[pattern])
+
+    def _config_changed(self) -> None:
+        self.__dict__.pop("_config_read", None)
 
     def config_origins(self, pattern: str) -> list[tuple[str, str, str, str]]:
         """(scope, origin, key, value) of every config entry matching `pattern`, in git's reading order;
@@ -205,6 +222,7 @@ class Repo:
         return result
 
     def config_set(self, key: str, value: str) -> None:
+        self._config_changed()
         self.run("config", key, value)
 
     # --- names ----------------------------------------------------------------------------------
@@ -569,10 +587,12 @@ class Repo:
         return [v for v in out.decode().split("\0") if v] if code == 0 else []
 
     def config_add(self, key: str, value: str) -> None:
+        self._config_changed()
         self.run("config", "--add", key, value)
 
     def config_unset_value(self, key: str, value: str) -> None:
         """Remove the one value `value` of `key` (other values of a multi-valued key stay)."""
+        self._config_changed()
         code, _, err = self.try_run("config", "--fixed-value", "--unset", key, value)
         if code not in (0, 5):  # 5: no such value any more (removed by hand)
             raise VaultMeshError("VM-GIT-FAILED", f"git config --unset {key} failed: {err.decode().strip()}",
