@@ -730,3 +730,34 @@ def appended_entries(repo: Repo, old: str, size: int, head: str) -> list[tuple[i
     if [s for s, _ in added] != list(range(size, size + len(added))):
         return None
     return added
+
+
+def doctor_state_path(repo: Repo) -> Path:
+    return Path(repo.git_dir) / "vaultmesh" / "doctor-state.json"
+
+
+def load_doctor_state(repo: Repo) -> dict[str, Any] | None:
+    """What the last clean doctor (or verify --all) found: "clean through log commit X / notes commit Y".
+    None when absent or unreadable: the next doctor then sweeps the whole log."""
+    try:
+        with open(doctor_state_path(repo), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def save_doctor_state(repo: Repo, state: Mapping[str, Any]) -> None:
+    """Remember a clean doctor state next to the verified checkpoint (atomic rename; best effort: a read-only
+    git dir only costs the next doctor a full sweep)."""
+    import tempfile
+
+    path = doctor_state_path(repo)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="doctor-state.", suffix=".tmp", dir=str(path.parent))
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(dict(state), fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass
