@@ -131,8 +131,11 @@ class Head:
 
 
 def read_head(repo: Repo, ref: str = REF_LOG) -> Head:
-    commit = repo.ref_oid(ref)
-    notes = repo.ref_oid(REF_NOTES)
+    return head_at(repo, repo.ref_oid(ref), repo.ref_oid(REF_NOTES))
+
+
+def head_at(repo: Repo, commit: str | None, notes: str | None) -> Head:
+    """read_head for ref values already read (doctor reads every ledger ref in one git process)."""
     if commit is None:
         return Head(None, None, notes, None, merkle.CompactRange.from_leaf_hashes([]))
     try:
@@ -145,11 +148,12 @@ def read_head(repo: Repo, ref: str = REF_LOG) -> Head:
                              "restore refs/vaultmesh/log from a replica")
     header, _, message = cbody.partition(b"\n\n")
     tree = header.split(b"\n", 1)[0].split()[1].decode()
-    cp_oid = repo.path_oid(commit, CHECKPOINT)
-    if cp_oid is None:
+    try:  # through the open cat-file process: no rev-parse of its own
+        cp_data = repo.read_object(f"{commit}:{CHECKPOINT}")[1]
+    except KeyError:
         raise VaultMeshError("VM-CHECKPOINT-MISSING", f"log commit {commit} has no checkpoint",
-                             "run `git vaultmesh verify --all` to see what was damaged")
-    cp = parse_checkpoint(repo.read_object(cp_oid)[1], f"checkpoint of {commit}")
+                             "run `git vaultmesh verify --all` to see what was damaged") from None
+    cp = parse_checkpoint(cp_data, f"checkpoint of {commit}")
     text = message.decode(errors="replace")
     frontier = _range_from_message(text, FRONTIER_TRAILER, cp.size, cp.root)
     policies = (_range_from_message(text, POLICY_TRAILER, *cp.policies) if cp.policies is not None else None)

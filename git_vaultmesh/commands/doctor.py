@@ -6,7 +6,7 @@ writing objects and the ref transaction leaves only unreachable objects (gc remo
 half-updated ref pair, so the usual finding is notes damaged by hand or by a foreign tool.
 
 By default the ledger's derived state is checked only over what changed since the last clean doctor
-(verification/health.py says when that is not enough and the whole log is swept); `--full` sweeps it always.
+(health.py says when that is not enough and the whole log is swept); `--full` sweeps it always.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import argparse
 
 from .. import ledger
 from ..git import RefUpdate, Repo
+from ..health import AREAS, Health, check
 from ..ui import print_json
-from ..verification.health import AREAS, Health, check
 
 
 def run(args: argparse.Namespace) -> int:

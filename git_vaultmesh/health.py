@@ -17,17 +17,17 @@ TSAs in the policy, whose expiry facts are then recomputed from the whole log).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import ledger
-from ..entry import Entry, parse_line
-from ..errors import VaultMeshError
-from ..git import Repo
-from . import log, notes, subjects
-from .context import Context, Options, Scope
-from .report import Report
+from . import ledger
+from .entry import Entry, parse_line
+from .errors import VaultMeshError
+from .git import Repo
+
+if TYPE_CHECKING:
+    from .verification.report import Report
 
 STATE_VERSION = 1
 AREAS = ("ledger", "index", "config", "keys", "tsas", "hooks")
@@ -45,7 +45,7 @@ class Health:
         self.mode = "incremental"
         self.reason: str | None = None
         self.checked = 0
-        self.report = Report()
+        self.ledger: list[tuple[str, bool, str | None, str]] = []  # (check, ok, code, detail) of the ledger
 
     @property
     def ok(self) -> bool:
@@ -55,19 +55,22 @@ class Health:
         self.areas[name] = {"ok": ok and not problems, "detail": detail, "problems": list(problems), **extra}
         self.problems.extend(f"{name}: {p}" for p in problems)
 
+    def take(self, report: Report) -> None:
+        self.ledger.extend((c.check, c.ok, c.code, c.detail) for c in report.checks)
+
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "mode": self.mode, "reason": self.reason, "checked": self.checked,
-                "areas": {n: self.areas[n] for n in AREAS if n in self.areas}, "problems": self.problems, "warnings": self.warnings}
+                "areas": {n: self.areas[n] for n in AREAS if n in self.areas}, "problems": self.problems,
+                "warnings": self.warnings}
 
 
 def check(repo: Repo, *, full: bool = False) -> Health:
     """Every area; `full`: sweep the whole log, resolve the signing key with gpg."""
     h = Health()
     refs = repo.ref_values([ledger.REF_LOG, ledger.REF_NOTES, ledger.KEEP_PREFIX])
-    log_head = refs.get(ledger.REF_LOG)
     config = _config_area(repo, h)
     facts = _ledger_area(repo, h, refs, full)
-    _index_area(repo, h, log_head)
+    _index_area(repo, h, refs.get(ledger.REF_LOG))
     _keys_area(repo, h, config, full)
     _tsas_area(h, config, facts)
     _hooks_area(repo, h)
@@ -86,36 +89,36 @@ def _ledger_area(repo: Repo, h: Health, refs: dict[str, str], full: bool) -> dic
     head: ledger.Head | None = None
     if log_head is not None:
         try:
-            head = ledger.read_head(repo)
+            head = ledger.head_at(repo, log_head, notes_head)
         except VaultMeshError as exc:
-            h.report.error("log.head", exc)
-    state = None if full or log_head is None or head is None else ledger.load_doctor_state(repo)
+            h.ledger.append(("log.head", False, exc.code, exc.cause))
+    state = None if full or head is None else ledger.load_doctor_state(repo)
     plan = _plan(repo, state, log_head, notes_head, refs, head) if state is not None else (
-        "--full was asked" if full else "no clean state remembered" if log_head is not None and head is not None
+        "--full was asked" if full else "no clean state remembered" if head is not None
         else "the log head is unreadable")
-    facts: dict[str, Any] | None = None
     if isinstance(plan, str):
         h.mode, h.reason = "full", plan
         facts = _sweep(repo, h)
     else:
         assert state is not None and head is not None and log_head is not None
         facts = _since(repo, h, state, head, log_head, plan)
-    if h.report.ok or all(c.ok or c.check in DERIVED for c in h.report.checks):
-        now = repo.ref_values([ledger.REF_LOG, ledger.REF_NOTES, ledger.KEEP_PREFIX])
-        if head is not None and now.get(ledger.REF_LOG) == log_head == head.commit and \
-                now.get(ledger.REF_NOTES) == notes_head and _keep(now) == _keep(refs):  # nothing moved meanwhile
-            ledger.save_doctor_state(repo, {"v": STATE_VERSION, "log": log_head, "size": head.size,
-                                            "log_id": head.log_id, "notes": notes_head, "keep": _keep(refs),
-                                            "tsa": facts})
-    failed = [c for c in h.report.checks if not c.ok]
-    problems = [f"{c.detail} ({c.code})" for c in failed]
+    clean = all(ok or check in DERIVED for check, ok, _, _ in h.ledger)
+    if clean and head is not None and head.commit == log_head:
+        new_state = {"v": STATE_VERSION, "log": log_head, "size": head.size, "log_id": head.log_id,
+                     "notes": notes_head, "keep": _keep(refs), "tsa": facts}
+        if new_state != state:
+            now = repo.ref_values([ledger.REF_LOG, ledger.REF_NOTES, ledger.KEEP_PREFIX])
+            if now.get(ledger.REF_LOG) == log_head and now.get(ledger.REF_NOTES) == notes_head \
+                    and _keep(now) == _keep(refs):  # nothing moved while we judged: this is what was found clean
+                ledger.save_doctor_state(repo, new_state)
+    problems = [f"{detail} ({code})" for _, ok, code, detail in h.ledger if not ok]
     if head is not None and head.commit is not None:
         how = (f"{h.checked} new entr{'y' if h.checked == 1 else 'ies'} checked since the last clean doctor"
                if h.mode == "incremental" else f"all {h.checked} entries checked ({h.reason})")
         detail = f"log at {head.commit[:12]}, {head.size} entries; {how}"
     else:
         detail = "no readable log"
-    h.area("ledger", not failed, detail, problems, size=head.size if head is not None else None,
+    h.area("ledger", True, detail, problems, size=head.size if head is not None else None,
            head=log_head, notes=notes_head)
     return facts
 
@@ -166,14 +169,14 @@ def _plan(repo: Repo, state: dict[str, Any], log_head: str | None, notes_head: s
 
 def _sweep(repo: Repo, h: Health) -> dict[str, Any] | None:
     """The whole log, by the full doctor; returns the TSA expiry facts of the log it read."""
-    from . import doctor_sweep
+    from .verification import doctor_sweep
 
     report, view = doctor_sweep(repo)
-    h.report.checks.extend(report.checks)
+    h.take(report)
     h.checked = view.size if view is not None else 0
     if view is None:
         return None
-    from ..rfc3161.timestamping import doctor_facts
+    from .rfc3161.timestamping import doctor_facts
 
     return doctor_facts(view.log_id, view.entries)
 
@@ -181,7 +184,6 @@ def _sweep(repo: Repo, h: Health) -> dict[str, Any] | None:
 def _since(repo: Repo, h: Health, state: dict[str, Any], head: ledger.Head, log_head: str,
            plan: _Since) -> dict[str, Any] | None:
     """The derived-state checks over the appended entries only (and the notes of their subjects)."""
-    r = h.report
     carried: dict[int, Entry] = {}
     lines: dict[int, bytes] = {}
     for (seq, _), blob in zip(plan.added, repo.read_blobs([oid for _, oid in plan.added])):
@@ -190,58 +192,74 @@ def _since(repo: Repo, h: Health, state: dict[str, Any], head: ledger.Head, log_
             line = ledger.split_blob(blob, where)
             lines[seq] = line
             carried[seq] = parse_line(line, where)
-        except VaultMeshError as exc:
-            r.error(f"entry.{seq}.format", exc)
+        except VaultMeshError as exc:  # as read_view reports it for the full sweep
+            h.ledger.append((f"entry.{seq}.format", False, exc.code, exc.cause))
     h.checked = len(plan.added)
     wanted = {c for e in carried.values() if (c := e.subject_commit)}
     unexplained = plan.notes_changed - wanted
     if unexplained:  # a note changed that no appended entry is about: edited by hand, or by a foreign tool
         h.mode, h.reason = "full", f"refs/notes/vaultmesh changed for {len(unexplained)} commit(s) no new entry names"
-        r.checks.clear()
+        h.ledger.clear()
         return _sweep(repo, h)
-    # each subject's entries before the clean state, as the clean note carried their lines (in log order)
-    before: list[Entry] = []
-    old_notes = state.get("notes")
-    if wanted and old_notes:
-        subjects_sorted = sorted(wanted)
-        names = [f"{old_notes}:{p}" for s in subjects_sorted for p in ledger.note_paths(s)]
-        for s, (flat, fanned) in zip(subjects_sorted, _pairs(repo.stream_objects(names))):
-            blob = flat if flat is not None else fanned
-            for line in (blob or b"").splitlines():
-                before.append(Entry(line, {"subject": {"commit": s}}))
-    view = ledger.View(ledger.REF_LOG, log_head, [e.line for e in before] + list(lines.values()),
-                       [*before, *carried.values()], [], [])
-    ctx = Context(r, Options(all=True, remember=False), carried, lines, head.size,
-                  Scope(everything=False, positions=set(carried)), repo=repo, view=view)
-    positions = sorted(carried)
-    subjects.subject_objects(ctx, positions)
-    if wanted or plan.notes_changed:
-        notes.notes(ctx, positions)
-    elif not r.checks or all(c.check != "notes" for c in r.checks):
-        r.passed("notes", "notes unchanged since the last clean doctor, and no new entry names a commit")
-    log.stale_locks(ctx)
+    if carried or plan.notes_changed or ledger.ref_locks(repo, older_than=ledger.STALE_LOCK_SECONDS):
+        _derived(repo, h, state, log_head, head, carried, lines, wanted, bool(plan.notes_changed))
+    else:  # nothing appended, notes as found clean, no lock: what log.stale_locks and notes would pass
+        h.ledger.append(("notes", True, None, "notes unchanged since the last clean doctor"))
+        h.ledger.append(("log.locks", True, None, "no stale lock on the ledger refs"))
     facts = state.get("tsa")
     kinds = {e.type for e in carried.values()}
     has_tsas = isinstance(facts, dict) and bool(facts.get("tsas"))
     if not isinstance(facts, dict) or "policy" in kinds or ("timestamp" in kinds and has_tsas):
-        from ..rfc3161.timestamping import doctor_facts
+        from .rfc3161.timestamping import doctor_facts
 
         view_all = ledger.read_view(repo)  # a new policy or timestamp entry: expiry facts from the whole log
         facts = doctor_facts(view_all.log_id, view_all.entries)
     return facts
 
 
-def _pairs(items: Any) -> Any:
-    it = iter(items)
-    for a in it:
-        yield a[1], next(it)[1]
+def _derived(repo: Repo, h: Health, state: dict[str, Any], log_head: str, head: ledger.Head,
+             carried: dict[int, Entry], lines: dict[int, bytes], wanted: set[str], notes_moved: bool) -> None:
+    """subject_objects, notes and stale_locks — the full doctor's checks — over the appended entries. The notes
+    of their subjects are judged whole: each subject's earlier entries are the lines of its note as the clean
+    state held it (that note was found equal to them), then the new entries, in log order."""
+    from .verification import log, notes, subjects
+    from .verification.context import Context, Options, Scope
+    from .verification.report import Report
+
+    before: list[Entry] = []
+    old_notes = state.get("notes")
+    if wanted and old_notes:
+        ordered = sorted(wanted)
+        names = [f"{old_notes}:{p}" for s in ordered for p in ledger.note_paths(s)]
+        for s, (flat, fanned) in zip(ordered, _pairs(repo.stream_objects(names))):
+            for line in (flat if flat is not None else fanned or b"").splitlines():
+                before.append(Entry(line, {"subject": {"commit": s}}))  # only its line and subject are read
+    view = ledger.View(ledger.REF_LOG, log_head, [e.line for e in before] + list(lines.values()),
+                       [*before, *carried.values()], [], [])
+    report = Report()
+    ctx = Context(report, Options(all=True, remember=False), carried, lines, head.size,
+                  Scope(everything=False, positions=set(carried)), repo=repo, view=view)
+    positions = sorted(carried)
+    subjects.subject_objects(ctx, positions)
+    if wanted or notes_moved:
+        notes.notes(ctx, positions)
+    else:
+        report.passed("notes", "notes unchanged since the last clean doctor, and no new entry names a commit")
+    log.stale_locks(ctx)
+    h.take(report)
+
+
+def _pairs(items: Iterator[tuple[str, bytes | None]]) -> Iterator[tuple[bytes | None, bytes | None]]:
+    """(flat, fanned-out) note blobs, from the stream of both paths of each subject."""
+    for _, a in items:
+        yield a, next(items)[1]
 
 
 # --- index, config, keys, TSAs, hooks -------------------------------------------------------------------------
 
 def _index_area(repo: Repo, h: Health, log_head: str | None) -> None:
     """The derived query index: a cache, rebuilt by the next query when it is not fresh (never a failure)."""
-    from .. import index
+    from . import index
 
     state, size = index.freshness(repo, log_head)
     detail = {"fresh": f"fresh for the log head ({size} entries)",
@@ -253,7 +271,7 @@ def _index_area(repo: Repo, h: Health, log_head: str | None) -> None:
 
 def _config_area(repo: Repo, h: Health) -> list[dict[str, Any]]:
     """`config check`'s judgement of every vaultmesh.* setting (git config and .vaultmesh.toml)."""
-    from ..commands.config import _entries, problems
+    from .commands.config import _entries, problems
 
     entries = _entries(repo)
     found = problems(entries)
@@ -274,7 +292,7 @@ def _setting(entries: Sequence[dict[str, Any]], key: str) -> Any:
 
 def _keys_area(repo: Repo, h: Health, entries: Sequence[dict[str, Any]], full: bool) -> None:
     """A signing key is configured (and, with --full, gpg or ssh-keygen can use it)."""
-    from ..config import validated
+    from .config import validated
 
     other = repo.config_get_all(r"^(user\.signingkey|gpg\.format)$")
     name = _setting(entries, "signingkey") or other.get("user.signingkey")
@@ -294,7 +312,7 @@ def _keys_area(repo: Repo, h: Health, entries: Sequence[dict[str, Any]], full: b
         problems.append(f"ssh signing key {name} does not exist (VM-NO-SIGNING-KEY)")
     checked = "not opened (doctor --full asks gpg/ssh-keygen)"
     if full and not problems:
-        from ..config import signing_key
+        from .config import signing_key
 
         try:
             signing_key(repo)
@@ -331,7 +349,7 @@ def _tsas_area(h: Health, entries: Sequence[dict[str, Any]], facts: dict[str, An
     if unset:
         detail += f"; no URL here for {', '.join(unset)} (records stay pending until `tsa` or `timestamp` runs with one)"
     if facts and facts.get("items"):
-        from ..rfc3161.timestamping import warnings_from_facts
+        from .rfc3161.timestamping import warnings_from_facts
 
         h.warnings.extend(warnings_from_facts(facts, datetime.now(timezone.utc)))
     h.area("tsas", True, detail, problems)
@@ -339,7 +357,7 @@ def _tsas_area(h: Health, entries: Sequence[dict[str, Any]], facts: dict[str, An
 
 def _hooks_area(repo: Repo, h: Health) -> None:
     """The hooks `git vaultmesh install` placed are still there, still ours, executable, where git runs hooks."""
-    from ..commands.install import is_ours, load_state
+    from .commands.install import is_ours, load_state
 
     placed = load_state(repo).get("hooks") or {}
     if not placed:
