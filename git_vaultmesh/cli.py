@@ -490,7 +490,7 @@ VERB_GROUPS: tuple[Callable[[Add], None], ...] = (
 
 # Verbs whose whole run is a few tens of milliseconds: their group's parser is built alone (all ~40 verbs cost ~6 ms)
 FAST_GROUPS: dict[str, Callable[[Add], None]] = {"query": _query_verbs, "list": _query_verbs,
-                                                 "timeline": _query_verbs}
+                                                 "timeline": _query_verbs, "doctor": _maintenance_verbs}
 
 
 def _groups_for(argv: Sequence[str]) -> Sequence[Callable[[Add], None]]:
@@ -600,7 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the read path (query, list, timeline) signs nothing and trusts nothing unless --verified: no settings check,
     # whose three git processes would be a third of its time budget
     reads_only = args.command in ("query", "list", "timeline") and not args.verified
-    if args.command not in ("config", "demo", "help", "completion") and not reads_only:
+    # config and doctor judge every setting themselves and report a malformed one instead of refusing to run
+    if args.command not in ("config", "doctor", "demo", "help", "completion") and not reads_only:
         refused = _malformed_security_setting()
         if refused is not None:
             print(refused.render(), file=sys.stderr)

@@ -68,10 +68,12 @@ def check(repo: Repo, *, full: bool = False) -> Health:
     """Every area; `full`: sweep the whole log, resolve the signing key with gpg."""
     h = Health()
     refs = repo.ref_values([ledger.REF_LOG, ledger.REF_NOTES, ledger.KEEP_PREFIX])
-    config = _config_area(repo, h)
+    origins = repo.config_origins(r"^(vaultmesh\.|user\.signingkey$|gpg\.format$)")  # one git for all settings
+    config = _config_area(repo, h, origins)
+    other = {key: value for _, _, key, value in origins if not key.startswith("vaultmesh.")}  # the last one wins
     facts = _ledger_area(repo, h, refs, full)
     _index_area(repo, h, refs.get(ledger.REF_LOG))
-    _keys_area(repo, h, config, full)
+    _keys_area(repo, h, config, other, full)
     _tsas_area(h, config, facts)
     _hooks_area(repo, h)
     return h
@@ -269,11 +271,11 @@ def _index_area(repo: Repo, h: Health, log_head: str | None) -> None:
     h.area("index", True, detail, state=state)
 
 
-def _config_area(repo: Repo, h: Health) -> list[dict[str, Any]]:
+def _config_area(repo: Repo, h: Health, origins: list[tuple[str, str, str, str]]) -> list[dict[str, Any]]:
     """`config check`'s judgement of every vaultmesh.* setting (git config and .vaultmesh.toml)."""
     from .commands.config import _entries, problems
 
-    entries = _entries(repo)
+    entries = _entries(repo, origins)
     found = problems(entries)
     lines = [f"{p['where']}: {p['problem']} ({p['hint']}) (VM-CONFIG-INVALID)" for p in found]
     h.area("config", True, f"{len(entries)} setting(s)" + (", all valid" if not found else ""), lines)
@@ -290,11 +292,10 @@ def _setting(entries: Sequence[dict[str, Any]], key: str) -> Any:
     return value
 
 
-def _keys_area(repo: Repo, h: Health, entries: Sequence[dict[str, Any]], full: bool) -> None:
+def _keys_area(repo: Repo, h: Health, entries: Sequence[dict[str, Any]], other: dict[str, str], full: bool) -> None:
     """A signing key is configured (and, with --full, gpg or ssh-keygen can use it)."""
     from .config import validated
 
-    other = repo.config_get_all(r"^(user\.signingkey|gpg\.format)$")
     name = _setting(entries, "signingkey") or other.get("user.signingkey")
     try:
         fmt = validated("signingformat", _setting(entries, "signingformat") or other.get("gpg.format") or "openpgp")

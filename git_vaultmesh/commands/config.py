@@ -33,9 +33,12 @@ def _line_of(path: str, key: str) -> int | None:
     return None
 
 
-def _entries(repo: Repo) -> list[dict[str, Any]]:
+def _entries(repo: Repo, origins: list[tuple[str, str, str, str]] | None = None) -> list[dict[str, Any]]:
+    """Every vaultmesh.* setting with where it comes from; `origins`: config_origins already read (doctor)."""
     found: list[dict[str, Any]] = []
-    for scope, origin, key, value in repo.config_origins(r"^vaultmesh\."):
+    for scope, origin, key, value in origins if origins is not None else repo.config_origins(r"^vaultmesh\."):
+        if not key.startswith("vaultmesh."):
+            continue
         short = key[len("vaultmesh."):]
         where = origin[len("file:"):] if origin.startswith("file:") else origin
         line = _line_of(where, short) if origin.startswith("file:") else None
