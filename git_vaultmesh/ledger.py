@@ -16,13 +16,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import merkle, timings
 from .entry import Entry, canonical, entry_path, parse_line, seq_of_path
 from .errors import VaultMeshError
 from .git import RefUpdate, Repo, grep_tree
-from .signing import SigningKey, sign
+
+if TYPE_CHECKING:  # signing is imported by what appends, not by every reader of the head (doctor, query)
+    from .signing import SigningKey
 
 REF_LOG = "refs/vaultmesh/log"
 REF_NOTES = "refs/notes/vaultmesh"
@@ -502,6 +504,8 @@ def _try_append(
         blobs.append(e.line + b"\n")
         paths.append(entry_path(head.size + i))
     cp = checkpoint_text(log_id, frontier.size, frontier.root(), (policies.size, policies.root()))
+    from .signing import sign
+
     cp_sig = sign(key, cp, armor=True).encode()
     cp_note = _checkpoint_note(repo, head, log_id, todo, cp)
     # notes: the note on a subject commit is the lines of every entry about it, in log order
