@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import ledger
@@ -350,9 +349,9 @@ def _tsas_area(h: Health, entries: Sequence[dict[str, Any]], facts: dict[str, An
     if unset:
         detail += f"; no URL here for {', '.join(unset)} (records stay pending until `tsa` or `timestamp` runs with one)"
     if facts and facts.get("items"):
-        from .rfc3161.timestamping import warnings_from_facts
+        from .rfc3161.timestamping import verification_now, warnings_from_facts
 
-        h.warnings.extend(warnings_from_facts(facts, datetime.now(timezone.utc)))
+        h.warnings.extend(warnings_from_facts(facts, verification_now()))  # VAULTMESH_NOW: "and on that date?"
     h.area("tsas", True, detail, problems)
 
 

@@ -193,3 +193,37 @@ def test_human_output_names_every_area(ledger_repo: Path) -> None:
     for area in ("ledger", "index", "config", "keys", "tsas", "hooks"):
         assert f"ok   {area}: " in out, out
     assert out.rstrip().endswith("doctor: nothing to report")
+
+
+def test_tsa_expiry_facts_are_remembered_and_recomputed_after_a_new_timestamp(ledger_repo: Path,
+                                                                               tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from git_vaultmesh.rfc3161.server import TsaServer, make_identity
+    from git_vaultmesh.rfc3161.timestamping import iso
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    ca = make_identity("ec")
+    (tmp_path / "ca.pem").write_bytes(ca.ca_cert_pem)
+    short = make_identity(ca=ca, not_before=now - timedelta(hours=1), not_after=now + timedelta(days=1))
+    with TsaServer(short, max_lifetime=120) as srv:
+        ok(ledger_repo, "tsa", "add", "main", "--url", srv.url, "--ca-cert", str(tmp_path / "ca.pem"))
+        ok(ledger_repo, "record", "v1.0")
+    code, first = doctor(ledger_repo)
+    assert code == 0 and first["mode"] == "full", first
+    assert any("TSA main" in w and "expires" in w for w in first["warnings"]), first
+    assert first["areas"]["tsas"]["detail"].startswith("1 configured, 1 in the policy"), first
+    # nothing appended: the remembered facts give the warnings, judged at the time asked for
+    code, again = doctor(ledger_repo)
+    assert code == 0 and again["mode"] == "incremental" and again["checked"] == 0, again
+    assert again["warnings"] == first["warnings"]
+    res = run(ledger_repo, "doctor", "--json", env={"VAULTMESH_NOW": iso(now + timedelta(days=3))})
+    later = json.loads(res.stdout)
+    assert later["checked"] == 0 and any("expired" in w for w in later["warnings"]), later
+    # an archive timestamp by a long-lived signer protects the tokens: appended, so the facts are recomputed
+    with TsaServer(make_identity(ca=ca), max_lifetime=120) as srv:
+        git(ledger_repo, "config", "vaultmesh.tsa.main.url", srv.url)
+        ok(ledger_repo, "timestamp", "--archive")
+    code, after = doctor(ledger_repo)
+    assert code == 0 and after["mode"] == "incremental" and after["checked"] == 1, after
+    assert after["warnings"] == [], after
