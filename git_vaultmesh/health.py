@@ -96,7 +96,7 @@ def _ledger_area(repo: Repo, h: Health, refs: dict[str, str], full: bool) -> dic
     state = None if full or head is None else ledger.load_doctor_state(repo)
     plan = _plan(repo, state, log_head, notes_head, refs, head) if state is not None else (
         "--full was asked" if full else "no clean state remembered" if head is not None
-        else "the log head is unreadable")
+        else "there is no log" if log_head is None else "the log head is unreadable")
     if isinstance(plan, str):
         h.mode, h.reason = "full", plan
         facts = _sweep(repo, h)

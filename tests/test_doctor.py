@@ -227,3 +227,20 @@ def test_tsa_expiry_facts_are_remembered_and_recomputed_after_a_new_timestamp(le
     code, after = doctor(ledger_repo)
     assert code == 0 and after["mode"] == "incremental" and after["checked"] == 1, after
     assert after["warnings"] == [], after
+
+
+def test_a_repository_without_a_ledger_is_reported(repo: Path) -> None:
+    code, data = doctor(repo)
+    assert code == 1 and "VM-NOT-INITIALIZED" in codes(data) and data["reason"] == "there is no log", data
+
+
+def test_a_removed_keep_ref_means_a_full_sweep(ledger_repo: Path) -> None:
+    ok(ledger_repo, "record", "HEAD~1", "--environment", "staging")
+    assert doctor(ledger_repo)[0] == 0
+    keep = git(ledger_repo, "for-each-ref", "--format=%(refname)", "refs/vaultmesh/keep/").split()
+    assert keep, "record keeps its subject"
+    git(ledger_repo, "update-ref", "-d", keep[0])
+    code, data = doctor(ledger_repo)
+    assert data["mode"] == "full" and "keep ref" in data["reason"], data
+    assert code == 0, data  # main still holds the commit
+    assert doctor(ledger_repo)[1]["mode"] == "incremental"  # the state found clean now lacks that keep ref
