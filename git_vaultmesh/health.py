@@ -39,7 +39,6 @@ class Health:
 
     def __init__(self) -> None:
         self.areas: dict[str, dict[str, Any]] = {}
-        self.problems: list[str] = []
         self.warnings: list[str] = []
         self.mode = "incremental"
         self.reason: str | None = None
@@ -47,12 +46,16 @@ class Health:
         self.ledger: list[tuple[str, bool, str | None, str]] = []  # (check, ok, code, detail) of the ledger
 
     @property
+    def problems(self) -> list[str]:
+        """Every area's problems, in the order of AREAS, each prefixed with its area."""
+        return [f"{n}: {p}" for n in AREAS if n in self.areas for p in self.areas[n]["problems"]]
+
+    @property
     def ok(self) -> bool:
         return not self.problems
 
     def area(self, name: str, ok: bool, detail: str, problems: Sequence[str] = (), **extra: Any) -> None:
         self.areas[name] = {"ok": ok and not problems, "detail": detail, "problems": list(problems), **extra}
-        self.problems.extend(f"{name}: {p}" for p in problems)
 
     def take(self, report: Report) -> None:
         self.ledger.extend((c.check, c.ok, c.code, c.detail) for c in report.checks)
@@ -277,7 +280,7 @@ def _config_area(repo: Repo, h: Health, origins: list[tuple[str, str, str, str]]
     entries = _entries(repo, origins)
     found = problems(entries)
     lines = [f"{p['where']}: {p['problem']} ({p['hint']}) (VM-CONFIG-INVALID)" for p in found]
-    h.area("config", True, f"{len(entries)} setting(s)" + (", all valid" if not found else ""), lines)
+    h.area("config", True, f"{len(entries)} setting(s), " + (f"{len(found)} invalid" if found else "all valid"), lines)
     return entries
 
 
