@@ -293,8 +293,17 @@ def _maintenance_verbs(add: Add) -> None:
             "  fish: git vaultmesh completion fish > ~/.config/fish/completions/git-vaultmesh.fish")
     p.add_argument("shell", choices=["bash", "zsh", "fish"], metavar="shell", help="bash, zsh or fish")
 
-    p = add("doctor", "check the local ledger's derived data (notes) and repair it")
+    p = add("doctor", "health of this clone: ledger, index, config, keys, TSAs, hooks; --repair rebuilds the notes",
+            "Areas: ledger (refs and head readable, no stale ref lock, every subject the log names present, the\n"
+            "notes agree with the log), index (the query index is fresh), config (`config check`), keys (a signing\n"
+            "key is configured), TSAs (URLs, certificate expiry warnings), hooks (what `install` placed is there).\n"
+            "By default the ledger's derived state is checked over the entries appended since the last clean\n"
+            "doctor (any doubt, e.g. a rewritten log or notes edited by hand: the whole log); --full always\n"
+            "sweeps every entry and asks gpg/ssh-keygen for the signing key. Exit 1 on any problem.")
     p.add_argument("--repair", action="store_true", help="rebuild refs/notes/vaultmesh from the log")
+    p.add_argument("--full", "--deep", dest="full", action="store_true",
+                   help="check every entry of the log (not only those appended since the last clean doctor), and "
+                   "that gpg/ssh-keygen can use the signing key")
     _json(p)
 
 
@@ -481,7 +490,7 @@ VERB_GROUPS: tuple[Callable[[Add], None], ...] = (
 
 # Verbs whose whole run is a few tens of milliseconds: their group's parser is built alone (all ~40 verbs cost ~6 ms)
 FAST_GROUPS: dict[str, Callable[[Add], None]] = {"query": _query_verbs, "list": _query_verbs,
-                                                 "timeline": _query_verbs}
+                                                 "timeline": _query_verbs, "doctor": _maintenance_verbs}
 
 
 def _groups_for(argv: Sequence[str]) -> Sequence[Callable[[Add], None]]:
@@ -593,7 +602,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the read path (query, list, timeline) signs nothing and trusts nothing unless --verified: no settings check,
     # whose three git processes would be a third of its time budget
     reads_only = args.command in ("query", "list", "timeline") and not args.verified
-    if args.command not in ("config", "demo", "help", "completion") and not reads_only:
+    # config and doctor judge every setting themselves and report a malformed one instead of refusing to run
+    if args.command not in ("config", "doctor", "demo", "help", "completion") and not reads_only:
         refused = _malformed_security_setting()
         if refused is not None:
             print(refused.render(), file=sys.stderr)

@@ -13,10 +13,15 @@ from typing import Any, NamedTuple
 from .errors import VaultMeshError
 from .git import Repo
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+
+def loads_toml(text: str) -> dict[str, Any]:
+    """tomllib.loads, imported when a .vaultmesh.toml is there to read (it costs start-up time otherwise)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib.loads(text)
+
 
 class Setting(NamedTuple):
     type: type
@@ -87,7 +92,7 @@ class Settings:
                 path = Path(self.repo.work_tree) / ".vaultmesh.toml"
                 if path.exists():
                     try:
-                        data = tomllib.loads(path.read_text(encoding="utf-8"))
+                        data = loads_toml(path.read_text(encoding="utf-8"))
                     except (OSError, ValueError) as exc:
                         raise VaultMeshError("VM-CONFIG-INVALID", f".vaultmesh.toml: {exc}",
                                              "fix the TOML syntax or remove the file") from None
@@ -123,7 +128,7 @@ class Settings:
             path = Path(self.repo.work_tree) / ".vaultmesh.toml"
             if path.exists():
                 self._file()  # validates the syntax
-                data = tomllib.loads(path.read_text(encoding="utf-8"))
+                data = loads_toml(path.read_text(encoding="utf-8"))
                 tsas = data.get("vaultmesh", data).get("tsa", {})
                 table = tsas.get(name, {}) if isinstance(tsas, dict) else {}
                 url = table.get("url") if isinstance(table, dict) else None
@@ -174,7 +179,7 @@ class Settings:
         if not path.exists():
             return {}
         self._file()  # validates the syntax
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = loads_toml(path.read_text(encoding="utf-8"))
         table = data.get("vaultmesh", data).get(name, {})
         return table if isinstance(table, dict) else {}
 
@@ -195,7 +200,7 @@ class Settings:
 def toml_problems(text: str) -> list[str]:
     """What is wrong with a .vaultmesh.toml text (the staged one, in the pre-commit hook)."""
     try:
-        data = tomllib.loads(text)
+        data = loads_toml(text)
     except ValueError as exc:
         return [f"not valid TOML: {exc}"]
     section = data.get("vaultmesh", data)

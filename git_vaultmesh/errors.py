@@ -241,6 +241,8 @@ CODES: dict[str, Code] = {
          "only TSAs in the policy count; add it with `git vaultmesh tsa add`"),
     "VM-TSA-UNREACHABLE": Code("the TSA could not be reached, timed out, or answered garbage",
          "check the TSA URL and the network, raise the timeout, or retry later; the entry stays pending until a token is added"),
+    "VM-HOOK-MISSING": Code("a hook `git vaultmesh install` placed is missing, replaced, not executable, or not where git runs hooks",
+         "run `git vaultmesh install` again (it chains to a hook that is there), or `install --uninstall` to stop using them"),
 }
 
 

@@ -500,3 +500,24 @@ def entries_of(repo: Repo, head: str, hits: Sequence[Hit]) -> list[Entry]:
 
     blobs = repo.read_blobs([f"{head}:{entry_path(h.seq)}" for h in hits])
     return [parse_line(split_blob(b, f"entry #{h.seq}"), f"entry #{h.seq}") for h, b in zip(hits, blobs)]
+
+
+def freshness(repo: Repo, head: str | None) -> tuple[str, int | None]:
+    """(state, size) of the index file for `doctor`, read only (never built or repaired here): "fresh" (built
+    from `head`), "behind" (from another log head: the next query extends or rebuilds it), "absent", or
+    "unreadable" (corrupt or another schema: the next query rebuilds it)."""
+    path = path_for(repo)
+    if not path.exists():
+        return "absent", None
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5.0)
+        try:
+            meta = _meta(db)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        return "unreadable", None
+    if meta.get("schema") != str(SCHEMA) or "head" not in meta:
+        return "unreadable", None
+    size = int(meta["size"]) if meta.get("size", "").isdigit() else None
+    return ("fresh" if meta["head"] == head else "behind"), size

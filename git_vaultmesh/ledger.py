@@ -16,13 +16,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import merkle, timings
 from .entry import Entry, canonical, entry_path, parse_line, seq_of_path
 from .errors import VaultMeshError
 from .git import RefUpdate, Repo, grep_tree
-from .signing import SigningKey, sign
+
+if TYPE_CHECKING:  # signing is imported by what appends, not by every reader of the head (doctor, query)
+    from .signing import SigningKey
 
 REF_LOG = "refs/vaultmesh/log"
 REF_NOTES = "refs/notes/vaultmesh"
@@ -131,8 +133,11 @@ class Head:
 
 
 def read_head(repo: Repo, ref: str = REF_LOG) -> Head:
-    commit = repo.ref_oid(ref)
-    notes = repo.ref_oid(REF_NOTES)
+    return head_at(repo, repo.ref_oid(ref), repo.ref_oid(REF_NOTES))
+
+
+def head_at(repo: Repo, commit: str | None, notes: str | None) -> Head:
+    """read_head for ref values already read (doctor reads every ledger ref in one git process)."""
     if commit is None:
         return Head(None, None, notes, None, merkle.CompactRange.from_leaf_hashes([]))
     try:
@@ -145,11 +150,12 @@ def read_head(repo: Repo, ref: str = REF_LOG) -> Head:
                              "restore refs/vaultmesh/log from a replica")
     header, _, message = cbody.partition(b"\n\n")
     tree = header.split(b"\n", 1)[0].split()[1].decode()
-    cp_oid = repo.path_oid(commit, CHECKPOINT)
-    if cp_oid is None:
+    try:  # through the open cat-file process: no rev-parse of its own
+        cp_data = repo.read_object(f"{commit}:{CHECKPOINT}")[1]
+    except KeyError:
         raise VaultMeshError("VM-CHECKPOINT-MISSING", f"log commit {commit} has no checkpoint",
-                             "run `git vaultmesh verify --all` to see what was damaged")
-    cp = parse_checkpoint(repo.read_object(cp_oid)[1], f"checkpoint of {commit}")
+                             "run `git vaultmesh verify --all` to see what was damaged") from None
+    cp = parse_checkpoint(cp_data, f"checkpoint of {commit}")
     text = message.decode(errors="replace")
     frontier = _range_from_message(text, FRONTIER_TRAILER, cp.size, cp.root)
     policies = (_range_from_message(text, POLICY_TRAILER, *cp.policies) if cp.policies is not None else None)
@@ -508,6 +514,8 @@ def _try_append(
         blobs.append(e.line + b"\n")
         paths.append(entry_path(head.size + i))
     cp = checkpoint_text(log_id, frontier.size, frontier.root(), (policies.size, policies.root()))
+    from .signing import sign
+
     cp_sig = sign(key, cp, armor=True).encode()
     cp_note = _checkpoint_note(repo, head, log_id, todo, cp)
     # notes: the note on a subject commit is the lines of every entry about it, in log order
@@ -740,3 +748,34 @@ def appended_entries(repo: Repo, old: str, size: int, head: str) -> list[tuple[i
     if [s for s, _ in added] != list(range(size, size + len(added))):
         return None
     return added
+
+
+def doctor_state_path(repo: Repo) -> Path:
+    return Path(repo.git_dir) / "vaultmesh" / "doctor-state.json"
+
+
+def load_doctor_state(repo: Repo) -> dict[str, Any] | None:
+    """What the last clean doctor (or verify --all) found: "clean through log commit X / notes commit Y".
+    None when absent or unreadable: the next doctor then sweeps the whole log."""
+    try:
+        with open(doctor_state_path(repo), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def save_doctor_state(repo: Repo, state: Mapping[str, Any]) -> None:
+    """Remember a clean doctor state next to the verified checkpoint (atomic rename; best effort: a read-only
+    git dir only costs the next doctor a full sweep)."""
+    import tempfile
+
+    path = doctor_state_path(repo)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="doctor-state.", suffix=".tmp", dir=str(path.parent))
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(dict(state), fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass

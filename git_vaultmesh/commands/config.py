@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import SCHEMA, schema_key, validated
+from ..config import SCHEMA, loads_toml, schema_key, validated
 from ..errors import VaultMeshError
 from ..git import Repo
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 def _line_of(path: str, key: str) -> int | None:
@@ -33,9 +27,12 @@ def _line_of(path: str, key: str) -> int | None:
     return None
 
 
-def _entries(repo: Repo) -> list[dict[str, Any]]:
+def _entries(repo: Repo, origins: list[tuple[str, str, str, str]] | None = None) -> list[dict[str, Any]]:
+    """Every vaultmesh.* setting with where it comes from; `origins`: config_origins already read (doctor)."""
     found: list[dict[str, Any]] = []
-    for scope, origin, key, value in repo.config_origins(r"^vaultmesh\."):
+    for scope, origin, key, value in origins if origins is not None else repo.config_origins(r"^vaultmesh\."):
+        if not key.startswith("vaultmesh."):
+            continue
         short = key[len("vaultmesh."):]
         where = origin[len("file:"):] if origin.startswith("file:") else origin
         line = _line_of(where, short) if origin.startswith("file:") else None
@@ -44,7 +41,7 @@ def _entries(repo: Repo) -> list[dict[str, Any]]:
         path = Path(repo.work_tree) / ".vaultmesh.toml"
         if path.exists():
             try:
-                data = tomllib.loads(path.read_text(encoding="utf-8"))
+                data = loads_toml(path.read_text(encoding="utf-8"))
             except ValueError as exc:
                 found.append({"key": None, "value": None, "scope": "worktree-file", "file": str(path),
                               "line": None, "syntax": str(exc)})
@@ -73,6 +70,8 @@ def problems(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({"where": where, "problem": f"not valid TOML: {e['syntax']}", "hint": "fix the syntax"})
             continue
         if schema_key(e["key"]) is None:
+            import difflib
+
             near = difflib.get_close_matches(e["key"].lower(), names, n=1, cutoff=0.6)
             hint = f"did you mean vaultmesh.{near[0]}?" if near else "see `git vaultmesh config` for every key"
             out.append({"where": where, "key": e["key"], "problem": f"unknown key vaultmesh.{e['key']}",

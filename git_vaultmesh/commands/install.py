@@ -17,7 +17,6 @@ from typing import Any
 from ..errors import VaultMeshError
 from ..git import Repo
 from ..ui import print_json
-from .hook import CHAINED_SUFFIX
 
 CLIENT_HOOKS = ("pre-commit", "pre-push", "reference-transaction", "post-rewrite")
 SERVER_HOOKS = ("pre-receive",)
@@ -60,6 +59,8 @@ def template(name: str) -> str:
 
 
 def install_hook(hooks: Path, name: str, state: dict[str, Any]) -> str:
+    from .hook import CHAINED_SUFFIX  # here, not at the top: doctor reads the state without the hook runner
+
     target = hooks / name
     saved = Path(str(target) + CHAINED_SUFFIX)
     chained = False
@@ -83,6 +84,8 @@ def install_hook(hooks: Path, name: str, state: dict[str, Any]) -> str:
 
 
 def uninstall_hook(target: Path) -> str:
+    from .hook import CHAINED_SUFFIX
+
     saved = Path(str(target) + CHAINED_SUFFIX)
     if target.exists() and not is_ours(target):
         raise VaultMeshError("VM-HOOK-CONFLICT",

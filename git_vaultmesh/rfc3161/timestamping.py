@@ -544,21 +544,24 @@ def expiry_warnings(book: TokenBook, policy: Policy, *, horizon_days: int = 90) 
     """TSA certificates (the policy's CA, the signer seen in the newest token) expiring within the horizon
     while no archive timestamp newer than the newest entry timestamp, made by a certificate that outlives
     the horizon, protects the tokens made so far."""
+    return warnings_from_facts(expiry_facts(book, policy), book.now, horizon_days=horizon_days)
+
+
+def expiry_facts(book: TokenBook, policy: Policy) -> dict[str, Any]:
+    """What expiry_warnings judges, as JSON that `doctor` remembers between runs (they change only when a
+    policy or timestamp entry is appended; the warnings also change with the clock): `cover`, the latest
+    signer notAfter of a valid archive timestamp newer than the newest entry timestamp; `items`, each
+    [tsa, certificate, notAfter] that may expire."""
     from cryptography import x509
 
-    horizon = book.now + timedelta(days=horizon_days)
     newest_entry_stamp = max((s for s, st in book.stamps.items() if st.entry is not None), default=-1)
-    covered = any(
-        a > newest_entry_stamp and v.ok and v.info is not None and v.info.signer_not_after > horizon
-        for a in book.archives for v in book.verdicts(a))
-    if covered:
-        return []
-    warnings: list[str] = []
+    covers = [v.info.signer_not_after for a in book.archives if a > newest_entry_stamp
+              for v in book.verdicts(a) if v.ok and v.info is not None]
+    items: list[list[str]] = []
     for t in policy.tsas:
-        expiring: list[tuple[str, datetime]] = []
         try:
             ca = x509.load_pem_x509_certificate(t.ca_cert.encode())
-            expiring.append((f"CA certificate {ca.subject.rfc4514_string()!r}", ca.not_valid_after_utc))
+            items.append([t.name, f"CA certificate {ca.subject.rfc4514_string()!r}", iso(ca.not_valid_after_utc)])
         except ValueError:
             pass
         for seq in sorted(book.stamps, reverse=True):
@@ -566,27 +569,47 @@ def expiry_warnings(book: TokenBook, policy: Policy, *, horizon_days: int = 90) 
                 continue  # judge only the newest timestamp entries holding a token from this TSA
             newest = next((v for v in book.verdicts(seq) if v.tsa == t.name and v.info is not None), None)
             if newest is not None and newest.info is not None:
-                expiring.append((f"signer certificate {newest.info.signer_subject!r} (newest token, "
-                                 f"timestamp entry #{seq})", newest.info.signer_not_after))
+                items.append([t.name, f"signer certificate {newest.info.signer_subject!r} (newest token, "
+                              f"timestamp entry #{seq})", iso(newest.info.signer_not_after)])
                 break
-        for what, not_after in expiring:
-            if not_after > horizon:
-                continue
-            when = "expired" if not_after <= book.now else "expires"
-            days = (not_after - book.now).days
-            warnings.append(
-                f"TSA {t.name}: {what} {when} {iso(not_after)} ({days} days); no archive timestamp newer than "
-                "the newest token protects the tokens made so far: run `git vaultmesh timestamp --archive` "
-                "with a TSA whose certificate outlives it, and renew the TSA in the policy")
+    return {"tsas": [t.name for t in policy.tsas], "cover": iso(max(covers)) if covers else None, "items": items}
+
+
+def warnings_from_facts(facts: dict[str, Any], now: datetime, *, horizon_days: int = 90) -> list[str]:
+    """The expiry warnings `facts` (expiry_facts) imply at `now`."""
+    horizon = now + timedelta(days=horizon_days)
+
+    def moment(text: str) -> datetime:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+    if facts.get("cover") is not None and moment(facts["cover"]) > horizon:
+        return []
+    warnings: list[str] = []
+    for name, what, text in facts.get("items", []):
+        not_after = moment(text)
+        if not_after > horizon:
+            continue
+        when = "expired" if not_after <= now else "expires"
+        days = (not_after - now).days
+        warnings.append(
+            f"TSA {name}: {what} {when} {iso(not_after)} ({days} days); no archive timestamp newer than "
+            "the newest token protects the tokens made so far: run `git vaultmesh timestamp --archive` "
+            "with a TSA whose certificate outlives it, and renew the TSA in the policy")
     return warnings
 
 
 def doctor_warnings(log_id: str | None, entries: Sequence[Entry]) -> list[str]:
     """`doctor`'s TSA expiry warnings for a log (policies as claimed: doctor verifies no signature)."""
+    return warnings_from_facts(doctor_facts(log_id, entries), datetime.now(timezone.utc))
+
+
+def doctor_facts(log_id: str | None, entries: Sequence[Entry | None]) -> dict[str, Any]:
+    """expiry_facts of a whole log, under its final policy (as claimed); no TSA in it: nothing to expire."""
     from ..policy import claimed_timeline
 
     timeline = claimed_timeline(entries)
     if log_id is None or timeline.final is None or not timeline.final.tsas:
-        return []
-    book = TokenBook([e.line for e in entries], entries, timeline.policies, log_id, now=datetime.now(timezone.utc))
-    return expiry_warnings(book, timeline.final)
+        return {"tsas": [], "cover": None, "items": []}
+    book = TokenBook([e.line if e is not None else b"" for e in entries], entries, timeline.policies, log_id,
+                     now=datetime.now(timezone.utc))
+    return expiry_facts(book, timeline.final)

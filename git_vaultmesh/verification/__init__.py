@@ -16,7 +16,7 @@ from . import entries, log, notes, subjects, tokens
 from .context import Context, Options, Scope
 from .report import Check, Report, summarize
 
-__all__ = ["Check", "Options", "Report", "summarize", "verify", "check_bundle", "doctor", "Scope"]
+__all__ = ["Check", "Options", "Report", "summarize", "verify", "check_bundle", "doctor", "doctor_sweep", "Scope"]
 
 
 def _repository_context(repo: Repo, opts: Options, report: Report) -> Context | None:
@@ -69,15 +69,21 @@ def verify(repo: Repo, opts: Options) -> Report:
 def doctor(repo: Repo) -> Report:
     """What is derived from the log and can be repaired: notes agree with it, every subject it names is
     present, no stale lock blocks the ledger refs. (The log itself is verify's: doctor does not judge trust.)"""
+    return doctor_sweep(repo)[0]
+
+
+def doctor_sweep(repo: Repo) -> tuple[Report, ledger.View | None]:
+    """`doctor` over every entry of the log, and the view it read (None when there was no log to read).
+    The default `git vaultmesh doctor` runs the same checks over the entries appended since (health.py)."""
     report = Report()
     ctx = _repository_context(repo, Options(all=True, remember=False), report)
     if ctx is None:
-        return report
+        return report, None
     positions = sorted(ctx.carried)
     subjects.subject_objects(ctx, positions)
     notes.notes(ctx, positions)
     log.stale_locks(ctx)
-    return report
+    return report, ctx.view
 
 
 def check_bundle(bundle: object, trust_root: str) -> Report:
