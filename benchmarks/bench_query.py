@@ -199,8 +199,16 @@ def main() -> int:
         cold.append(timed([*vm, "query", "postgres", "--limit", "20"], repo, env))
     print(f"{'cold index rebuild':<34} {statistics.median(c[0] for c in cold):8.2f} s wall "
           f"{statistics.median(c[1] for c in cold):6.2f} s cpu   (target <= 10 s)")
-    print(f"{'bulk append, per 10k entries':<34} {statistics.median(batches):8.2f} s wall "
-          f"(target <= 10 s; {len(batches)} batches, max {max(batches):.2f} s)")
+    print(f"{'bulk append at build, per 10k':<34} {statistics.median(batches):8.2f} s wall "
+          f"({len(batches)} batches, max {max(batches):.2f} s; the machine's load then, not now)")
+    scratch = Path(tempfile.mkdtemp(prefix="vm-bq-"))
+    try:  # on a copy, so the cached ledger keeps its size: 10k entries onto the full ledger, in this run
+        shutil.copytree(repo, scratch / "repo", symlinks=True)
+        bulk = [timed([sys.executable, "-c", GROW, "10000"], scratch / "repo", env) for _ in range(3)]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"{'bulk append of 10k, now':<34} {statistics.median(b[0] for b in bulk):8.2f} s wall "
+          f"{statistics.median(b[1] for b in bulk):6.2f} s cpu   (target <= 10 s; 3 runs)")
     rows = [
         ("query postgres --limit 20", [*vm, "query", "postgres", "--limit", "20"]),
         ("query --component --since --until", [*vm, "query", "--component", "svc-07", "--since", "2024-03-01",
