@@ -12,11 +12,8 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-
-import rfc8785
 
 from .errors import VaultMeshError
 
@@ -50,7 +47,9 @@ _ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9._+@-][A-Za-z0-9._+@ -]{0,254}\Z")
 
 
 def canonical(obj: Any) -> bytes:
-    """RFC 8785 bytes of a JSON value."""
+    """RFC 8785 bytes of a JSON value. (rfc8785 is imported here: commands that only read never need it.)"""
+    import rfc8785
+
     return bytes(rfc8785.dumps(obj))
 
 
@@ -69,11 +68,29 @@ def new_log_id() -> str:
     return os.urandom(16).hex()
 
 
-@dataclass(frozen=True)
 class Entry:
+    """One entry: its canonical line (the Merkle leaf data), body and signatures. Immutable. A plain class,
+    not a dataclass: importing dataclasses (and inspect with it) is ~10 ms of every command's start-up."""
+
+    __hash__ = None  # type: ignore[assignment]  # the body is a dict: like the frozen dataclass it was, unhashable
+
     line: bytes  # canonical JSON, no newline: the Merkle leaf data
     body: dict[str, Any]
-    sigs: list[dict[str, str]] = field(default_factory=list)  # a batch signature also carries "batch"
+    sigs: list[dict[str, str]]  # a batch signature also carries "batch"
+
+    def __init__(self, line: bytes, body: dict[str, Any], sigs: list[dict[str, str]] | None = None) -> None:
+        self.__dict__.update(line=line, body=body, sigs=[] if sigs is None else sigs)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Entry is immutable (cannot set {name})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Entry):
+            return NotImplemented
+        return (self.line, self.body, self.sigs) == (other.line, other.body, other.sigs)
+
+    def __repr__(self) -> str:
+        return f"Entry(line={self.line!r}, body={self.body!r}, sigs={self.sigs!r})"
 
     @property
     def id(self) -> str:

@@ -14,9 +14,8 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import merkle, timings
 from .entry import Entry, canonical, entry_path, parse_line, seq_of_path
@@ -50,8 +49,7 @@ def checkpoint_text(log_id: str, size: int, root: bytes, policies: tuple[int, by
 POLICY_LINE = "policy"
 
 
-@dataclass(frozen=True)
-class Checkpoint:
+class Checkpoint(NamedTuple):
     log_id: str
     size: int
     root: bytes
@@ -116,16 +114,19 @@ def note_paths(oid: str) -> tuple[str, str]:
     return oid, f"{oid[:2]}/{oid[2:]}"
 
 
-@dataclass
 class Head:
-    """What an append needs of the current log, read without reading every entry."""
+    """What an append needs of the current log, read without reading every entry. (This module's records are
+    plain classes and NamedTuples: importing dataclasses is ~10 ms of every command's start-up.)"""
 
-    commit: str | None
-    tree: str | None
-    notes: str | None
-    log_id: str | None
-    frontier: merkle.CompactRange
-    policy_frontier: merkle.CompactRange = field(default_factory=lambda: merkle.CompactRange.from_leaf_hashes([]))
+    def __init__(self, commit: str | None, tree: str | None, notes: str | None, log_id: str | None,
+                 frontier: merkle.CompactRange, policy_frontier: merkle.CompactRange | None = None) -> None:
+        self.commit, self.tree, self.notes, self.log_id = commit, tree, notes, log_id
+        self.frontier = frontier
+        self.policy_frontier = (policy_frontier if policy_frontier is not None
+                                else merkle.CompactRange.from_leaf_hashes([]))
+
+    def __repr__(self) -> str:
+        return f"Head(commit={self.commit!r}, size={self.size}, log_id={self.log_id!r})"
 
     @property
     def size(self) -> int:
@@ -237,7 +238,6 @@ def load(repo: Repo) -> tuple[Head, list[Entry]]:
     return head, read_entries(repo, head.commit)
 
 
-@dataclass
 class View:
     """The log read once, tolerantly: every command that judges the ledger reads it through this.
 
@@ -245,12 +245,13 @@ class View:
     it belongs to); a gap in the numbering is a problem too, and the entries present are still read so the
     rest can be judged."""
 
-    ref: str
-    head: str
-    lines: list[bytes]
-    entries: list[Entry | None]
-    leaves: list[bytes]
-    problems: list[tuple[str, VaultMeshError]] = field(default_factory=list)
+    def __init__(self, ref: str, head: str, lines: list[bytes], entries: list[Entry | None], leaves: list[bytes],
+                 problems: list[tuple[str, VaultMeshError]] | None = None) -> None:
+        self.ref, self.head, self.lines, self.entries, self.leaves = ref, head, lines, entries, leaves
+        self.problems = [] if problems is None else problems
+
+    def __repr__(self) -> str:
+        return f"View(ref={self.ref!r}, head={self.head!r}, size={self.size}, problems={len(self.problems)})"
 
     @property
     def size(self) -> int:
@@ -349,8 +350,7 @@ def read_note(repo: Repo, notes_commit: str | None, oid: str) -> bytes:
     return b""
 
 
-@dataclass(frozen=True)
-class AppendResult:
+class AppendResult(NamedTuple):
     commit: str
     first_seq: int
     entries: list[Entry]
