@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,10 @@ class TreeDigest:
     missing_submodules: list[str]  # superproject-relative paths of gitlinks whose repo/commit was absent
 
 
+class Stopped(Exception):
+    """tree_digest was asked to stop (`stop` set) before it finished: its caller no longer needs the digest."""
+
+
 @dataclass
 class _Run:
     """Objects of one repository hashed in a row: a commit's bytes (already read), then `objects` streamed.
@@ -77,6 +82,7 @@ class _Plan:
 
 def tree_digest(
     repo: Repo, commit_oid: str, *, require_submodules: bool = False, include_submodules: bool = True,
+    stop: threading.Event | None = None,
 ) -> TreeDigest:
     """Git-EVTag-v0-SHA512 of `commit_oid` (a full commit id) in `repo`.
 
@@ -87,7 +93,8 @@ def tree_digest(
     Raises VM-SUBJECT-MISSING when an object the commit reaches is absent, VM-SUBMODULES-MISSING when
     `require_submodules` and a submodule's repository or commit is absent, VM-BAD-REV when `commit_oid` is
     not a full object id naming a commit, VM-GIT-FAILED when git hands back bytes that do not hash to the
-    id asked for (a `refs/replace/` ref, or corruption)."""
+    id asked for (a `refs/replace/` ref, or corruption); Stopped when `stop` is set before the end (a digest
+    started ahead of need, in a thread, whose command refused meanwhile)."""
     if len(commit_oid) != repo.oid_len or not _HEX.fullmatch(commit_oid):
         raise VaultMeshError(
             "VM-BAD-REV", f"{commit_oid!r} is not a full lowercase object id",
@@ -107,7 +114,7 @@ def tree_digest(
             csum = hashlib.sha512()
             for run in runs:
                 csum.update(run.head)
-                _hash_run(run, csum, progress)
+                _hash_run(run, csum, progress, stop)
     finally:
         for sub in plan.opened:
             sub.close()
@@ -229,10 +236,13 @@ def _check(oid: str, header: bytes, body: bytes) -> None:
         )
 
 
-def _hash_run(run: _Run, csum: hashlib._Hash, progress: timings.Step | timings._Null) -> None:
+def _hash_run(run: _Run, csum: hashlib._Hash, progress: timings.Step | timings._Null,
+              stop: threading.Event | None) -> None:
     """Feed a run's objects, streamed, to the digest."""
     objects = run.objects
     for i, (typ, body) in enumerate(run.repo.stream_objects([o for o, _ in objects])):
+        if stop is not None and stop.is_set():
+            raise Stopped  # leaving the stream kills its cat-file
         oid, path = objects[i]
         if body is None:
             raise VaultMeshError(

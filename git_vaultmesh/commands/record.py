@@ -14,7 +14,7 @@ from ..entry import Entry, check_body, hash_file, now_rfc3339, parse_line, sign_
 from ..errors import VaultMeshError
 from ..git import Repo
 from ..policy import Policy, SigStatus, claimed_judge, may_sign, replay, signing_rule
-from ..recompute import recompute
+from ..recompute import DigestAhead
 from ..signing import SigningKey
 from ..ui import print_json, warn
 
@@ -127,12 +127,20 @@ def run(args: argparse.Namespace) -> int:
                                  "one release per tag: tag a new version, or pass --if-missing in scripts")
         print(f"{target.rev} is already recorded as {existing}")
         return 0
-    policy = current_policy(repo, head)
-    key = signing_key(repo)
-    may_sign(policy, key, target.typ)
-    body = receipt_body(repo, head, target, args)
-    if target.typ == "release":
-        add_release_fields(repo, head, target.commit, body, args.require_submodules)
+    # The tree digest is most of a release's cost and needs nothing below: it starts now, in a thread, and
+    # add_release_fields collects it where it was computed before, so the refusals below keep their order.
+    ahead = DigestAhead(repo, target.commit, require_submodules=args.require_submodules) \
+        if target.typ == "release" else None
+    try:
+        policy = current_policy(repo, head)
+        key = signing_key(repo)
+        may_sign(policy, key, target.typ)
+        body = receipt_body(repo, head, target, args)
+        if ahead is not None:
+            add_release_fields(repo, head, target.commit, body, ahead)
+    finally:
+        if ahead is not None:
+            ahead.cancel()  # a refusal above: stop the digest (after result(), a no-op)
     checked_body(body)
     entry = sign_body(body, key)
     try:
@@ -236,16 +244,15 @@ def receipt_body(repo: Repo, head: ledger.Head, target: _Target, args: argparse.
     return body
 
 
-def add_release_fields(repo: Repo, head: ledger.Head, commit: str, body: dict[str, Any],
-                       require_submodules: bool) -> None:
-    """history (over the newest recorded ancestor release) and tree_digest, computed at the same time.
+def add_release_fields(repo: Repo, head: ledger.Head, commit: str, body: dict[str, Any], digest: DigestAhead) -> None:
+    """history (over the newest recorded ancestor release) and tree_digest (`digest`, already under way).
 
-    One tree digest: where a submodule is absent, evtag already gives the digest with none of them, which
-    is what the receipt records (with "submodules": "not-included") because anyone can reproduce it."""
+    Only the commits over the base are read: the history extends the base's compact range. One tree
+    digest: where a submodule is absent, evtag already gives the digest with none of them, which is what
+    the receipt records (with "submodules": "not-included") because anyone can reproduce it."""
     base = find_base(repo, head, commit)
-    got = recompute(repo, commit, base, require_submodules=require_submodules)
-    body["history"] = got.history.as_json()
-    td = got.digest
+    body["history"] = history.compute(repo, commit, base).as_json()
+    td = digest.result()
     body["tree_digest"] = td.digest
     if td.submodules:
         body["submodules"] = td.submodules
