@@ -119,6 +119,8 @@ def _hash_superproject(
     """The commit, its root tree, then its walk as `ls-tree` lists it, each object hashed as cat-file hands
     it over (Repo.tree_objects): the walk is read once, listing and reading overlapping. Submodules are
     decided at the first gitlink, from the whole listing (by then long complete): one absent means none."""
+    if stop is not None and stop.is_set():
+        raise Stopped  # refused before it began (record --if-missing of a recorded tag): start no git
     got = _read(repo, oid, "")
     if got is None or got[0] != "commit":
         raise VaultMeshError(
