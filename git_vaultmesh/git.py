@@ -914,7 +914,7 @@ class TreeObjects:
                     if typ != "commit":
                         names.append(oid.encode() + b"\n")
                 with self._listed:
-                    self._items += items
+                    self._items.extend(items)  # in place: the reader holds this list
                     self._names += names
                     self._listed.notify_all()
         finally:
@@ -949,16 +949,17 @@ class TreeObjects:
     def __iter__(self) -> Iterator[tuple[TreeItem, str | None, bytes | None]]:
         out = self._cat.stdout
         assert out is not None
-        i = 0
+        i, listed, items = 0, 0, self._items
         try:
             while True:
-                with self._listed:
-                    while i >= len(self._items) and not self._done:
-                        self._listed.wait()
-                    if i >= len(self._items):
-                        failed = self._failed
+                if i >= listed:  # the lock only when the entries seen so far are used up
+                    with self._listed:
+                        while i >= len(items) and not self._done:
+                            self._listed.wait()
+                        listed, failed = len(items), self._failed
+                    if i >= listed:
                         break
-                    item = self._items[i]
+                item = items[i]
                 i += 1
                 if item.type == "commit":
                     yield item, None, None
