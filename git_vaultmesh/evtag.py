@@ -24,9 +24,10 @@ Documented deviations from the C tool:
   contributes no bytes) and report `submodules="not-included"` plus the absent paths, unless
   `require_submodules` is set: the digest with none of them is the only one every verifier can reproduce.
 
-How it reads: each repository's whole walk is listed first with one `git ls-tree -r -t` (which also tells
-whether every submodule is there, before a byte is hashed), then its objects stream through one
-`git cat-file --batch --buffer` fed by a thread (`Repo.stream_objects`): no round trip per object.
+How it reads: the superproject's walk is one `git ls-tree -r -t` piped into one `git cat-file --batch --buffer`
+(`Repo.tree_objects`), each object hashed as it arrives, so listing and reading overlap as in a shell pipe.
+At the first gitlink the (by then complete) listing says which submodules there are; each submodule's walk
+is listed whole, then streamed (`Repo.stream_objects`). Every object is checked against its id.
 """
 
 from __future__ import annotations
