@@ -24,21 +24,23 @@ Documented deviations from the C tool:
   contributes no bytes) and report `submodules="not-included"` plus the absent paths, unless
   `require_submodules` is set: the digest with none of them is the only one every verifier can reproduce.
 
-How it reads: each repository's whole walk is listed first with one `git ls-tree -r -t` (which also tells
-whether every submodule is there, before a byte is hashed), then its objects stream through one
-`git cat-file --batch --buffer` fed by a thread (`Repo.stream_objects`): no round trip per object.
+How it reads: the superproject's walk is one `git ls-tree -r -t` piped into one `git cat-file --batch --buffer`
+(`Repo.tree_objects`), each object hashed as it arrives, so listing and reading overlap as in a shell pipe.
+At the first gitlink the (by then complete) listing says which submodules there are; each submodule's walk
+is listed whole, then streamed (`Repo.stream_objects`). Every object is checked against its id.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import timings
 from .errors import VaultMeshError
-from .git import Repo, submodule_repo
+from .git import Repo, TreeItem, TreeObjects, submodule_repo
 
 NOT_INCLUDED = "not-included"
 
@@ -56,6 +58,10 @@ class TreeDigest:
     digest: str  # lowercase hex SHA-512
     submodules: str | None  # None: every submodule included; "not-included": one or more were absent
     missing_submodules: list[str]  # superproject-relative paths of gitlinks whose repo/commit was absent
+
+
+class Stopped(Exception):
+    """tree_digest was asked to stop (`stop` set) before it finished: its caller no longer needs the digest."""
 
 
 @dataclass
@@ -77,6 +83,7 @@ class _Plan:
 
 def tree_digest(
     repo: Repo, commit_oid: str, *, require_submodules: bool = False, include_submodules: bool = True,
+    stop: threading.Event | None = None,
 ) -> TreeDigest:
     """Git-EVTag-v0-SHA512 of `commit_oid` (a full commit id) in `repo`.
 
@@ -87,7 +94,8 @@ def tree_digest(
     Raises VM-SUBJECT-MISSING when an object the commit reaches is absent, VM-SUBMODULES-MISSING when
     `require_submodules` and a submodule's repository or commit is absent, VM-BAD-REV when `commit_oid` is
     not a full object id naming a commit, VM-GIT-FAILED when git hands back bytes that do not hash to the
-    id asked for (a `refs/replace/` ref, or corruption)."""
+    id asked for (a `refs/replace/` ref, or corruption); Stopped when `stop` is set before the end (a digest
+    started ahead of need, in a thread, whose command refused meanwhile)."""
     if len(commit_oid) != repo.oid_len or not _HEX.fullmatch(commit_oid):
         raise VaultMeshError(
             "VM-BAD-REV", f"{commit_oid!r} is not a full lowercase object id",
@@ -96,22 +104,99 @@ def tree_digest(
     plan = _Plan()
     try:
         with timings.step("tree digest", unit="objects") as progress:
-            if not _plan_commit(repo, commit_oid, "", plan, include_submodules, require_submodules):
-                raise VaultMeshError(
-                    "VM-BAD-REV", f"{commit_oid} is not a commit",
-                    "pass the commit a tag points at (git rev-parse TAG^{commit})",
-                )
-            runs = plan.runs
-            if plan.missing and include_submodules:  # one is absent: the digest holds none of them
-                runs = [r for r in runs if r.repo is repo]
             csum = hashlib.sha512()
-            for run in runs:
-                csum.update(run.head)
-                _hash_run(run, csum, progress)
+            _hash_superproject(repo, commit_oid, plan, csum, progress, include_submodules, require_submodules,
+                               stop)
     finally:
         for sub in plan.opened:
             sub.close()
     return TreeDigest(csum.hexdigest(), NOT_INCLUDED if plan.missing else None, plan.missing)
+
+
+def _hash_superproject(
+    repo: Repo, oid: str, plan: _Plan, csum: hashlib._Hash, progress: timings.Step | timings._Null,
+    include: bool, require: bool, stop: threading.Event | None,
+) -> None:
+    """The commit, its root tree, then its walk as `ls-tree` lists it, each object hashed as cat-file hands
+    it over (Repo.tree_objects): the walk is read once, listing and reading overlapping. Submodules are
+    decided at the first gitlink, from the whole listing (by then long complete): one absent means none."""
+    if stop is not None and stop.is_set():
+        raise Stopped  # refused before it began (record --if-missing of a recorded tag): start no git
+    got = _read(repo, oid, "")
+    if got is None or got[0] != "commit":
+        raise VaultMeshError(
+            "VM-BAD-REV", f"{oid} is not a commit", "pass the commit a tag points at (git rev-parse TAG^{commit})",
+        )
+    typ, body = got
+    first = body.split(b"\n", 1)[0]
+    if not first.startswith(b"tree "):
+        raise _corrupt(f"commit {oid} has no tree header")
+    csum.update(f"{typ} {len(body)}\0".encode() + body)
+    root = first[5:].decode("ascii")
+    try:
+        with repo.tree_objects(oid) as walk:  # its git processes start now, while the root tree is read
+            _hash_walk(repo, root, walk, plan, csum, progress, include, require, stop)
+    except KeyError:
+        raise VaultMeshError(
+            "VM-SUBJECT-MISSING", f"a tree of commit {oid} is missing or damaged in {repo.git_dir}",
+            "fetch the full history (a shallow or partial clone lacks objects); run `git fsck`",
+        ) from None
+
+
+def _hash_walk(
+    repo: Repo, root: str, walk: TreeObjects, plan: _Plan, csum: hashlib._Hash,
+    progress: timings.Step | timings._Null, include: bool, require: bool, stop: threading.Event | None,
+) -> None:
+    got = _read(repo, root, "root tree")
+    assert got is not None
+    csum.update(f"{got[0]} {len(got[1])}\0".encode() + got[1])
+    progress.advance()
+    subs: dict[str, list[_Run]] | None = None  # gitlink path -> the runs that hash it
+    for item, otyp, obody in walk:
+        if stop is not None and stop.is_set():
+            raise Stopped  # leaving the walk kills its git processes
+        if otyp is None:  # a gitlink
+            if subs is None:
+                subs = _plan_gitlinks(repo, walk.listing(), plan, include, require)
+            for run in subs.get(item.path, []):
+                csum.update(run.head)
+                _hash_run(run, csum, progress, stop)
+            continue
+        if obody is None:
+            raise VaultMeshError(
+                "VM-SUBJECT-MISSING", f"object {item.oid} ({item.path}) is missing from {repo.git_dir}",
+                "fetch the full history (a shallow or partial clone lacks objects); run `git fsck`",
+            )
+        header = f"{otyp} {len(obody)}\0".encode()
+        _check(item.oid, header, obody)
+        csum.update(header)
+        csum.update(obody)
+        progress.advance()
+
+
+def _plan_gitlinks(repo: Repo, items: list[TreeItem], plan: _Plan, include: bool,
+                   require: bool) -> dict[str, list[_Run]]:
+    """The runs hashing each gitlink of the superproject's walk: none at all when one is absent (or when
+    `include` is False), every one's path then in plan.missing."""
+    runs: dict[str, list[_Run]] = {}
+    for item in items:
+        if item.type != "commit":
+            continue
+        if not include:
+            plan.missing.append(item.path)
+            continue
+        own = _Plan(missing=plan.missing, opened=plan.opened)
+        if _plan_submodule(repo, item.path, item.oid, item.path, own, require):
+            runs[item.path] = own.runs
+            continue
+        if require:
+            raise VaultMeshError(
+                "VM-SUBMODULES-MISSING", f"submodule {item.path} (commit {item.oid}) is not available in this "
+                "repository", "run `git submodule update --init --recursive` in a checkout, "
+                "or record without --require-submodules",
+            )
+        plan.missing.append(item.path)
+    return {} if plan.missing else runs
 
 
 def _plan_commit(
@@ -229,10 +314,13 @@ def _check(oid: str, header: bytes, body: bytes) -> None:
         )
 
 
-def _hash_run(run: _Run, csum: hashlib._Hash, progress: timings.Step | timings._Null) -> None:
+def _hash_run(run: _Run, csum: hashlib._Hash, progress: timings.Step | timings._Null,
+              stop: threading.Event | None) -> None:
     """Feed a run's objects, streamed, to the digest."""
     objects = run.objects
     for i, (typ, body) in enumerate(run.repo.stream_objects([o for o, _ in objects])):
+        if stop is not None and stop.is_set():
+            raise Stopped  # leaving the stream kills its cat-file
         oid, path = objects[i]
         if body is None:
             raise VaultMeshError(

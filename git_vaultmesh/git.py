@@ -757,6 +757,10 @@ class Repo:
                 found.append((tree, name))
         return found
 
+    def tree_objects(self, treeish: str) -> TreeObjects:
+        """tree_walk's entries with each object's bytes, listed and read in one pipeline (see TreeObjects)."""
+        return TreeObjects(self, treeish)
+
 
 _RACE_MESSAGES = ("is at ", "but expected", "reference already exists", "unable to resolve reference", "File exists")
 _FAILURE_HINTS = (
@@ -888,3 +892,134 @@ def scratch_view(source: Repo, path: Path, object_dirs: Sequence[str], refs: Map
     if lines:
         git("update-ref", "--stdin", input=lines.encode())
     return Repo(path, None)
+
+
+class TreeObjects:
+    """Every entry of `ls-tree -r -t` below a tree (tree_walk's order) with its object's (type, body), as
+    `ls-tree | cat-file --batch --buffer` does in a shell: the names go to cat-file as ls-tree lists them,
+    so git reads objects while the rest of the walk is still being listed, instead of after it.
+
+    Iterating yields (item, type, body): a gitlink (its commit is in another repository) comes as
+    (item, None, None), an absent object as (item, "missing", None). `listing()` waits for the whole list of
+    entries (whatever the iteration has reached: one thread lists, another feeds cat-file, so neither waits
+    for the reader). Iteration ends with KeyError when git cannot read a tree of it (absent, or not a tree)."""
+
+    def __init__(self, repo: Repo, treeish: str) -> None:
+        self._items: list[TreeItem] = []
+        self._listed = threading.Condition()
+        self._done = False
+        self._failed = False
+        self._closed = False
+        cwd = repo.work_tree or repo.git_dir
+        self._ls = subprocess.Popen(repo._cmd(["ls-tree", "-r", "-t", "-z", "--full-tree", treeish]),
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=cwd)
+        self._cat = subprocess.Popen(repo._cmd(["cat-file", "--batch", "--buffer"]), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=cwd, bufsize=1 << 17)
+        self._names: list[bytes] = []  # what the feeder still has to write, appended by the lister
+        threading.Thread(target=self._list, name="ls-tree reader", daemon=True).start()
+        self._feeder = threading.Thread(target=self._feed, name="cat-file feeder", daemon=True)
+        self._feeder.start()
+
+    def _list(self) -> None:
+        assert self._ls.stdout is not None
+        rest = b""
+        try:
+            while chunk := os.read(self._ls.stdout.fileno(), 1 << 16):
+                recs = (rest + chunk).split(b"\0")
+                rest = recs.pop()
+                items, names = [], []
+                for rec in recs:
+                    meta, _, name = rec.partition(b"\t")
+                    mode, typ, oid = meta.decode("ascii").split()
+                    items.append(TreeItem(mode, typ, oid, name.decode("utf-8", "surrogateescape")))
+                    if typ != "commit":
+                        names.append(oid.encode() + b"\n")
+                with self._listed:
+                    self._items.extend(items)  # in place: the reader holds this list
+                    self._names += names
+                    self._listed.notify_all()
+        finally:
+            self._ls.stdout.close()
+            failed = self._ls.wait() != 0 or rest != b""
+            with self._listed:
+                self._done, self._failed = True, failed
+                self._listed.notify_all()
+
+    def _feed(self) -> None:
+        assert self._cat.stdin is not None
+        try:
+            while True:
+                with self._listed:
+                    while not self._names and not self._done:
+                        self._listed.wait()
+                    names, self._names = self._names, []
+                    last = self._done and not names
+                if last:
+                    break
+                self._cat.stdin.write(b"".join(names))
+            self._cat.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the reader stopped early and killed cat-file
+
+    def listing(self) -> list[TreeItem]:
+        with self._listed:
+            while not self._done:
+                self._listed.wait()
+            return list(self._items)
+
+    def __iter__(self) -> Iterator[tuple[TreeItem, str | None, bytes | None]]:
+        out = self._cat.stdout
+        assert out is not None
+        i, listed, items = 0, 0, self._items
+        try:
+            while True:
+                if i >= listed:  # the lock only when the entries seen so far are used up
+                    with self._listed:
+                        while i >= len(items) and not self._done:
+                            self._listed.wait()
+                        listed, failed = len(items), self._failed
+                    if i >= listed:
+                        break
+                item = items[i]
+                i += 1
+                if item.type == "commit":
+                    yield item, None, None
+                    continue
+                parts = out.readline().split()
+                if len(parts) == 2 and parts[1] == b"missing":
+                    yield item, "missing", None
+                    continue
+                if len(parts) != 3 or not parts[2].isdigit():
+                    raise VaultMeshError("VM-GIT-FAILED", f"git cat-file stopped before {item.oid}",
+                                         "the repository is damaged: run `git fsck`")
+                size = int(parts[2])
+                body = out.read(size)
+                out.read(1)
+                if len(body) != size:
+                    raise VaultMeshError("VM-GIT-FAILED", f"git cat-file cut {item.oid} short",
+                                         "the repository is damaged: run `git fsck`")
+                yield item, parts[1].decode(), body
+        finally:
+            self.close()
+        if failed:
+            raise KeyError("a tree of the walk")
+
+    def close(self) -> None:
+        """Stop both git processes (if still running) and reap them; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for proc in (self._cat, self._ls):
+            if proc.poll() is None:
+                proc.kill()  # a reader that stops early; after a full read both have exited already
+        assert self._cat.stdout is not None
+        self._cat.stdout.close()
+        self._cat.wait()
+        self._feeder.join()
+        self.listing()  # the lister has closed ls-tree's pipe and reaped it
+
+    def __enter__(self) -> TreeObjects:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

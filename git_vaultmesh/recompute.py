@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .errors import VaultMeshError
-from .evtag import TreeDigest, tree_digest
+from .evtag import Stopped, TreeDigest, tree_digest
 from .git import Repo
 from .history import Base, History, compute
 
@@ -154,3 +154,43 @@ def recompute_all(repo: Repo, jobs: Sequence[Job]) -> list[Recomputed]:
     if crashed:
         raise crashed[0]
     return [Recomputed(histories.get(k), digests.get(k)) for k in range(len(jobs))]
+
+
+class DigestAhead:
+    """A release's tree digest computed in a thread from the moment its commit is known, so what a command
+    does meanwhile (record: read the ledger, the policy and the key, find the base release, read the new
+    history) costs no wall time of its own: the digest is the longest part of an incremental record, and
+    none of that work needs it. `result()` gives the digest or raises its error, at the point where the
+    command would have computed it, so a command's refusals keep their order; `cancel()` (idempotent) stops
+    it when the command refuses before needing it."""
+
+    def __init__(self, repo: Repo, commit: str, *, require_submodules: bool = False,
+                 include_submodules: bool = True) -> None:
+        self._stop = threading.Event()
+        self._got: TreeDigest | VaultMeshError | None = None
+        self._crash: BaseException | None = None
+
+        def work() -> None:
+            try:
+                with Repo(repo.git_dir, repo.work_tree) as own:  # the caller's cat-file stays the caller's
+                    self._got = tree_digest(own, commit, require_submodules=require_submodules,
+                                            include_submodules=include_submodules, stop=self._stop)
+            except Stopped:
+                pass
+            except VaultMeshError as exc:
+                self._got = exc
+            except BaseException as exc:  # noqa: BLE001 - a bug: re-raised in the caller's thread by result()
+                self._crash = exc
+
+        self._thread = threading.Thread(target=work, name="tree digest", daemon=True)
+        self._thread.start()
+
+    def result(self) -> TreeDigest:
+        self._thread.join()
+        if self._crash is not None:
+            raise self._crash
+        return _value(self._got, "digest")
+
+    def cancel(self) -> None:
+        self._stop.set()
+        self._thread.join()

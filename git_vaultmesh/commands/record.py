@@ -8,18 +8,20 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import history, ledger, merkle, timings
-from ..config import Settings, signing_key
-from ..entry import Entry, check_body, hash_file, now_rfc3339, parse_line, sign_body
+# Only what runs before the tree digest starts is imported here (git, the digest and what they need): the
+# ledger, the policy, signing and config (~30 ms of imports) load while the digest streams, in the functions
+# that use them.
+from .. import history, merkle, timings
 from ..errors import VaultMeshError
 from ..git import Repo
-from ..policy import Policy, SigStatus, claimed_judge, may_sign, replay, signing_rule
-from ..recompute import recompute
-from ..signing import SigningKey
-from ..ui import print_json, warn
+from ..recompute import DigestAhead
 
 if TYPE_CHECKING:
+    from .. import ledger
+    from ..entry import Entry
+    from ..policy import Policy
     from ..rfc3161.timestamping import StampOutcome
+    from ..signing import SigningKey
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
@@ -34,6 +36,8 @@ class _AlreadyThere(Exception):
 
 
 def artifacts_from_args(paths: list[str], digests: list[str]) -> list[dict[str, Any]]:
+    from ..entry import hash_file
+
     arts: list[dict[str, Any]] = []
     for p in paths:
         if os.path.isdir(p):
@@ -56,12 +60,17 @@ def artifacts_from_args(paths: list[str], digests: list[str]) -> list[dict[str, 
 def current_policy(repo: Repo, head: ledger.Head) -> Policy:
     """The policy in force at the head: the timeline's claimed reading over the policy entries (no gpg run;
     verify is the authority, and judges the same timeline with every signature checked)."""
+    from .. import ledger
+    from ..policy import claimed_judge, replay
+
     found = ledger.find_entries(repo, head, {"type": "policy"})
     return replay({seq: e for seq, e in found if e.type == "policy"}, claimed_judge).final
 
 
 def find_base(repo: Repo, head: ledger.Head, commit: str) -> history.Base | None:
     """The newest recorded release whose commit is an ancestor of `commit` (docs/formats.md)."""
+    from .. import ledger
+
     for _seq, e in reversed(ledger.find_entries(repo, head, {"type": "release"})):
         base_commit = e.subject_commit
         if e.type != "release" or base_commit is None:
@@ -78,12 +87,16 @@ def base_from_entry(e: Entry) -> history.Base:
 
 
 def releases_of_ref(repo: Repo, head: ledger.Head, ref: str) -> list[tuple[int, Entry]]:
+    from .. import ledger
+
     return [(s, e) for s, e in ledger.find_entries(repo, head, {"ref": ref}) if e.type == "release"]
 
 
 def repo_name(repo: Repo) -> str:
     """A name every clone agrees on: vaultmesh.component, else the origin URL's last part (a clone in a folder
     called `colleague/` still records the project's name), else the folder (a bare repository: without .git)."""
+    from ..config import Settings
+
     configured = Settings(repo).get("component")
     if configured:
         return str(configured)
@@ -111,10 +124,29 @@ class _Target:
 
 def run(args: argparse.Namespace) -> int:
     repo = Repo.discover()
-    from ..rfc3161.timestamping import warm_up
-
-    warm_up(repo)  # if a TSA URL is configured, load the RFC 3161 client in the background while git/gpg work
     target = resolve_target(repo, args)
+    # The tree digest is most of a release's cost and needs nothing below: it starts now, in a thread, and
+    # add_release_fields collects it where it was computed before, so the refusals below keep their order
+    # (a refusal stops it).
+    ahead = DigestAhead(repo, target.commit, require_submodules=args.require_submodules) \
+        if target.typ == "release" else None
+    try:
+        from ..rfc3161.timestamping import warm_up  # imports the ledger, policy and signing: after the start
+
+        warm_up(repo)  # if a TSA URL is configured, load the RFC 3161 client in the background while git/gpg work
+        return _record(repo, args, target, ahead)
+    finally:
+        if ahead is not None:
+            ahead.cancel()  # after result(), a no-op
+
+
+def _record(repo: Repo, args: argparse.Namespace, target: _Target, ahead: DigestAhead | None) -> int:
+    from .. import ledger
+    from ..config import signing_key
+    from ..entry import parse_line, sign_body
+    from ..policy import may_sign
+    from ..ui import print_json
+
     head = ledger.read_head(repo)
     if head.commit is None:
         raise VaultMeshError("VM-NOT-INITIALIZED", f"{ledger.REF_LOG} does not exist",
@@ -131,8 +163,8 @@ def run(args: argparse.Namespace) -> int:
     key = signing_key(repo)
     may_sign(policy, key, target.typ)
     body = receipt_body(repo, head, target, args)
-    if target.typ == "release":
-        add_release_fields(repo, head, target.commit, body, args.require_submodules)
+    if ahead is not None:
+        add_release_fields(repo, head, target.commit, body, ahead)
     checked_body(body)
     entry = sign_body(body, key)
     try:
@@ -207,6 +239,8 @@ def already_recorded(repo: Repo, head: ledger.Head, target: _Target) -> str | No
 
 def receipt_body(repo: Repo, head: ledger.Head, target: _Target, args: argparse.Namespace) -> dict[str, Any]:
     """The receipt's body from the subject and the options, before the release fields."""
+    from ..entry import now_rfc3339
+
     assert head.log_id is not None
     artifacts = artifacts_from_args(args.artifact, args.sha256)
     subject: dict[str, str] = {}
@@ -236,16 +270,17 @@ def receipt_body(repo: Repo, head: ledger.Head, target: _Target, args: argparse.
     return body
 
 
-def add_release_fields(repo: Repo, head: ledger.Head, commit: str, body: dict[str, Any],
-                       require_submodules: bool) -> None:
-    """history (over the newest recorded ancestor release) and tree_digest, computed at the same time.
+def add_release_fields(repo: Repo, head: ledger.Head, commit: str, body: dict[str, Any], digest: DigestAhead) -> None:
+    """history (over the newest recorded ancestor release) and tree_digest (`digest`, already under way).
 
-    One tree digest: where a submodule is absent, evtag already gives the digest with none of them, which
-    is what the receipt records (with "submodules": "not-included") because anyone can reproduce it."""
+    Only the commits over the base are read: the history extends the base's compact range. One tree
+    digest: where a submodule is absent, evtag already gives the digest with none of them, which is what
+    the receipt records (with "submodules": "not-included") because anyone can reproduce it."""
+    from ..ui import warn
+
     base = find_base(repo, head, commit)
-    got = recompute(repo, commit, base, require_submodules=require_submodules)
-    body["history"] = got.history.as_json()
-    td = got.digest
+    body["history"] = history.compute(repo, commit, base).as_json()
+    td = digest.result()
     body["tree_digest"] = td.digest
     if td.submodules:
         body["submodules"] = td.submodules
@@ -255,6 +290,8 @@ def add_release_fields(repo: Repo, head: ledger.Head, commit: str, body: dict[st
 
 def checked_body(body: dict[str, Any]) -> None:
     """The log is append-only: never append what every reader (log, show, verify) would refuse to parse."""
+    from ..entry import check_body
+
     hint = ("artifact names must be plain file names (ASCII letters, digits, space and ._+@-): rename the "
             "file, or hash it elsewhere and pass --sha256 NAME=HEX")
     try:
@@ -266,6 +303,8 @@ def checked_body(body: dict[str, Any]) -> None:
 def append_receipt(repo: Repo, key: SigningKey, head: ledger.Head, target: _Target, body: dict[str, Any],
                    entry: Entry, stamps: StampOutcome | None) -> ledger.AppendResult:
     """Append the entry (and its timestamp entry), re-checking against the log as it is at append time."""
+    from .. import ledger
+
     typ, full = target.typ, target.full
 
     def still_new(repo_: Repo, now: ledger.Head) -> list[Entry]:
@@ -290,6 +329,9 @@ def append_receipt(repo: Repo, key: SigningKey, head: ledger.Head, target: _Targ
 
 def print_result(args: argparse.Namespace, policy: Policy, key: SigningKey, typ: str, body: dict[str, Any],
                  entry: Entry, result: ledger.AppendResult, stamps: StampOutcome | None) -> None:
+    from ..policy import SigStatus, signing_rule
+    from ..ui import print_json
+
     rule = signing_rule(policy, typ).evaluate(frozenset({key.fingerprint}))
     sigs = SigStatus(rule.present, rule.missing, policy.threshold(typ))  # k-of-n: cosigns may be needed
     if args.json:
