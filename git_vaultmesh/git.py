@@ -905,6 +905,8 @@ class TreeObjects:
     for the reader). Iteration ends with KeyError when git cannot read a tree of it (absent, or not a tree)."""
 
     def __init__(self, repo: Repo, treeish: str) -> None:
+        import threading
+
         self._items: list[TreeItem] = []
         self._listed = threading.Condition()
         self._done = False
