@@ -238,9 +238,18 @@ class Repo:
         return "0" * self.oid_len
 
     def rev_parse(self, rev: str, peel: str = "object") -> str | None:
-        """Resolve `rev` to an oid (`peel` e.g. "commit"), or None when it names nothing."""
+        """Resolve `rev` to an oid (`peel` e.g. "commit"), or None when it names nothing. What a full object id
+        peels to never changes, so that answer is kept (a record asked the same three ids five times); a name,
+        which can move, is asked every time, and so is an id not found (it may be written later)."""
+        full = len(rev) in (40, 64) and all(c in "0123456789abcdef" for c in rev)
+        known: dict[tuple[str, str], str] = self.__dict__.setdefault("_peeled", {})
+        if full and (rev, peel) in known:
+            return known[rev, peel]
         code, out, _ = self.try_run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{{peel}}}")
-        return out.decode().strip() if code == 0 else None
+        got = out.decode().strip() if code == 0 else None
+        if full and got is not None:
+            known[rev, peel] = got
+        return got
 
     def ref_oid(self, ref: str) -> str | None:
         """The oid a ref points at, without peeling; None when the ref does not exist."""
@@ -745,11 +754,9 @@ class Repo:
         if not treeishes:
             return []
         code, out, err = self.try_run("grep", "-l", "-F", "-z", "-e", needle, *treeishes, "--", path)
+        _grep_failed(code, err)
         if code == 1:
             return []
-        if code != 0:
-            raise VaultMeshError("VM-GIT-FAILED", f"git grep failed: {err.decode(errors='replace').strip()}",
-                                 "check the repository with `git fsck`")
         found = []
         for item in out.decode().split("\0"):
             tree, sep, name = item.partition(":")
@@ -793,8 +800,9 @@ def _read_batch_record(stream: IO[bytes], oid: str) -> tuple[str, bytes]:
 def _ident_env(repo: Repo) -> dict[str, str]:
     """Ledger commits carry the user's identity when set, else a fixed one; dates honour SOURCE_DATE_EPOCH."""
     env: dict[str, str] = {}
-    code, _, _ = repo.try_run("var", "GIT_COMMITTER_IDENT")
-    if code != 0:
+    if "_has_ident" not in repo.__dict__:  # asked once per Repo: an append commits twice (log and notes)
+        repo.__dict__["_has_ident"] = repo.try_run("var", "GIT_COMMITTER_IDENT")[0] == 0
+    if not repo.__dict__["_has_ident"]:
         env.update({
             "GIT_AUTHOR_NAME": "git-vaultmesh", "GIT_AUTHOR_EMAIL": "vaultmesh@localhost",
             "GIT_COMMITTER_NAME": "git-vaultmesh", "GIT_COMMITTER_EMAIL": "vaultmesh@localhost",
@@ -857,14 +865,23 @@ def log_chain(repo: Repo, tip: str) -> list[LogCommit]:
     return chain
 
 
+def _grep_failed(code: int, err: bytes) -> None:
+    """`git grep` that cannot read a blob says so on stderr and still exits 0 (or 1) with the other matches: a
+    missing entry would be left out silently (record would miss a policy entry, federation a witness)."""
+    text = err.decode(errors="replace").strip()
+    if "unable to read" in text:
+        raise VaultMeshError("VM-LOG-CORRUPT", f"git grep could not read every entry: {text.splitlines()[0]}",
+                             "restore the ledger objects from a replica; run `git fsck`")
+    if code not in (0, 1):
+        raise VaultMeshError("VM-GIT-FAILED", f"git grep failed: {text}", "check the repository with `git fsck`")
+
+
 def grep_tree(repo: Repo, treeish: str, needle: str, path: str) -> list[str]:
     """Paths under `path` in `treeish` whose content contains the fixed string `needle` (git grep, in C)."""
     code, out, err = repo.try_run("grep", "-l", "-F", "-z", "-e", needle, treeish, "--", path)
+    _grep_failed(code, err)
     if code == 1:
         return []
-    if code != 0:
-        raise VaultMeshError("VM-GIT-FAILED", f"git grep failed: {err.decode(errors='replace').strip()}",
-                             "check the repository with `git fsck`")
     prefix = treeish + ":"
     return [p[len(prefix):] if p.startswith(prefix) else p for p in out.decode().split("\0") if p]
 

@@ -327,17 +327,14 @@ def find_entries(repo: Repo, head: Head, needle: dict[str, Any]) -> list[tuple[i
         return []
     text = canonical(needle).decode()[1:-1]  # '"k":v' without braces
     paths = grep_tree(repo, head.commit, text, "entries")
-    found = []
-    for path in sorted(paths):
-        seq = seq_of_path(path)
-        if seq is None:
-            continue
-        oid = repo.path_oid(head.commit, path)
-        if oid is None:
-            continue
-        e = parse_line(split_blob(repo.read_object(oid)[1], f"entry #{seq}"), f"entry #{seq}")
-        found.append((seq, e))
-    return found
+    named = sorted((seq, path) for path in paths if (seq := seq_of_path(path)) is not None)
+    try:  # every match in one cat-file round trip, not a rev-parse and a read per match (a record finds every
+        # release of the log this way, to pick its base)
+        blobs = repo.read_blobs([f"{head.commit}:{path}" for _, path in named])
+    except KeyError as exc:  # git grep just read it from this commit: its object is missing or corrupt
+        raise VaultMeshError("VM-LOG-CORRUPT", f"entry blob {exc} is missing or corrupt in the object store",
+                             "restore the ledger objects from a replica; run `git fsck`") from None
+    return [(seq, parse_line(split_blob(blob, f"entry #{seq}"), f"entry #{seq}")) for (seq, _), blob in zip(named, blobs)]
 
 
 def read_note(repo: Repo, notes_commit: str | None, oid: str) -> bytes:

@@ -130,3 +130,36 @@ def test_deploy_without_subject_verifies_and_doctor_is_clean(ledger_repo, gpg_ke
                                       "subject": {"commit": "1" * 40, "tree": "2" * 40}}])
     codes = {c.code for c in doctor(repo).checks if not c.ok}
     assert codes == {"VM-SUBJECT-MISSING"}, codes
+
+
+def test_find_entries_reads_every_match_in_one_batch(ledger_repo, gpg_key) -> None:  # noqa: ANN001
+    """find_entries (how record finds the policy and its base among every release) equals a scan of the whole
+    log, and an entry whose object is gone is VM-LOG-CORRUPT, never silently skipped: `git grep` reports an
+    unreadable blob on stderr only and exits 0 with the other matches (this test failed so before)."""
+    import os
+
+    import pytest
+
+    from git_vaultmesh import ledger
+    from git_vaultmesh.errors import VaultMeshError
+    from git_vaultmesh.git import Repo
+    from git_vaultmesh.signing import resolve_signing_key
+
+    repo = Repo.discover(ledger_repo)
+    head, _ = ledger.load(repo)
+    key = resolve_signing_key("openpgp", gpg_key.fingerprint)
+    ledger.append_bodies(repo, key, [{**b, "log": head.log_id} for b in _bodies(5)])
+    head = ledger.read_head(repo)
+    view = ledger.read_view(repo)
+    scan = [(i, e) for i, e in enumerate(view.entries) if e is not None and e.type == "decision"]
+    assert ledger.find_entries(repo, head, {"type": "decision"}) == scan and len(scan) == 5
+    path = ledger.entry_path(scan[2][0])
+    oid = repo.path_oid(str(head.commit), path)
+    assert oid is not None
+    loose = os.path.join(repo.git_dir, "objects", oid[:2], oid[2:])
+    os.chmod(loose, 0o644)
+    os.unlink(loose)
+    fresh = Repo.discover(ledger_repo)
+    with pytest.raises(VaultMeshError) as exc:
+        ledger.find_entries(fresh, head, {"type": "decision"})
+    assert exc.value.code in ("VM-LOG-CORRUPT",), exc.value
