@@ -518,20 +518,7 @@ class Repo:
         done = False
         try:
             for oid in oids:
-                parts = out.readline().split()
-                if len(parts) == 2 and parts[1] == b"missing":
-                    yield "missing", None
-                    continue
-                if len(parts) != 3 or not parts[2].isdigit():
-                    raise VaultMeshError("VM-GIT-FAILED", f"git cat-file stopped before {oid}",
-                                         "the repository is damaged: run `git fsck`")
-                size = int(parts[2])
-                body = out.read(size)
-                out.read(1)
-                if len(body) != size:
-                    raise VaultMeshError("VM-GIT-FAILED", f"git cat-file cut {oid} short",
-                                         "the repository is damaged: run `git fsck`")
-                yield parts[1].decode(), body
+                yield _streamed_record(out, oid)
             done = True
         finally:
             if not done:
@@ -786,6 +773,24 @@ def _failure_hint(stderr: str, default: str) -> str:
     return default
 
 
+def _streamed_record(out: IO[bytes], oid: str) -> tuple[str, bytes | None]:
+    """The next record of a `cat-file --batch` stream read ahead of its names: (type, body), or ("missing",
+    None) for an absent object, after which the stream goes on. A header or body cut short means cat-file died
+    (a corrupt object): VM-GIT-FAILED."""
+    parts = out.readline().split()
+    if len(parts) == 2 and parts[1] == b"missing":
+        return "missing", None
+    if len(parts) != 3 or not parts[2].isdigit():
+        raise VaultMeshError("VM-GIT-FAILED", f"git cat-file stopped before {oid}",
+                             "the repository is damaged: run `git fsck`")
+    size = int(parts[2])
+    body = out.read(size)
+    out.read(1)
+    if len(body) != size:
+        raise VaultMeshError("VM-GIT-FAILED", f"git cat-file cut {oid} short", "the repository is damaged: run `git fsck`")
+    return parts[1].decode(), body
+
+
 def _read_batch_record(stream: IO[bytes], oid: str) -> tuple[str, bytes]:
     header = stream.readline()
     parts = header.split()
@@ -1004,20 +1009,7 @@ class TreeObjects:
                 if item.type == "commit":
                     yield item, None, None
                     continue
-                parts = out.readline().split()
-                if len(parts) == 2 and parts[1] == b"missing":
-                    yield item, "missing", None
-                    continue
-                if len(parts) != 3 or not parts[2].isdigit():
-                    raise VaultMeshError("VM-GIT-FAILED", f"git cat-file stopped before {item.oid}",
-                                         "the repository is damaged: run `git fsck`")
-                size = int(parts[2])
-                body = out.read(size)
-                out.read(1)
-                if len(body) != size:
-                    raise VaultMeshError("VM-GIT-FAILED", f"git cat-file cut {item.oid} short",
-                                         "the repository is damaged: run `git fsck`")
-                yield item, parts[1].decode(), body
+                yield (item, *_streamed_record(out, item.oid))
         finally:
             self.close()
         if failed:
