@@ -70,10 +70,14 @@ _FALSE = frozenset({"false", "no", "off", "0", ""})
 
 
 class Settings:
-    def __init__(self, repo: Repo) -> None:
+    """The value git-vaultmesh reads for each setting: git config's vaultmesh.* (the last value wins), else
+    `.vaultmesh.toml`, validated. `git_keys`: the vaultmesh.* values already read (doctor reads every setting
+    with its origin in one git process), so they are not asked again."""
+
+    def __init__(self, repo: Repo, git_keys: dict[str, str] | None = None) -> None:
         self.repo = repo
         self._toml: dict[str, Any] | None = None
-        self._git: dict[str, str] | None = None
+        self._git: dict[str, str] | None = git_keys
 
     def git_keys(self) -> dict[str, str]:
         """Every vaultmesh.* git config value, read with ONE `git config --get-regexp` per Settings (not one git

@@ -26,6 +26,7 @@ from .errors import VaultMeshError
 from .git import Repo
 
 if TYPE_CHECKING:
+    from .config import Settings
     from .verification.report import Report
 
 STATE_VERSION = 1
@@ -72,10 +73,13 @@ def check(repo: Repo, *, full: bool = False) -> Health:
     refs = repo.ref_values([ledger.REF_LOG, ledger.REF_NOTES, ledger.KEEP_PREFIX])
     origins = repo.config_origins(r"^(vaultmesh\.|user\.signingkey$|gpg\.format$)")  # one git for all settings
     config = _config_area(repo, h, origins)
-    other = {key: value for _, _, key, value in origins if not key.startswith("vaultmesh.")}  # the last one wins
+    from .config import Settings
+
+    read = {key: value for _, _, key, value in origins}  # git's reading order: the last value wins
+    settings = Settings(repo, {k: v for k, v in read.items() if k.startswith("vaultmesh.")})
     facts = _ledger_area(repo, h, refs, full)
     _index_area(repo, h, refs.get(ledger.REF_LOG))
-    _keys_area(repo, h, config, other, full)
+    _keys_area(repo, h, settings, read, full)
     _tsas_area(h, config, facts)
     _hooks_area(repo, h)
     return h
@@ -284,27 +288,21 @@ def _config_area(repo: Repo, h: Health, origins: list[tuple[str, str, str, str]]
     return entries
 
 
-def _setting(entries: Sequence[dict[str, Any]], key: str) -> Any:
-    """The value git-vaultmesh reads for `key`: git config wins over .vaultmesh.toml, the last git value wins."""
-    value = None
-    for e in entries:
-        if isinstance(e.get("key"), str) and e["key"].lower() == key:
-            if e["scope"] != "worktree-file" or value is None:
-                value = e["value"]
-    return value
-
-
-def _keys_area(repo: Repo, h: Health, entries: Sequence[dict[str, Any]], other: dict[str, str], full: bool) -> None:
-    """A signing key is configured (and, with --full, gpg or ssh-keygen can use it)."""
+def _keys_area(repo: Repo, h: Health, settings: Settings, read: dict[str, str], full: bool) -> None:
+    """A signing key is configured (and, with --full, gpg or ssh-keygen can use it). Read as `record` reads
+    them (config.Settings); a malformed value is the config area's problem, and here what cannot be used."""
     from .config import validated
 
-    name = _setting(entries, "signingkey") or other.get("user.signingkey")
     try:
-        fmt = validated("signingformat", _setting(entries, "signingformat") or other.get("gpg.format") or "openpgp")
+        name = settings.get("signingkey") or read.get("user.signingkey")
+        fmt = settings.get("signingformat") or validated("signingformat", read.get("gpg.format") or "openpgp")
     except VaultMeshError as exc:
-        h.area("keys", False, "the signing format is malformed", [f"{exc.cause} ({exc.code})"])
+        h.area("keys", False, "the signing key or format is malformed", [f"{exc.cause} ({exc.code})"])
         return
-    trust = "trust root pinned" if _setting(entries, "trustroot") else "no trust root pinned (trust on first use)"
+    try:
+        trust = "trust root pinned" if settings.get("trustroot") else "no trust root pinned (trust on first use)"
+    except VaultMeshError:
+        trust = "the trust root setting is malformed (see config)"
     if not name:
         h.area("keys", True, f"no signing key configured: this clone verifies but cannot record "
                f"(git config vaultmesh.signingKey <fingerprint>); {trust}", configured=False)
@@ -325,18 +323,6 @@ def _keys_area(repo: Repo, h: Health, entries: Sequence[dict[str, Any]], other: 
     h.area("keys", True, f"{fmt} key {name}: {checked}; {trust}", problems, configured=True)
 
 
-def _valid_url(url: Any) -> bool:
-    from urllib.parse import urlsplit
-
-    if not isinstance(url, str):
-        return False
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
 def _tsas_area(h: Health, entries: Sequence[dict[str, Any]], facts: dict[str, Any] | None) -> None:
     """Configured TSA URLs are http(s) URLs; the policy's TSAs have one; certificate expiry (warnings)."""
     urls: dict[str, Any] = {}
@@ -344,8 +330,12 @@ def _tsas_area(h: Health, entries: Sequence[dict[str, Any]], facts: dict[str, An
         key = e.get("key")
         if isinstance(key, str) and key.lower().startswith("tsa.") and key.lower().endswith(".url"):
             urls.setdefault(key[4:-4], e["value"])
-    problems = [f"vaultmesh.tsa.{n}.url = {str(u)[:80]!r} is not an http(s) URL (VM-CONFIG-INVALID)"
-                for n, u in urls.items() if not _valid_url(u)]
+    problems: list[str] = []
+    if urls:
+        from .rfc3161.client import url_problem  # what `record` would meet when it asks that TSA
+
+        problems = [f"vaultmesh.tsa.{n}.url = {str(u)[:80]!r} {why} (VM-CONFIG-INVALID)"
+                    for n, u in urls.items() if (why := url_problem(u)) is not None]
     policy = list(facts.get("tsas", [])) if facts else []
     unset = [n for n in policy if n not in urls]
     detail = (f"{len(urls)} configured, {len(policy)} in the policy" if urls or policy else "none configured, none in the policy")

@@ -1388,3 +1388,24 @@ def test_plain_http_server_on_an_https_url(tls_env: pytest.MonkeyPatch) -> None:
     with RawServer(handler) as srv:
         _err, elapsed = refused(f"https://127.0.0.1:{srv.port}/tsr", timeout=2.5)
     assert elapsed < 1.5
+
+
+@pytest.mark.parametrize("url,why", [
+    ("https://tsa.example.org/tsr", None),
+    ("http://127.0.0.1:8080/", None),
+    ("ftp://tsa.example.org/", "is not an http:// or https:// URL with a host"),
+    ("https:///no-host", "is not an http:// or https:// URL with a host"),
+    ("https://tsa.example.org:99999/", "has an invalid port"),
+    ("https://tsa.example.org:port/", "has an invalid port"),
+    ("http://[::1/", "does not parse as a URL"),
+    (7, "is not a string"),
+])
+def test_one_reading_of_a_tsa_url(url: object, why: str | None) -> None:
+    """post, `tsa add --url` and doctor judge a TSA URL by this one rule."""
+    from git_vaultmesh.rfc3161.client import post, url_problem
+
+    assert url_problem(url) == why
+    if why is not None and isinstance(url, str):
+        with pytest.raises(VaultMeshError) as exc:
+            post(url, b"", 1.0)
+        assert exc.value.code == "VM-TSA-UNREACHABLE" and why in exc.value.cause

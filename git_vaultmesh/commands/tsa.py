@@ -16,7 +16,6 @@ import binascii
 import hashlib
 import os
 import sys
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +64,11 @@ def read_ca(path: str) -> str:
 
 
 def _check_url(url: str) -> None:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise VaultMeshError("VM-USAGE", f"--url {url!r} is not an http:// or https:// URL with a host",
+    from ..rfc3161.client import url_problem
+
+    problem = url_problem(url)
+    if problem is not None:
+        raise VaultMeshError("VM-USAGE", f"--url {url!r} {problem}",
                              "give the URL the TSA operator publishes for RFC 3161 requests")
 
 

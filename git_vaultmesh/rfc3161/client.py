@@ -47,18 +47,35 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def url_problem(url: object) -> str | None:
+    """What keeps `url` from being a TSA's address (None: nothing): it must be an http:// or https:// URL with a
+    host and, if it names one, a valid port. The one reading of a TSA URL: `post`, `tsa add --url` and doctor."""
+    if not isinstance(url, str):
+        return "is not a string"
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # e.g. an unclosed [IPv6 literal
+        return "does not parse as a URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http:// or https:// URL with a host"
+    try:
+        parts.port  # noqa: B018 - reading it raises ValueError for a port out of range or not a number
+    except ValueError:
+        return "has an invalid port"
+    return None
+
+
 def post(url: str, body: bytes, timeout: float) -> tuple[str, bytes]:
     """POST an application/timestamp-query; return the HTTP 200 answer's (media type in lower case, body).
 
     A redirect or any other status, and every transport failure, raise VM-TSA-UNREACHABLE naming what
     happened."""
+    problem = url_problem(url)
+    if problem is not None:
+        _fail(f"the TSA URL {url!r} {problem}", _URL_HINT)
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        _fail(f"the TSA URL {url!r} is not an http:// or https:// URL with a host", _URL_HINT)
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        _fail(f"the TSA URL {url!r} has an invalid port", _URL_HINT)
+    assert parts.hostname is not None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     proxy = None if is_loopback(parts.hostname) else _proxy_for(parts, url)
     return _Exchange(url, parts.scheme, parts.hostname, port, proxy, timeout).post(_target(parts), body)
 
