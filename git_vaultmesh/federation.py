@@ -477,11 +477,9 @@ def _state_path(repo: Repo) -> Path:
 
 
 def load_state(repo: Repo) -> dict[str, Any]:
-    try:
-        data = json.loads(_state_path(repo).read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    from . import statefile
+
+    return statefile.read(_state_path(repo)) or {}
 
 
 def _record(repo: Repo, p: Peer, out: Outcome, judged: dict[str, Any] | None = None) -> None:
@@ -490,11 +488,9 @@ def _record(repo: Repo, p: Peer, out: Outcome, judged: dict[str, Any] | None = N
     it was: the next sync looks there first and re-checks it against our log (see `_unchanged`)."""
     state = load_state(repo)
     state[p.name] = dict(out.as_json(), at=now_rfc3339(), **({"judged": judged} if judged and out.ok else {}))
-    path = _state_path(repo)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    from . import statefile
+
+    statefile.write(_state_path(repo), state, indent=1, sort_keys=True)
 
 
 # --- the merged view -----------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ entry bodies carry no position, so nothing is re-signed but the checkpoint.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import random
 import time
@@ -681,26 +680,16 @@ def state_path(repo: Repo) -> str:
 
 
 def load_verified(repo: Repo) -> dict[str, Any] | None:
-    try:
-        with open(state_path(repo), encoding="utf-8") as fh:
-            data = json.load(fh)
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
+    from . import statefile
+
+    return statefile.read(state_path(repo))
 
 
 def save_verified(repo: Repo, log_id: str, size: int, root: bytes) -> None:
     """Remember the checkpoint this clone verified last (atomic rename, so a crash keeps the old one)."""
-    import os
-    import tempfile
+    from . import statefile
 
-    path = state_path(repo)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    # a temporary file of our own: two verify processes sharing one name could rename each other's half-written file
-    fd, tmp = tempfile.mkstemp(prefix="verified-checkpoint.", suffix=".tmp", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({"log": log_id, "size": size, "root": root.hex()}, fh)
-    os.replace(tmp, path)
+    statefile.write(state_path(repo), {"log": log_id, "size": size, "root": root.hex()})
 
 
 def against_remembered(stored: Mapping[str, Any] | None, log_id: str | None, size: int,
@@ -754,25 +743,17 @@ def doctor_state_path(repo: Repo) -> Path:
 def load_doctor_state(repo: Repo) -> dict[str, Any] | None:
     """What the last clean doctor (or verify --all) found: "clean through log commit X / notes commit Y".
     None when absent or unreadable: the next doctor then sweeps the whole log."""
-    try:
-        with open(doctor_state_path(repo), encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    from . import statefile
+
+    return statefile.read(doctor_state_path(repo))
 
 
 def save_doctor_state(repo: Repo, state: Mapping[str, Any]) -> None:
     """Remember a clean doctor state next to the verified checkpoint (atomic rename; best effort: a read-only
     git dir only costs the next doctor a full sweep)."""
-    import tempfile
+    from . import statefile
 
-    path = doctor_state_path(repo)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="doctor-state.", suffix=".tmp", dir=str(path.parent))
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(dict(state), fh)
-        os.replace(tmp, path)
+        statefile.write(doctor_state_path(repo), state)
     except OSError:
         pass

@@ -255,13 +255,10 @@ def _state_path(repo: Repo) -> Path:
 
 def _load_state(repo: Repo) -> dict[str, Any] | None:
     """The last passing judgement of the ledger; anything unreadable or of another shape counts as none."""
-    import json
+    from .. import statefile
 
-    try:
-        data = json.loads(_state_path(repo).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not (isinstance(data, dict) and data.get("version") == STATE_VERSION
+    data = statefile.read(_state_path(repo))
+    if not (data is not None and data.get("version") == STATE_VERSION
             and isinstance(data.get("log"), str) and _is_oid(data["log"])
             and isinstance(data.get("size"), int) and data["size"] >= 0
             and isinstance(data.get("frontier"), list) and len(data["frontier"]) == data["size"].bit_count()
@@ -281,15 +278,10 @@ def _is_oid(text: str) -> bool:
 
 def _save_state(repo: Repo, state: dict[str, Any]) -> None:
     """Atomic (a crash keeps the old state); a cache only: failing to write it costs the next commit time."""
-    import json
+    from .. import statefile
 
-    path = _state_path(repo)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=PRECOMMIT_STATE + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(state, fh)
-        os.replace(tmp, path)
+        statefile.write(_state_path(repo), state)
     except OSError:
         pass
 

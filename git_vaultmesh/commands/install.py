@@ -8,7 +8,6 @@ before is renamed back byte for byte with its mode.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from importlib import resources
 from pathlib import Path
@@ -29,22 +28,19 @@ def state_file(repo: Repo) -> Path:
 
 
 def load_state(repo: Repo) -> dict[str, Any]:
-    try:
-        data = json.loads(state_file(repo).read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {"hooks": {}, "config": []}
-    except (OSError, ValueError):
-        return {"hooks": {}, "config": []}
+    from .. import statefile
+
+    return statefile.read(state_file(repo)) or {"hooks": {}, "config": []}
 
 
 def save_state(repo: Repo, state: dict[str, Any]) -> None:
+    from .. import statefile
+
     path = state_file(repo)
     if not state["hooks"] and not state["config"]:
         path.unlink(missing_ok=True)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    statefile.write(path, state, indent=2)
 
 
 def is_ours(path: Path) -> bool:
