@@ -230,7 +230,7 @@ def _derived(repo: Repo, h: Health, state: dict[str, Any], log_head: str, head: 
     """subject_objects, notes and stale_locks — the full doctor's checks — over the appended entries. The notes
     of their subjects are judged whole: each subject's earlier entries are the lines of its note as the clean
     state held it (that note was found equal to them), then the new entries, in log order."""
-    from .verification import log, notes, subjects
+    from .verification import derived
     from .verification.context import Context, Options, Scope
     from .verification.report import Report
 
@@ -247,13 +247,7 @@ def _derived(repo: Repo, h: Health, state: dict[str, Any], log_head: str, head: 
     report = Report()
     ctx = Context(report, Options(all=True, remember=False), carried, lines, head.size,
                   Scope(everything=False, positions=set(carried)), repo=repo, view=view)
-    positions = sorted(carried)
-    subjects.subject_objects(ctx, positions)
-    if wanted or notes_moved:
-        notes.notes(ctx, positions)
-    else:
-        report.passed("notes", "notes unchanged since the last clean doctor, and no new entry names a commit")
-    log.stale_locks(ctx)
+    derived(ctx, sorted(carried), notes_moved=bool(wanted) or notes_moved)
     h.take(report)
 
 

@@ -265,6 +265,11 @@ class View:
         return {i: e for i, e in enumerate(self.entries) if e is not None}
 
 
+def _objects_corrupt(what: str) -> VaultMeshError:
+    return VaultMeshError("VM-LOG-CORRUPT", f"{what} in the object store",
+                          "restore the ledger objects from a replica; run `git fsck`")
+
+
 def read_view(repo: Repo, ref: str = REF_LOG) -> View:
     """Read every entry of the log at `ref` in one batch. Raises VM-NOT-INITIALIZED / VM-LOG-CORRUPT when
     there is no log to judge at all; anything less is recorded in `problems`."""
@@ -288,10 +293,6 @@ def read_view(repo: Repo, ref: str = REF_LOG) -> View:
         problems.append(("log.layout", exc))
         items = sorted((seq, it.path, it.oid) for it in repo.ls_tree(head, "entries")
                        if (seq := seq_of_path(it.path)) is not None)
-    def corrupt(what: str) -> VaultMeshError:
-        return VaultMeshError("VM-LOG-CORRUPT", f"{what} in the object store",
-                              "restore the ledger objects from a replica; run `git fsck`")
-
     lines: list[bytes] = []
     entries: list[Entry | None] = []
     # streamed: each entry is parsed while git reads the next ones (the other core), not after all of them
@@ -299,12 +300,11 @@ def read_view(repo: Repo, ref: str = REF_LOG) -> View:
     try:
         for seq, _, oid in items:
             try:
-                _, body = next(stream)
+                _, blob = next(stream)
             except VaultMeshError:  # cat-file died mid-stream on a corrupt object
-                raise corrupt("an entry blob is corrupt") from None
-            if body is None:
-                raise corrupt(f"entry blob {oid} is missing")
-            blob = body
+                raise _objects_corrupt("an entry blob is corrupt") from None
+            if blob is None:
+                raise _objects_corrupt(f"entry blob {oid} is missing")
             where = f"entry #{seq}"
             try:
                 line = split_blob(blob, where)
@@ -331,8 +331,7 @@ def find_entries(repo: Repo, head: Head, needle: dict[str, Any]) -> list[tuple[i
         # release of the log this way, to pick its base)
         blobs = repo.read_blobs([f"{head.commit}:{path}" for _, path in named])
     except KeyError as exc:  # git grep just read it from this commit: its object is missing or corrupt
-        raise VaultMeshError("VM-LOG-CORRUPT", f"entry blob {exc} is missing or corrupt in the object store",
-                             "restore the ledger objects from a replica; run `git fsck`") from None
+        raise _objects_corrupt(f"entry blob {exc} is missing or corrupt") from None
     return [(seq, parse_line(split_blob(blob, f"entry #{seq}"), f"entry #{seq}")) for (seq, _), blob in zip(named, blobs)]
 
 

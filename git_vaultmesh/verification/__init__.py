@@ -9,6 +9,8 @@ Nothing is skipped because its input is missing: a missing input is itself a fai
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .. import ledger, merkle
 from ..errors import VaultMeshError
 from ..git import Repo
@@ -16,7 +18,7 @@ from . import entries, log, notes, subjects, tokens
 from .context import Context, Options, Scope
 from .report import Check, Report, summarize
 
-__all__ = ["Check", "Options", "Report", "summarize", "verify", "check_bundle", "doctor", "doctor_sweep", "Scope"]
+__all__ = ["Check", "Options", "Report", "summarize", "verify", "check_bundle", "doctor", "doctor_sweep", "derived", "Scope"]
 
 
 def _repository_context(repo: Repo, opts: Options, report: Report) -> Context | None:
@@ -79,11 +81,20 @@ def doctor_sweep(repo: Repo) -> tuple[Report, ledger.View | None]:
     ctx = _repository_context(repo, Options(all=True, remember=False), report)
     if ctx is None:
         return report, None
-    positions = sorted(ctx.carried)
-    subjects.subject_objects(ctx, positions)
-    notes.notes(ctx, positions)
-    log.stale_locks(ctx)
+    derived(ctx, sorted(ctx.carried))
     return report, ctx.view
+
+
+def derived(ctx: Context, positions: Sequence[int], *, notes_moved: bool = True) -> None:
+    """doctor's checks, over the entries at `positions`: every subject they name is present, the notes agree
+    with the log, no stale lock blocks the ledger refs. `notes_moved` False (the incremental doctor: no new
+    entry names a commit and the notes are as found clean) passes the notes without reading them."""
+    subjects.subject_objects(ctx, positions)
+    if notes_moved:
+        notes.notes(ctx, positions)
+    else:
+        ctx.report.passed("notes", "notes unchanged since the last clean doctor, and no new entry names a commit")
+    log.stale_locks(ctx)
 
 
 def check_bundle(bundle: object, trust_root: str) -> Report:
