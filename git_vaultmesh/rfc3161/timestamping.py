@@ -61,6 +61,11 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def from_iso(text: str) -> datetime:
+    """The inverse of `iso`: RFC 3339 UTC seconds (ValueError for anything else)."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
 # --- timestamp entries ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -328,7 +333,7 @@ def _recorded_at(entry: Entry | None) -> datetime | None:
     if not isinstance(raw, str):
         return None
     try:
-        return datetime.strptime(raw, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        return from_iso(raw)
     except ValueError:
         return None  # the entry's shape is the statement rules' to judge
 
@@ -342,7 +347,7 @@ def verification_now() -> datetime:
     if not raw:
         return datetime.now(timezone.utc)
     try:
-        return datetime.strptime(raw, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        return from_iso(raw)
     except ValueError:
         raise VaultMeshError("VM-CONFIG-INVALID", f"VAULTMESH_NOW={raw!r} is not RFC 3339 UTC seconds",
                              "use the form 2030-01-31T12:00:00Z, or unset VAULTMESH_NOW") from None
@@ -578,15 +583,11 @@ def expiry_facts(book: TokenBook, policy: Policy) -> dict[str, Any]:
 def warnings_from_facts(facts: dict[str, Any], now: datetime, *, horizon_days: int = 90) -> list[str]:
     """The expiry warnings `facts` (expiry_facts) imply at `now`."""
     horizon = now + timedelta(days=horizon_days)
-
-    def moment(text: str) -> datetime:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-
-    if facts.get("cover") is not None and moment(facts["cover"]) > horizon:
+    if facts.get("cover") is not None and from_iso(facts["cover"]) > horizon:
         return []
     warnings: list[str] = []
     for name, what, text in facts.get("items", []):
-        not_after = moment(text)
+        not_after = from_iso(text)
         if not_after > horizon:
             continue
         when = "expired" if not_after <= now else "expires"
@@ -596,11 +597,6 @@ def warnings_from_facts(facts: dict[str, Any], now: datetime, *, horizon_days: i
             "the newest token protects the tokens made so far: run `git vaultmesh timestamp --archive` "
             "with a TSA whose certificate outlives it, and renew the TSA in the policy")
     return warnings
-
-
-def doctor_warnings(log_id: str | None, entries: Sequence[Entry]) -> list[str]:
-    """`doctor`'s TSA expiry warnings for a log (policies as claimed: doctor verifies no signature)."""
-    return warnings_from_facts(doctor_facts(log_id, entries), datetime.now(timezone.utc))
 
 
 def doctor_facts(log_id: str | None, entries: Sequence[Entry | None]) -> dict[str, Any]:
