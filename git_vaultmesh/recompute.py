@@ -76,15 +76,6 @@ class Job:
     commits: int | None = None
 
 
-def recompute(
-    repo: Repo, commit: str, base: Base | None, *, want_history: bool = True, want_digest: bool = True,
-    require_submodules: bool = False, include_submodules: bool = True,
-) -> Recomputed:
-    """The history of `commit` over `base` and its tree digest, concurrently when both are wanted."""
-    return recompute_all(repo, [Job(commit, base, want_history, want_digest, require_submodules,
-                                    include_submodules)])[0]
-
-
 def recompute_all(repo: Repo, jobs: Sequence[Job]) -> list[Recomputed]:
     """Every part of every job, at most two at a time; one Recomputed per job, in order.
 
